@@ -1,0 +1,9 @@
+"""Engine adapters (vLLM, SGLang, LMDeploy), the launcher for start mode and the probe for attach mode."""
+
+from __future__ import annotations
+
+from pytest_dsbench.engines.base import EngineAdapter, EngineInfo, EngineProfile, KnownFailure, LaunchRequest
+from pytest_dsbench.engines.registry import ADAPTERS, get_adapter
+
+__all__ = ["ADAPTERS", "EngineAdapter", "EngineInfo", "EngineProfile", "KnownFailure", "LaunchRequest",
+           "get_adapter"]

@@ -1,0 +1,125 @@
+"""What every engine adapter provides: a launch command, readiness probes and a capability profile.
+
+The profile records where engines legitimately differ from each other and from the OpenAI API (reference
+api_conformance.md section 1), so checks can skip with a reason, assert the declared behaviour, or xfail known
+upstream bugs strictly.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from pytest_dsbench.thresholds import HwProfile
+
+
+@dataclass(frozen=True)
+class KnownFailure:
+    """An upstream bug a check is expected to hit on this engine (becomes ``xfail(strict=True)``)."""
+
+    check_id: str
+    reason: str
+    url: str
+
+
+@dataclass(frozen=True)
+class EngineProfile:
+    """Declared behaviour of one engine's OpenAI-compatible server."""
+
+    reasoning_field: Literal["reasoning", "reasoning_content"]
+    reasoning_usage_path: Literal["completion_tokens_details.reasoning_tokens", "reasoning_tokens"]
+    reasoning_count_includes_end_tag: bool
+    error_envelope: Literal["nested", "flat"]
+    validates_model: bool
+    validates_prompt_plus_max_tokens: bool
+    multi_token_stop: bool
+    logprobs_enabled: bool
+    stream_options_without_stream_rejected: bool
+    role_on_every_delta: bool
+    tokenize_api: Literal["vllm", "sglang", "lmdeploy_encode"] | None
+    metrics_prefix: str | None
+    tool_parser: str | None
+    min_tokens_param: Literal["min_tokens", "min_new_tokens"] | None
+    routed_experts: bool
+    decode_log_format: Literal["vllm", "sglang", "lmdeploy"]
+    known_failures: tuple[KnownFailure, ...] = ()
+    features: frozenset[str] = field(default_factory=frozenset)
+
+    def known_failure(self, check_id: str) -> KnownFailure | None:
+        """The upstream bug ``check_id`` is expected to hit on this engine, if any."""
+        return next((kf for kf in self.known_failures if kf.check_id == check_id), None)
+
+
+@dataclass(frozen=True)
+class LaunchRequest:
+    """Everything an adapter needs to build a launch command."""
+
+    python: str
+    model: str
+    served_model_name: str
+    host: str
+    port: int
+    hw: HwProfile
+    extra_args: tuple[str, ...] = ()
+    on_cpu: bool = False
+
+
+class EngineAdapter:
+    """Base class of the vLLM, SGLang and LMDeploy adapters."""
+
+    name: str = ""
+    display_name: str = ""
+    profile: EngineProfile
+    extra: str = ""
+    health_path = "/health"
+
+    def launch_command(self, request: LaunchRequest) -> list[str]:
+        """The full command that starts this engine's OpenAI-compatible server."""
+        raise NotImplementedError
+
+    def version_probe(self) -> list[str]:
+        """Python code run with the engine's interpreter to print its version (start mode)."""
+        return ["-c", f"import importlib.metadata as m; print(m.version({self.distribution()!r}))"]
+
+    def distribution(self) -> str:
+        return self.name
+
+    @staticmethod
+    def _mtp_config(num_tokens: int = 1) -> str:
+        return json.dumps({"method": "deepseek_mtp", "num_speculative_tokens": num_tokens})
+
+
+@dataclass
+class EngineInfo:
+    """The engine under test as the fixtures and reports see it."""
+
+    name: str
+    version: str
+    base_url: str
+    model: str
+    model_path: str | None
+    tokenizer_path: str | None
+    max_model_len: int | None
+    profile: EngineProfile
+    mode: Literal["start", "attach"]
+    log_paths: tuple[Path, ...] = ()
+    launch_command: tuple[str, ...] = ()
+    api_key: str | None = None
+    eplb_mode: str = "off"
+    eplb_counts_path: Path | None = None
+    eplb_ranks: int | None = None
+
+    def identity(self) -> dict[str, object]:
+        """Identity recorded in the report header and every stored result (never the API key)."""
+        return {
+            "engine": self.name,
+            "engine_version": self.version,
+            "model": self.model,
+            "model_path": self.model_path,
+            "max_model_len": self.max_model_len,
+            "mode": self.mode,
+            "base_url": self.base_url,
+            "eplb": self.eplb_mode,
+        }

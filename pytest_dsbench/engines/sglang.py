@@ -1,0 +1,69 @@
+"""SGLang: ``python -m sglang.launch_server`` (seed 003's deployment)."""
+
+from __future__ import annotations
+
+from pytest_dsbench.engines.base import EngineAdapter, EngineProfile, LaunchRequest
+
+PROFILE = EngineProfile(
+    reasoning_field="reasoning_content",
+    reasoning_usage_path="reasoning_tokens",
+    reasoning_count_includes_end_tag=True,
+    error_envelope="flat",
+    validates_model=False,
+    validates_prompt_plus_max_tokens=True,
+    multi_token_stop=True,
+    logprobs_enabled=True,
+    stream_options_without_stream_rejected=False,
+    role_on_every_delta=False,
+    tokenize_api="sglang",
+    metrics_prefix="sglang:",
+    tool_parser="deepseekv3",
+    min_tokens_param="min_new_tokens",
+    routed_experts=True,
+    decode_log_format="sglang",
+    features=frozenset({"logprobs", "n", "seed", "structured_output", "tokenize", "metrics", "reasoning",
+                        "tools"}),
+)
+
+
+class SglangAdapter(EngineAdapter):
+    """Launches SGLang with the hardware profile's parallelism and limits."""
+
+    name = "sglang"
+    display_name = "SGLang"
+    profile = PROFILE
+    extra = "sglang"
+    health_path = "/health"
+
+    def version_probe(self) -> list[str]:
+        return ["-c", "import sglang; print(sglang.__version__)"]
+
+    def launch_command(self, request: LaunchRequest) -> list[str]:
+        dep = request.hw.deployment
+        cmd = [
+            request.python, "-m", "sglang.launch_server",
+            "--model-path", request.model,
+            "--served-model-name", request.served_model_name,
+            "--host", request.host,
+            "--port", str(request.port),
+            "--context-length", str(dep.max_model_len),
+            "--reasoning-parser", "deepseek-r1",
+            "--enable-metrics",
+            "--enable-cache-report",
+        ]
+        if dep.tensor_parallel > 1:
+            cmd += ["--tp", str(dep.tensor_parallel)]
+        if dep.pipeline_parallel > 1:
+            cmd += ["--pp-size", str(dep.pipeline_parallel)]
+        if dep.data_parallel > 1:
+            cmd += ["--dp", str(dep.data_parallel), "--enable-dp-attention"]
+        if dep.expert_parallel > 1:
+            cmd += ["--ep-size", str(dep.expert_parallel)]
+        if dep.max_batch_size:
+            cmd += ["--max-running-requests", str(dep.max_batch_size)]
+        if dep.cache_ratio:
+            cmd += ["--mem-fraction-static", str(dep.cache_ratio)]
+        if dep.mtp:
+            cmd += ["--speculative-algorithm", "EAGLE", "--speculative-num-steps", "1",
+                    "--speculative-eagle-topk", "1", "--speculative-num-draft-tokens", "2"]
+        return cmd + list(request.hw.launch(self.name).args) + list(dep.engine_args) + list(request.extra_args)

