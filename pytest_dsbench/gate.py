@@ -1,7 +1,10 @@
-"""The verdict inside each test: limits from thresholds/<hw>.toml and (with history) regressions.
+"""The verdict inside each test: limits from thresholds/<hw>.toml and regressions against stored history.
 
-A test records its measured values through ``dsbench_gate.record(...)`` and ends with ``dsbench_gate.check()``,
-which fails the test with every violated limit, so the exit code, JUnit and the summary table agree.
+A test records its measured values through ``dsbench_gate.record(...)`` and ends with
+``dsbench_gate.check()``, which fails the test with every violated limit and every regression, so the exit
+code, JUnit and the summary table agree. With ``--dsbench-compare RUN`` each ``record`` also compares the
+value and its per-request samples with the same test, metric and workload in the stored run (see
+:mod:`pytest_dsbench.history.compare`).
 """
 
 from __future__ import annotations
@@ -38,28 +41,55 @@ class Gate:
         workload: dict[str, Any] | None = None,
         unit: str | None = None,
     ) -> MetricResult:
-        """Record a measured value; with a ``limit`` the metric's direction decides the comparison."""
+        """Record a measured value and its raw per-request ``samples`` (same unit as the metric).
+
+        With a ``limit`` the metric's direction decides the comparison. ``workload`` (JSON-able) identifies
+        what was measured: results are compared across runs only under an equal workload. ``samples`` should
+        move with the metric (per-request TPOT for ``tpot_ms_*``, per-window tok/s for throughput, 0/1 scores
+        for accuracy); the regression gate's statistical test runs on them.
+        """
         definition = metrics.get(metric)
         comparison: Literal["<=", ">="] | None = None
         if limit is not None:
             comparison = "<=" if definition.direction == "lower_is_better" else ">="
+        values = [float(s) for s in samples]
         result = MetricResult(
-            test_id=self.test_id, metric=metric, unit=unit or definition.unit, value=float(value), limit=limit,
-            comparison=comparison, samples=sample_count if sample_count is not None else len(samples),
-            source=limit_source, extra={"workload": workload or {}},
+            test_id=self.test_id,
+            metric=metric,
+            unit=unit or definition.unit,
+            value=float(value),
+            limit=limit,
+            comparison=comparison,
+            samples=sample_count if sample_count is not None else len(values),
+            source=limit_source,
+            extra={"workload": dict(workload or {})},
+            sample_values=values,
         )
-        self.results.record(result)
-        self.recorded.append(result)
-        self.samples[metric] = [float(s) for s in samples]
         if result.passed is False:
+            assert limit is not None
             self.problems.append(
                 f"{metric} = {value:.4g} {result.unit}, limit {comparison} {limit:g} {result.unit} "
                 f"({limit_source or 'limit'}); {result.samples} samples"
             )
+        comparator = self.results.comparator
+        if comparator is not None:
+            judged = comparator.compare(result)
+            result.extra["regression"] = judged.as_dict()
+            result.baseline = judged.baseline_value
+            result.change_pct = judged.change_pct
+            if judged.refused:
+                self.problems.append(judged.refused)
+            elif judged.method is not None and judged.limit_pct is not None:
+                result.regressed = judged.regressed
+                if judged.regressed:
+                    self.problems.append(judged.message())
+        self.results.record(result)
+        self.recorded.append(result)
+        self.samples[metric] = values
         return result
 
     def fail(self, message: str) -> None:
-        """Add a problem found by another check (e.g. a regression against history)."""
+        """Add a problem found by another check."""
         self.problems.append(message)
 
     def check(self) -> None:

@@ -79,6 +79,9 @@ SPECS: tuple[OptionSpec, ...] = (
                "engine's EP size; the embedded engine simulates 4).", None, "DSBENCH_EPLB_RANKS", metavar="N"),
     OptionSpec("--load-generator", "str", "Client that produces load-test numbers: this suite's, or the "
                "official sglang.bench_serving.", "dsbench", "DSBENCH_LOAD_GENERATOR", LOAD_GENERATORS),
+    OptionSpec("--load-workers", "int", "Client processes that share the load (this suite's client); "
+               "raise it when a run is reported INVALID because the client was the bottleneck.", 1,
+               "DSBENCH_LOAD_WORKERS", metavar="N"),
     OptionSpec("--dsbench-artifacts", "str", "Folder for engine logs, per-request records and reports.",
                "dsbench-artifacts", "DSBENCH_ARTIFACTS", metavar="DIR"),
     OptionSpec("--dsbench-thresholds", "str", "Folder of hardware profiles (default: the project's "
@@ -93,6 +96,13 @@ SPECS: tuple[OptionSpec, ...] = (
                "differ.", False),
     OptionSpec("--dsbench-datasets", "str", "Local folder of accuracy data sets (offline EvalScope).", None,
                "DSBENCH_DATASETS", metavar="DIR"),
+    OptionSpec("--dsbench-eval-python", "str", "Python interpreter that has EvalScope installed (e.g. a venv of "
+               "its own); accuracy runs execute there. Default: the interpreter running pytest.", None,
+               "DSBENCH_EVAL_PYTHON", metavar="PATH"),
+    OptionSpec("--dsbench-eval-timeout", "float", "Seconds one EvalScope accuracy run may take before it is "
+               "stopped.", 7200.0, "DSBENCH_EVAL_TIMEOUT", metavar="S"),
+    OptionSpec("--dsbench-no-accuracy-cache", "bool", "Always rerun EvalScope instead of reusing a stored "
+               "accuracy result with the same engine, model, data set, limit and settings.", False),
     OptionSpec("--dsbench-list-hw", "bool", "List the hardware profiles and exit.", False),
 )
 
@@ -231,6 +241,10 @@ class DsbenchOptions:
     force_compare: bool = False
     datasets_dir: Path | None = None
     list_hw: bool = False
+    eval_python: str | None = None
+    eval_timeout_s: float = 7200.0
+    accuracy_cache: bool = True
+    load_workers: int = 1
 
     @property
     def attach(self) -> bool:
@@ -275,4 +289,8 @@ def resolve(config: pytest.Config) -> DsbenchOptions:
         force_compare=bool(get("force_compare")),
         datasets_dir=Path(datasets) if datasets else None,
         list_hw=bool(get("list_hw")),
+        eval_python=get("eval_python"),
+        eval_timeout_s=_as_float(spec["dsbench_eval_timeout"], get("eval_timeout")),
+        accuracy_cache=not bool(get("no_accuracy_cache")),
+        load_workers=_as_int(spec["dsbench_load_workers"], get("load_workers")) or 1,
     )

@@ -47,6 +47,12 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[PROFILE] = profile
     config.stash[RESULTS] = RunResults()
     config.stash[ENGINE_SESSION] = EngineSession(opts, profile, opts.artifacts_dir.resolve())
+    from pytest_dsbench.history import session as history
+
+    history.configure(config, opts, profile, config.stash[RESULTS])
+    from pytest_dsbench import progress
+
+    progress.bind(config)
     if not config.pluginmanager.has_plugin("dsbench-fixtures"):
         config.pluginmanager.register(fixtures, "dsbench-fixtures")
 
@@ -132,14 +138,16 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
-def pytest_sessionfinish(session: pytest.Session) -> None:
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int | pytest.ExitCode) -> None:
     from pytest_dsbench.engines.launcher import stop_all
+    from pytest_dsbench.history import session as history
     from pytest_dsbench.stash import ENGINE_SESSION
 
     engine_session = session.config.stash.get(ENGINE_SESSION, None)
     if engine_session is not None:
         engine_session.stop()
     stop_all()
+    history.finish(session.config, exitstatus)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:

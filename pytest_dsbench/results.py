@@ -1,18 +1,22 @@
 """Measured results of one run (SLO, throughput, accuracy), gathered for the summary table and history.
 
-Tests record through the ``dsbench_results`` fixture; the verdict itself is asserted inside the test, so the
-exit code, JUnit and this table always agree.
+Tests record through the ``dsbench_gate`` fixture (or ``dsbench_results`` directly); the verdict itself is
+asserted inside the test, so the exit code, JUnit and this table always agree. At the end of the session the
+results, with their raw per-request samples, are stored in the history (:mod:`pytest_dsbench.history`).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from pytest_dsbench.history.compare import Comparator
 
 
 @dataclass
 class MetricResult:
-    """One measured value with its limit and verdict."""
+    """One measured value with its limit, its change against a stored baseline, and the verdict."""
 
     test_id: str
     metric: str
@@ -25,6 +29,10 @@ class MetricResult:
     change_pct: float | None = None
     source: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Raw per-request samples (metric unit); stored in the history, left out of ``as_dict``.
+    sample_values: list[float] = field(default_factory=list, repr=False)
+    #: True when the regression gate judged this result worse than the baseline; None when not compared.
+    regressed: bool | None = None
 
     @property
     def passed(self) -> bool | None:
@@ -33,17 +41,38 @@ class MetricResult:
             return None
         return self.value <= self.limit if self.comparison == "<=" else self.value >= self.limit
 
+    @property
+    def verdict(self) -> Literal["PASS", "FAIL", "REGRESSED", "-"]:
+        """FAIL when the limit is missed, REGRESSED when only the regression gate tripped, PASS when
+        checked."""
+        if self.passed is False:
+            return "FAIL"
+        if self.regressed:
+            return "REGRESSED"
+        if self.passed is True or self.regressed is False:
+            return "PASS"
+        return "-"
+
+    @property
+    def workload(self) -> dict[str, Any]:
+        """The workload the value was measured under (as given to ``Gate.record``)."""
+        workload = self.extra.get("workload")
+        return workload if isinstance(workload, dict) else {}
+
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        data.pop("sample_values")
         data["passed"] = self.passed
+        data["verdict"] = self.verdict
         return data
 
 
 @dataclass
 class RunResults:
-    """Every result recorded in this session, in recording order."""
+    """Every result recorded in this session, in recording order, and the regression comparator if any."""
 
     items: list[MetricResult] = field(default_factory=list)
+    comparator: Comparator | None = None
 
     def record(self, result: MetricResult) -> MetricResult:
         self.items.append(result)

@@ -45,6 +45,9 @@ class Deployment(_Strict):
     expert_parallel: PositiveInt = 1
     max_model_len: PositiveInt
     max_input_len: PositiveInt
+    max_input_len_enforced: bool = Field(
+        default=False, description="the server itself rejects prompts over max_input_len with a 4xx (seed 004's "
+        "vacc build); false where only max_model_len is enforced (upstream vLLM/SGLang/LMDeploy)")
     max_batch_size: PositiveInt | None = None
     max_concurrency: PositiveInt | None = None
     cache_ratio: Annotated[float, Field(gt=0, le=1)] | None = None
@@ -78,6 +81,12 @@ class Slo(_Strict):
     ttft_ms_p99_max: PositiveFloat | None = None
     itl_ms_p99_max: PositiveFloat | None = None
     error_rate_max: Annotated[float, Field(ge=0, le=1)] = 0.0
+    workload: str | None = Field(default=None, description="[throughput.NAME] entry the SLO tests run "
+                                 "(default: tencent, else the first entry)")
+    goodput_ttft_ms_max: PositiveFloat | None = None
+    goodput_tpot_ms_max: PositiveFloat | None = None
+    goodput_e2e_ms_max: PositiveFloat | None = None
+    goodput_fraction_min: Annotated[float, Field(ge=0, le=1)] | None = None
 
 
 class ThroughputBaseline(_Strict):
@@ -96,6 +105,10 @@ class ThroughputBaseline(_Strict):
     qpm_min: PositiveFloat | None = None
     engines: list[Literal["vllm", "sglang", "lmdeploy"]] = []
     source: str = ""
+    seed: int | None = None
+    range_ratio: Annotated[float, Field(ge=0, le=1)] | None = None
+    search_max_probes: PositiveInt | None = None
+    search_time_budget_s: PositiveFloat | None = None
 
 
 class AccuracyFloor(_Strict):
@@ -106,6 +119,10 @@ class AccuracyFloor(_Strict):
     engines: dict[Literal["vllm", "sglang", "lmdeploy"], Annotated[float, Field(ge=0, le=1)]] = {}
     subset: str | None = None
     source: str = ""
+    benchmark: str | None = Field(default=None, description=(
+        "EvalScope benchmark name (default: the table key); 'general_qa' = a local NAME.jsonl of "
+        "{query, response} lines (NAME = subset or the key), scored by exact match"))
+    max_tokens: PositiveInt | None = Field(default=None, description="overrides accuracy_settings.max_tokens")
 
 
 class GenerationSettings(_Strict):
@@ -115,6 +132,9 @@ class GenerationSettings(_Strict):
     top_p: Annotated[float, Field(gt=0, le=1)] = 0.95
     max_tokens: PositiveInt = 32768
     answer_after_think: bool = True
+    seed: int | None = Field(default=None, description="per-request sampling seed (reproducible sampling)")
+    concurrency: PositiveInt | None = Field(default=None, description=(
+        "parallel accuracy requests (default: deployment.max_concurrency, else 8)"))
 
 
 class HwProfile(_Strict):

@@ -23,12 +23,12 @@ PROFILE = EngineProfile(
     decode_log_format="lmdeploy",
     known_failures=(
         KnownFailure(
-            "F.multi_token_stop",
+            "F02.stop_multi_token",
             "LMDeploy only honours single-token stop words; multi-token ones are logged and ignored",
             "https://github.com/InternLM/lmdeploy/issues/1631",
         ),
     ),
-    features=frozenset({"n", "reasoning", "metrics", "tokenize"}),
+    features=frozenset({"ignore_eos", "metrics", "min_tokens", "n", "reasoning", "tokenize"}),
 )
 
 

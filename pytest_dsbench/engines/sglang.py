@@ -21,8 +21,8 @@ PROFILE = EngineProfile(
     min_tokens_param="min_new_tokens",
     routed_experts=True,
     decode_log_format="sglang",
-    features=frozenset({"logprobs", "n", "seed", "structured_output", "tokenize", "metrics", "reasoning",
-                        "tools"}),
+    features=frozenset({"ignore_eos", "logprobs", "metrics", "min_tokens", "n", "reasoning", "seed",
+                        "structured_output", "tokenize", "tools"}),
 )
 
 

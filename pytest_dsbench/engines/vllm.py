@@ -10,7 +10,7 @@ PROFILE = EngineProfile(
     reasoning_count_includes_end_tag=False,
     error_envelope="nested",
     validates_model=True,
-    validates_prompt_plus_max_tokens=True,
+    validates_prompt_plus_max_tokens=False,  # 0.32 clamps max_tokens to the window (api_utils.get_max_tokens)
     multi_token_stop=True,
     logprobs_enabled=True,
     stream_options_without_stream_rejected=True,
@@ -21,8 +21,16 @@ PROFILE = EngineProfile(
     min_tokens_param="min_tokens",
     routed_experts=False,
     decode_log_format="vllm",
-    known_failures=(),
-    features=frozenset({"logprobs", "n", "seed", "structured_output", "tokenize", "metrics", "reasoning"}),
+    known_failures=(
+        KnownFailure(
+            "D07.usage_reasoning_tokens",
+            "vLLM counts reasoning tokens only after a generated <think>; DeepSeek-R1's template puts <think> "
+            "in the prompt, so usage.completion_tokens_details.reasoning_tokens is always 0",
+            "https://github.com/vllm-project/vllm/pull/49743",
+        ),
+    ),
+    features=frozenset({"ignore_eos", "logprobs", "metrics", "min_tokens", "n", "reasoning", "seed",
+                        "structured_output", "tokenize"}),
 )
 
 

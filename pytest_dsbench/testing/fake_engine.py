@@ -1,8 +1,10 @@
 """A fake OpenAI-compatible DeepSeek-R1 server (aiohttp) with switchable faults, for self-tests.
 
-Compliant by default: it validates requests, returns OpenAI-shaped bodies, streams SSE correctly, splits
-reasoning from content and counts usage exactly (one token per character, see :mod:`fake_tokens`). Each entry
-of ``FakeConfig.faults`` breaks one behaviour, so each conformance check can be shown to fail.
+Compliant by default: it validates requests like vLLM (400 for bad parameters, 404 for an unknown model, the
+context limit before any streaming), returns OpenAI-shaped bodies, streams SSE correctly, splits reasoning
+from content and counts usage exactly (one token per character, see :mod:`fake_tokens`). Each name in
+``FakeConfig.faults`` (registered in :mod:`fake_faults`) breaks one behaviour, so each conformance check can
+be shown to fail. The text it generates comes from :mod:`fake_model`.
 
 Run it standalone (also as a stand-in for an engine's launch command, unknown arguments are ignored)::
 
@@ -13,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import json
 import os
 import random
@@ -21,11 +22,15 @@ import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from pytest_dsbench.testing import fake_tokens as tok
+from pytest_dsbench.testing.fake_faults import FAULTS, unknown
+from pytest_dsbench.testing.fake_model import FakeModel, Output, Request, filler
+from pytest_dsbench.testing.fake_validation import RequestValidation, _Invalid
 
 
 @dataclass
@@ -36,10 +41,13 @@ class FakeConfig:
     engine: str = "vllm"
     version: str = "0.0.0-fake"
     max_model_len: int = 4096
+    max_input_len: int | None = None
+    clamp_max_tokens: bool = True
     ttft_ms: float = 0.0
     itl_ms: float = 0.0
     tokens_per_chunk: int = 1
     reasoning_field: str = "reasoning"
+    reasoning_usage_path: str = "completion_tokens_details.reasoning_tokens"
     error_envelope: str = "nested"
     reasoning: str = "Let me think step by step."
     answers: dict[str, str] = field(default_factory=dict)
@@ -49,29 +57,35 @@ class FakeConfig:
     die_after_requests: int | None = None
     api_key: str | None = None
     decode_log_interval_s: float = 0.0
+    itl_ms_per_running: float = 0.0
+
+    def __post_init__(self) -> None:
+        typos = unknown(list(self.faults))
+        if typos:
+            raise ValueError(
+                f"unknown fake-engine fault(s) {typos}; registered faults are in "
+                f"pytest_dsbench.testing.fake_faults.FAULTS ({len(FAULTS)} names)"
+            )
 
     def has(self, fault: str) -> bool:
         return fault in self.faults
 
 
-def _filler(seed_text: str, n_chars: int) -> str:
-    words = ("alpha", "beta", "gamma", "delta", "sigma", "omega", "kappa", "theta")
-    digest = hashlib.sha256(seed_text.encode()).digest()
-    out: list[str] = []
-    i = 0
-    while sum(len(w) + 1 for w in out) < n_chars:
-        out.append(words[digest[i % len(digest)] % len(words)])
-        i += 1
-    return " ".join(out)[:n_chars]
-
-
-class FakeEngine:
+class FakeEngine(RequestValidation):
     """The aiohttp application and its state."""
+
+    config: FakeConfig
 
     def __init__(self, config: FakeConfig) -> None:
         self.config = config
+        self.model = FakeModel(config)
         self.requests_served = 0
         self.running = 0
+        self.streams_started = 0
+        self.poisoned = False
+        self.prompt_tokens_total = 0
+        self.generation_tokens_total = 0
+        self.tokens_streamed = 0
         self.started = time.monotonic()
         self.app = web.Application(middlewares=[self._auth])
         r = self.app.router
@@ -80,10 +94,20 @@ class FakeEngine:
         r.add_get("/version", self.version)
         r.add_get("/metrics", self.metrics)
         r.add_post("/tokenize", self.tokenize)
+        r.add_post("/detokenize", self.detokenize)
         r.add_post("/v1/completions", self.completions)
         r.add_post("/v1/chat/completions", self.chat)
+        if config.decode_log_interval_s > 0:
+            from pytest_dsbench.testing.fake_decode_log import start_decode_log
 
-    # -- plumbing ---------------------------------------------------------------------------------------------
+            self.app.on_startup.append(start_decode_log(self))
+
+    @property
+    def max_model_len(self) -> int:
+        doubled = self.config.has("max_model_len_larger_than_profile")
+        return self.config.max_model_len * (2 if doubled else 1)
+
+    # -- plumbing --------------------------------------------------------------------------------------------
     @web.middleware
     async def _auth(self, request: web.Request, handler: Any) -> web.StreamResponse:
         key = self.config.api_key
@@ -92,15 +116,29 @@ class FakeEngine:
         response: web.StreamResponse = await handler(request)
         return response
 
-    def error(self, status: int, message: str, err_type: str, param: str | None = None) -> web.Response:
+    def error_body(self, status: int, message: str, err_type: str, param: str | None) -> dict[str, Any]:
+        if self.config.has("error_without_message"):
+            message = ""
+        if self.config.error_envelope == "flat" or self.config.has("flat_error_body"):
+            return {"object": "error", "message": message, "type": err_type, "param": param, "code": status}
+        return {"error": {"message": message, "type": err_type, "param": param, "code": status}}
+
+    def error(
+        self, status: int, message: str, err_type: str = "BadRequestError", param: str | None = None
+    ) -> web.Response:
+        if 400 <= status < 500:
+            self.poisoned = self.poisoned or self.config.has("poison_after_bad_request")
         if self.config.has("error_500_instead_of_400") and status == 400:
             status = 500
-        body: dict[str, Any]
-        if self.config.error_envelope == "flat" or self.config.has("flat_error_body"):
-            body = {"object": "error", "message": message, "type": err_type, "param": param, "code": status}
-        else:
-            body = {"error": {"message": message, "type": err_type, "param": param, "code": status}}
-        return web.json_response(body, status=status)
+        if (
+            self.config.has("validation_422")
+            and status == 400
+            and param not in (None, "input_tokens", "messages")
+        ):
+            status = 422
+        if self.config.has("error_body_not_json"):
+            return web.Response(status=status, text=f"Error: {message}", content_type="text/plain")
+        return web.json_response(self.error_body(status, message, err_type, param), status=status)
 
     def _tick(self) -> None:
         self.requests_served += 1
@@ -108,238 +146,294 @@ class FakeEngine:
         if limit is not None and self.requests_served >= limit:
             asyncio.get_running_loop().call_later(0.05, os._exit, 3)
 
-    # -- simple endpoints -------------------------------------------------------------------------------------
+    # -- simple endpoints ------------------------------------------------------------------------------------
     async def health(self, request: web.Request) -> web.Response:
         ready = time.monotonic() - self.started >= self.config.startup_delay_s
         if self.config.has("never_healthy") or not ready:
             return web.Response(status=503, text="loading")
+        if self.config.has("health_bad_status"):
+            return web.Response(status=500, text="engine error")
         return web.Response(status=200)
 
     async def models(self, request: web.Request) -> web.Response:
         if self.config.has("never_healthy"):
             return web.Response(status=503)
-        entry = {"id": self.config.model, "object": "model", "created": 0, "owned_by": self.config.engine,
-                 "root": self.config.model, "max_model_len": self.config.max_model_len}
-        return web.json_response({"object": "list", "data": [entry]})
+        max_len = self.max_model_len + (1 if self.config.has("models_max_model_len_wrong") else 0)
+        entry: dict[str, Any] = {
+            "id": self.config.model,
+            "object": "model",
+            "created": int(self.started),
+            "owned_by": self.config.engine,
+            "root": self.config.model,
+            "max_model_len": max_len,
+        }
+        listing = "list"
+        if self.config.has("models_list_bad_shape"):
+            entry.pop("owned_by")
+            listing = "models"
+        return web.json_response({"object": listing, "data": [entry]})
 
     async def version(self, request: web.Request) -> web.Response:
         return web.json_response({"version": self.config.version})
 
     async def metrics(self, request: web.Request) -> web.Response:
-        prefix = f"{self.config.engine}:"
-        text = (f"# TYPE {prefix}num_requests_running gauge\n{prefix}num_requests_running {self.running}\n"
-                f"# TYPE {prefix}request_success_total counter\n{prefix}request_success_total "
-                f"{self.requests_served}\n")
-        return web.Response(text=text, content_type="text/plain")
+        p = f"{self.config.engine}:"
+        lines = [
+            f"# TYPE {p}num_requests_running gauge",
+            f"{p}num_requests_running {self.running}",
+            f"# TYPE {p}request_success_total counter",
+            f"{p}request_success_total {self.requests_served}",
+        ]
+        if not self.config.has("metrics_missing_token_counters"):
+            lines += [
+                f"# TYPE {p}prompt_tokens_total counter",
+                f"{p}prompt_tokens_total {self.prompt_tokens_total}",
+                f"# TYPE {p}generation_tokens_total counter",
+                f"{p}generation_tokens_total {self.generation_tokens_total}",
+            ]
+        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+
+    def render(self, messages: list[dict[str, Any]]) -> str:
+        """The server's chat template (with the template-related faults)."""
+        if self.config.has("system_dropped"):
+            messages = [m for m in messages if m.get("role") != "system"]
+        if self.config.has("multi_turn_drops_history"):
+            users = [m for m in messages if m.get("role") == "user"]
+            messages = [m for m in messages if m.get("role") == "system"] + users[-1:]
+        generation = tok.ASSISTANT if self.config.has("stale_template") else tok.GENERATION_PROMPT
+        text = tok.render_chat(
+            messages,
+            keep_history_reasoning=self.config.has("history_reasoning_replayed"),
+            generation_prompt=generation,
+        )
+        return (tok.BOS + text) if self.config.has("double_bos") else text
 
     async def tokenize(self, request: web.Request) -> web.Response:
         body = await request.json()
-        text = tok.render_chat(body["messages"]) if "messages" in body else str(body.get("prompt", ""))
-        ids = tok.token_ids(text)
-        return web.json_response({"tokens": ids, "count": len(ids), "max_model_len": self.config.max_model_len})
-
-    # -- generation -------------------------------------------------------------------------------------------
-    def _validate(self, body: dict[str, Any], prompt_tokens: int) -> web.Response | None:
-        model = body.get("model")
-        if model not in (None, "", self.config.model) and not self.config.has("accept_unknown_model"):
-            return self.error(404, f"The model `{model}` does not exist.", "NotFoundError", "model")
-        max_tokens = body.get("max_tokens", body.get("max_completion_tokens", 16))
-        if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
-            return self.error(400, "max_tokens must be at least 1", "BadRequestError", "max_tokens")
-        temperature = body.get("temperature", 1.0)
-        if not isinstance(temperature, int | float) or temperature < 0 or temperature > 2:
-            return self.error(400, "temperature must be in [0, 2]", "BadRequestError", "temperature")
-        n = body.get("n", 1)
-        if not isinstance(n, int) or n < 1:
-            return self.error(400, "n must be at least 1", "BadRequestError", "n")
-        if "stream_options" in body and not body.get("stream") and not self.config.has("accept_stream_options"):
-            return self.error(400, "stream_options can only be set when stream is true", "BadRequestError",
-                              "stream_options")
-        limit = self.config.max_model_len
-        if prompt_tokens >= limit or (prompt_tokens + max_tokens > limit and not self.config.has("no_length_check")):
-            return self.error(
-                400, f"You passed {prompt_tokens} input tokens and requested {max_tokens} output tokens. "
-                f"However, the model's context length is only {limit} tokens.", "BadRequestError", "input_tokens")
-        return None
-
-    def _script(self, question: str, seed_text: str, ignore_eos: bool, max_tokens: int, chat: bool) -> str:
-        """The full text the fake 'model' would produce for this prompt (before max_tokens and stop)."""
-        if chat:
-            answer = self.config.answers.get(question.strip())
-            if answer is not None and self.config.wrong_fraction > 0:
-                bucket = int(hashlib.sha256(question.encode()).hexdigest(), 16) % 10000 / 10000
-                if bucket < self.config.wrong_fraction:
-                    answer = answer + "0"
-            if answer is None:
-                answer = _filler(seed_text, 40)
-            text = f"{self.config.reasoning}{tok.END_THINK}\n\n{answer}"
-            if self.config.has("think_tag_in_content"):
-                text = f"{tok.THINK}{text}"
+        if "messages" in body:
+            ids = tok.token_ids(self.render(body["messages"]))
         else:
-            text = _filler(seed_text, 60)
-        if ignore_eos:
-            while tok.count(text) < max_tokens:
-                text += " " + _filler(text, 20)
-        return text
+            add_special = body.get("add_special_tokens", True)
+            ids = ([tok.token_id(tok.BOS)] if add_special else []) + tok.token_ids(
+                str(body.get("prompt", ""))
+            )
+        count = len(ids) + (1 if self.config.has("tokenize_count_mismatch") else 0)
+        reply: dict[str, Any] = {"tokens": ids, "count": count, "max_model_len": self.max_model_len}
+        if body.get("return_token_strs"):
+            reply["token_strs"] = [tok.decode([i]) for i in ids]
+        return web.json_response(reply)
 
-    @staticmethod
-    def _apply_stop(text: str, stop: list[str]) -> tuple[str, bool]:
-        cut = min((text.find(s) for s in stop if s and s in text), default=-1)
-        return (text[:cut], True) if cut >= 0 else (text, False)
+    async def detokenize(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        return web.json_response({"prompt": tok.decode([int(i) for i in body.get("tokens", [])])})
 
-    def _generate(self, body: dict[str, Any], prompt_text: str, question: str, chat: bool, index: int) -> dict[str, Any]:
-        max_tokens = int(body.get("max_tokens", body.get("max_completion_tokens", 16)))
-        seed = body.get("seed")
-        temperature = float(body.get("temperature", 1.0))
-        salt = "" if temperature == 0 or seed is not None else f"{random.random()}"
-        seed_text = f"{prompt_text}|{seed}|{index}|{salt}"
-        full = self._script(question, seed_text, bool(body.get("ignore_eos")), max_tokens, chat)
-        pieces = tok.tokenize(full)
-        finish = "stop"
-        if len(pieces) > max_tokens:
-            pieces, finish = pieces[:max_tokens], "length"
-        text = "".join(pieces)
-        stop = body.get("stop") or []
-        stop = [stop] if isinstance(stop, str) else list(stop)
-        if stop:
-            reasoning_end = text.find(tok.END_THINK) + len(tok.END_THINK) if chat and tok.END_THINK in text else 0
-            head, tail = text[:reasoning_end], text[reasoning_end:]
-            tail, hit = self._apply_stop(tail, stop)
-            if hit and not self.config.has("stop_string_in_output"):
-                text, finish = head + tail, "stop"
-            elif hit:
-                matched = next(s for s in stop if text[reasoning_end:].startswith(tail + s))
-                text, finish = head + tail + matched, "stop"
-        completion_tokens = tok.count(text)
-        if self.config.has("usage_off_by_one"):
-            completion_tokens += 1
-        if finish == "length" and self.config.has("finish_reason_stop_on_length"):
-            finish = "stop"
-        return {"text": text, "finish_reason": finish, "completion_tokens": completion_tokens}
-
-    def _split_reasoning(self, text: str) -> tuple[str | None, str | None]:
-        if self.config.has("no_reasoning_split"):
-            return None, text
-        if tok.END_THINK not in text:
-            return text, None
-        reasoning, _, content = text.partition(tok.END_THINK)
-        if self.config.has("think_tag_in_content"):
-            content = tok.END_THINK + content
-        return reasoning.removeprefix(tok.THINK), content
-
+    # -- generation ------------------------------------------------------------------------------------------
     async def chat(self, request: web.Request) -> web.StreamResponse:
         return await self._serve(request, chat=True)
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
         return await self._serve(request, chat=False)
 
+    def _max_tokens(self, body: dict[str, Any], chat: bool, prompt_tokens: int) -> tuple[int, int | None]:
+        """(effective max_tokens, the explicit value or None)."""
+        explicit = body.get("max_completion_tokens")
+        if explicit is None or self.config.has("ignore_max_completion_tokens"):
+            explicit = body.get("max_tokens")
+        if explicit is not None:
+            return int(explicit), int(explicit)
+        if chat or self.config.has("completions_default_unbounded"):
+            return max(1, self.max_model_len - prompt_tokens), None
+        return 16, None
+
     async def _serve(self, request: web.Request, chat: bool) -> web.StreamResponse:
         try:
-            body = await request.json()
+            raw = await request.read()
+            body = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError):
-            return self.error(400, "request body is not valid JSON", "BadRequestError")
+            status = 500 if self.config.has("malformed_body_500") else 400
+            return self.error(status, "request body is not valid JSON")
         if not isinstance(body, dict):
-            return self.error(400, "request body must be a JSON object", "BadRequestError")
-        if chat:
-            messages = body.get("messages")
-            if not isinstance(messages, list) or not messages:
-                return self.error(400, "messages must be a non-empty list", "BadRequestError", "messages")
-            prompt_text = tok.render_chat(messages)
-            question = str(next((m.get("content") for m in reversed(messages) if m.get("role") == "user"), ""))
-        else:
-            prompt = body.get("prompt")
-            if not isinstance(prompt, str):
-                return self.error(400, "prompt must be a string", "BadRequestError", "prompt")
-            prompt_text, question = prompt, prompt
-        prompt_tokens = tok.count(prompt_text) + (1 if self.config.has("double_bos") else 0)
-        invalid = self._validate(body, prompt_tokens)
-        if invalid is not None:
-            return invalid
-        self.running += 1
+            status = 500 if self.config.has("malformed_body_500") else 400
+            return self.error(status, "request body must be a JSON object")
         try:
-            outs = [self._generate(body, prompt_text, question, chat, i) for i in range(int(body.get("n", 1)))]
-            if body.get("stream"):
-                return await self._stream(request, body, outs, prompt_tokens, chat)
-            await asyncio.sleep((self.config.ttft_ms + self.config.itl_ms * max(
-                o["completion_tokens"] - 1 for o in outs)) / 1000)
-            return web.json_response(self._full_response(body, outs, prompt_tokens, chat))
+            self._validate_params(body, chat)
+            prompts = self._prompts(body, chat)
+            prompt_tokens = sum(p[2] for p in prompts)
+            max_tokens, explicit = self._max_tokens(body, chat, max(p[2] for p in prompts))
+            for _, _, count in prompts:
+                window = self._check_length(count, explicit)
+                if window is not None:
+                    max_tokens = min(max_tokens, window)
+        except _Invalid as bad:
+            if body.get("stream") and self.config.has("stream_error_in_band"):
+                return await self._in_band_error(request, bad)
+            return self.error(bad.status, bad.message, bad.err_type, bad.param)
+        if self.poisoned:
+            return self.error(500, "engine core died", "InternalServerError")
+        if self.config.has("prompt_list_only_first"):
+            prompts = prompts[:1]
+        if self.config.has("prompt_list_reversed"):
+            prompts = prompts[::-1]
+        if self.config.has("prompt_list_usage_first_only"):
+            prompt_tokens = prompts[0][2]
+        n = 1 if self.config.has("n_ignored") else int(body.get("n", 1))
+        stop = body.get("stop") or []
+        messages = body.get("messages") or []
+        outs: list[tuple[int, Output, str]] = []
+        for p_index, (text, question, _count) in enumerate(prompts):
+            req = Request(
+                chat=chat,
+                prompt_text=text,
+                question=question,
+                max_tokens=max_tokens,
+                temperature=float(body.get("temperature", 1.0)),
+                seed=body.get("seed"),
+                stop=[stop] if isinstance(stop, str) else list(stop),
+                ignore_eos=bool(body.get("ignore_eos")),
+                min_tokens=int(body.get("min_tokens") or body.get("min_new_tokens") or 0),
+                body=body,
+                messages=messages,
+            )
+            outs += [(p_index * n + j, self.model.generate(req, j), text) for j in range(n)]
+        if self.config.has("usage_prompt_counted_per_choice"):
+            prompt_tokens *= n
+        self.running += 1
+        self.prompt_tokens_total += prompt_tokens
+        self.generation_tokens_total += sum(o.completion_tokens for _, o, _ in outs) - (
+            len(outs) if self.config.has("metrics_generation_undercount") else 0
+        )
+        try:
+            if body.get("stream") or (
+                not body.get("stream")
+                and "stream_options" in body
+                and self.config.has("stream_options_starts_stream")
+            ):
+                from pytest_dsbench.testing.fake_stream import stream_response
+
+                self.streams_started += 1
+                return await stream_response(self, request, body, outs, prompt_tokens, chat)
+            await asyncio.sleep(
+                (self.config.ttft_ms + self.config.itl_ms * max(o.completion_tokens - 1 for _, o, _ in outs))
+                / 1000
+            )
+            return web.json_response(self.full_response(body, outs, prompt_tokens, chat))
         finally:
             self.running -= 1
             self._tick()
 
-    def _usage(self, outs: list[dict[str, Any]], prompt_tokens: int) -> dict[str, int]:
-        completion = sum(o["completion_tokens"] for o in outs)
-        return {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
-                "total_tokens": prompt_tokens + completion}
-
-    def _full_response(self, body: dict[str, Any], outs: list[dict[str, Any]], prompt_tokens: int,
-                       chat: bool) -> dict[str, Any]:
-        choices = []
-        for i, out in enumerate(outs):
-            if chat:
-                reasoning, content = self._split_reasoning(out["text"])
-                message: dict[str, Any] = {"role": "assistant", "content": content}
-                message[self.config.reasoning_field] = reasoning
-                choices.append({"index": i, "message": message, "finish_reason": out["finish_reason"]})
-            else:
-                choices.append({"index": i, "text": out["text"], "finish_reason": out["finish_reason"]})
-        return {"id": f"cmpl-{random.getrandbits(48):x}", "object": "chat.completion" if chat else "text_completion",
-                "created": int(time.time()), "model": self.config.model, "choices": choices,
-                "usage": self._usage(outs, prompt_tokens)}
-
-    async def _stream(self, request: web.Request, body: dict[str, Any], outs: list[dict[str, Any]],
-                      prompt_tokens: int, chat: bool) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    async def _in_band_error(self, request: web.Request, bad: _Invalid) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
-        cid = f"chatcmpl-{random.getrandbits(48):x}"
-        obj = "chat.completion.chunk" if chat else "text_completion"
-
-        async def send(payload: dict[str, Any]) -> None:
-            await response.write(f"data: {json.dumps(payload)}\n\n".encode())
-
-        def chunk(choices: list[dict[str, Any]]) -> dict[str, Any]:
-            return {"id": cid, "object": obj, "created": int(time.time()), "model": self.config.model,
-                    "choices": choices}
-
-        await asyncio.sleep(self.config.ttft_ms / 1000)
-        for i, out in enumerate(outs):
-            pieces = tok.tokenize(out["text"])
-            in_reasoning = chat and tok.END_THINK in out["text"] or (chat and out["text"])
-            step = max(1, self.config.tokens_per_chunk)
-            for n, start in enumerate(range(0, max(len(pieces), 1), step)):
-                if n > 0:
-                    await asyncio.sleep(self.config.itl_ms / 1000)
-                piece = "".join(pieces[start:start + step])
-                if chat:
-                    delta: dict[str, Any] = {}
-                    if n == 0 and not self.config.has("no_role_in_first_chunk"):
-                        delta["role"] = "assistant"
-                    if piece == tok.END_THINK and not self.config.has("think_tag_in_content"):
-                        in_reasoning = False
-                        piece = ""
-                    if in_reasoning and not self.config.has("no_reasoning_split"):
-                        delta[self.config.reasoning_field] = piece
-                    else:
-                        delta["content"] = piece
-                    choice: dict[str, Any] = {"index": i, "delta": delta, "finish_reason": None}
-                else:
-                    choice = {"index": i, "text": piece, "finish_reason": None}
-                await send(chunk([choice]))
-            final = {"index": i, "finish_reason": out["finish_reason"]}
-            final["delta" if chat else "text"] = {} if chat else ""
-            await send(chunk([final]))
-            if self.config.has("duplicate_finish_reason"):
-                await send(chunk([final]))
-        options = body.get("stream_options") or {}
-        if options.get("include_usage") and not self.config.has("no_stream_usage"):
-            usage_chunk = chunk([]) | {"usage": self._usage(outs, prompt_tokens)}
-            await send(usage_chunk)
-            if self.config.has("duplicate_usage_chunk"):
-                await send(usage_chunk)
-        if not self.config.has("no_done"):
-            await response.write(b"data: [DONE]\n\n")
+        payload = {
+            "error": {"message": bad.message, "type": bad.err_type, "param": bad.param, "code": bad.status}
+        }
+        await response.write(f"data: {json.dumps(payload)}\n\ndata: [DONE]\n\n".encode())
         await response.write_eof()
         return response
+
+    # -- response bodies -------------------------------------------------------------------------------------
+    def response_id(self, prefix: str) -> str:
+        return (
+            f"{prefix}-fixed"
+            if self.config.has("constant_response_id")
+            else f"{prefix}-{random.getrandbits(48):x}"
+        )
+
+    def usage(self, outs: list[tuple[int, Output, str]], prompt_tokens: int, chat: bool) -> dict[str, Any]:
+        completion = sum(o.completion_tokens for _, o, _ in outs)
+        usage: dict[str, Any] = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion,
+            "total_tokens": prompt_tokens + completion + (1 if self.config.has("usage_total_wrong") else 0),
+        }
+        if chat and not self.config.has("reasoning_tokens_missing"):
+            reasoning = (
+                0 if self.config.has("reasoning_tokens_zero") else sum(o.reasoning_tokens for _, o, _ in outs)
+            )
+            if self.config.reasoning_usage_path == "reasoning_tokens":
+                usage["reasoning_tokens"] = reasoning
+            else:
+                usage["completion_tokens_details"] = {"reasoning_tokens": reasoning}
+        return usage
+
+    def reasoning_key(self) -> str:
+        field_name = self.config.reasoning_field
+        if self.config.has("reasoning_field_renamed"):
+            return "reasoning_content" if field_name == "reasoning" else "reasoning"
+        return field_name
+
+    def split_reasoning(self, out: Output, body: dict[str, Any]) -> tuple[str | None, str | None]:
+        """(reasoning, content) of a chat output, as the engine's R1 reasoning parser would give them."""
+        text = out.text
+        if self.config.has("no_reasoning_split"):
+            return None, text
+        if tok.END_THINK not in text:
+            reasoning = text.removeprefix(tok.THINK)
+            return reasoning, reasoning if self.config.has("content_copies_reasoning_on_length") else None
+        reasoning, _, content = text.partition(tok.END_THINK)
+        if self.config.has("think_tag_in_content"):
+            content = tok.END_THINK + content
+        if body.get("stop") and self.config.has("stop_breaks_reasoning_split"):
+            content = "/think>" + content
+        if (
+            self.config.has("json_in_reasoning")
+            and body.get("response_format", {}).get("type", "text") != "text"
+        ):
+            return reasoning.removeprefix(tok.THINK) + content, None
+        return reasoning.removeprefix(tok.THINK), content
+
+    def chat_message(self, out: Output, body: dict[str, Any]) -> dict[str, Any]:
+        reasoning, content = self.split_reasoning(out, body)
+        message: dict[str, Any] = {"role": "assistant", "content": content, self.reasoning_key(): reasoning}
+        if out.tool_calls and not self.config.has("tool_calls_in_content"):
+            message["content"] = None
+            message["tool_calls"] = out.tool_calls
+        return message
+
+    def finish_reason(self, out: Output) -> str:
+        if out.finish_reason == "tool_calls" and (
+            self.config.has("tool_finish_reason_stop") or self.config.has("tool_calls_in_content")
+        ):
+            return "stop"
+        return out.finish_reason
+
+    def full_response(
+        self, body: dict[str, Any], outs: list[tuple[int, Output, str]], prompt_tokens: int, chat: bool
+    ) -> dict[str, Any]:
+        choices = []
+        shift = 1 if self.config.has("choice_index_wrong") else 0
+        want_logprobs = body.get("logprobs") or self.config.has("logprobs_always")
+        for index, out, prompt in outs:
+            choice: dict[str, Any] = {
+                "index": index + shift,
+                "finish_reason": self.finish_reason(out),
+                "logprobs": None,
+            }
+            if chat:
+                choice["message"] = self.chat_message(out, body)
+                if want_logprobs:
+                    top = int(body.get("top_logprobs") or 0)
+                    choice["logprobs"] = {"content": self.model.chat_logprobs(out, top)}
+            else:
+                choice["text"] = (prompt if body.get("echo") else "") + out.text
+                if body.get("logprobs") is not None or self.config.has("logprobs_always"):
+                    top = int(body.get("logprobs") or 0)
+                    choice["logprobs"] = self.model.completion_logprobs(out, top, len(prompt))
+            if out.stop_hit is not None:
+                choice["stop_reason"] = out.stop_hit
+            choices.append(choice)
+        reply: dict[str, Any] = {
+            "id": self.response_id("chatcmpl" if chat else "cmpl"),
+            "object": ("chat.completions" if self.config.has("chat_object_wrong") else "chat.completion")
+            if chat
+            else ("completion" if self.config.has("completion_object_wrong") else "text_completion"),
+            "created": str(int(time.time())) if self.config.has("created_not_int") else int(time.time()),
+            "model": self.config.model + ("-other" if self.config.has("wrong_response_model") else ""),
+            "choices": choices,
+        }
+        if not self.config.has("missing_usage"):
+            reply["usage"] = self.usage(outs, prompt_tokens, chat)
+        return reply
 
 
 def build_app(config: FakeConfig) -> web.Application:
@@ -370,7 +464,7 @@ class FakeEngineThread:
         self.loop.run_until_complete(site.start())
         server = site._server
         assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr,attr-defined]
         self._ready.set()
         self.loop.run_forever()
 
@@ -392,12 +486,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, allow_abbrev=False)
     parser.add_argument("--port", "--server-port", type=int, default=8000)
     parser.add_argument("--host", "--server-name", default="127.0.0.1")
-    parser.add_argument("--fake-config", default=os.environ.get("DSBENCH_FAKE_CONFIG", "{}"),
-                        help="JSON object of FakeConfig fields, or @PATH to a JSON file")
+    parser.add_argument(
+        "--fake-config",
+        default=os.environ.get("DSBENCH_FAKE_CONFIG", "{}"),
+        help="JSON object of FakeConfig fields, or @PATH to a JSON file",
+    )
     parser.add_argument("--served-model-name", "--model-name", default=None)
     args, _unknown = parser.parse_known_args(argv)
     raw = args.fake_config
-    data = json.loads(open(raw[1:]).read() if raw.startswith("@") else raw)
+    data = json.loads(Path(raw[1:]).read_text(encoding="utf-8") if raw.startswith("@") else raw)
     config = FakeConfig(**data)
     if args.served_model_name and "model" not in data:
         config.model = args.served_model_name
@@ -407,6 +504,9 @@ def main(argv: list[str] | None = None) -> None:
         print("fatal: fake engine failed to load the model", file=sys.stderr, flush=True)
         sys.exit(7)
     web.run_app(build_app(config), host=args.host, port=args.port, print=None, access_log=None)
+
+
+__all__ = ["FAULTS", "FakeConfig", "FakeEngine", "FakeEngineThread", "build_app", "filler", "main"]
 
 
 if __name__ == "__main__":

@@ -161,3 +161,18 @@ def test_tests_not_using_the_engine_never_launch_it(pytester: pytest.Pytester) -
     pytester.makepyfile("def test_plain():\n    pass\n")
     result = pytester.runpytest("--engine-python", "/nonexistent/python")
     result.assert_outcomes(passed=1)
+
+
+def test_per_test_artifacts_are_kept_on_failure_and_removed_on_pass(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        def test_passes(dsbench_artifacts):
+            (dsbench_artifacts / "records.jsonl").write_text("{}")
+        def test_fails(dsbench_artifacts):
+            (dsbench_artifacts / "records.jsonl").write_text("{}")
+            assert False
+        """
+    )
+    pytester.runpytest().assert_outcomes(passed=1, failed=1)
+    kept = sorted(p.parent.name for p in Path(pytester.path, "dsbench-artifacts", "tests").glob("*/records.jsonl"))
+    assert kept == ["test_per_test_artifacts_are_kept_on_failure_and_removed_on_pass.py-test_fails"]

@@ -1,0 +1,227 @@
+"""HTTP exchanges as the checks see them: a plain reply, or a stream read byte by byte through :mod:`sse`.
+
+Every request has a timeout (the session's ``--request-timeout`` unless a check asks for less); a stream also
+has an overall deadline, so a server that never sends ``[DONE]`` fails the check instead of hanging the run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import httpx
+
+from pytest_dsbench.sse import OpenAIStream, SSEParser, read_openai_stream
+
+
+@dataclass
+class Reply:
+    """One non-streamed HTTP exchange."""
+
+    method: str
+    path: str
+    status: int
+    headers: httpx.Headers
+    body: bytes
+    elapsed_s: float
+
+    @property
+    def content_type(self) -> str:
+        return str(self.headers.get("content-type", "")).split(";")[0].strip().lower()
+
+    @cached_property
+    def json(self) -> Any:
+        """The parsed body, or ``None`` when it is not JSON."""
+        try:
+            return json.loads(self.body)
+        except ValueError:
+            return None
+
+    def obj(self) -> dict[str, Any]:
+        """The body as a JSON object (empty dict when it is not one)."""
+        return self.json if isinstance(self.json, dict) else {}
+
+    def error_message(self) -> str | None:
+        """The human-readable error message, nested (``error.message``) or flat (``message``)."""
+        body = self.obj()
+        nested = body.get("error")
+        if isinstance(nested, dict) and isinstance(nested.get("message"), str) and nested["message"].strip():
+            return str(nested["message"])
+        if isinstance(body.get("message"), str) and body["message"].strip():
+            return str(body["message"])
+        return None
+
+    def envelope(self) -> str:
+        """'nested' (``{"error": {...}}``), 'flat' (``{"object": "error", "message": ...}``), or 'other'."""
+        body = self.obj()
+        if isinstance(body.get("error"), dict):
+            return "nested"
+        if "message" in body and ("object" in body or "type" in body or "code" in body):
+            return "flat"
+        return "other"
+
+    def describe(self) -> str:
+        text = self.body[:200].decode("utf-8", "replace")
+        return f"HTTP {self.status} {text}"
+
+
+@dataclass
+class ChoiceStream:
+    """Everything one choice index received over a chat or completions stream."""
+
+    index: int
+    chunks: int = 0
+    roles: list[Any] = field(default_factory=list)
+    first_role: Any = None
+    text: str = ""
+    fields: dict[str, str] = field(default_factory=dict)
+    sequence: list[tuple[str, str]] = field(default_factory=list)
+    finish_reasons: list[str] = field(default_factory=list)
+    deltas_after_finish: int = 0
+    tool_deltas: list[dict[str, Any]] = field(default_factory=list)
+    logprobs: list[dict[str, Any]] = field(default_factory=list)
+
+    def field_text(self, name: str) -> str:
+        return self.fields.get(name, "")
+
+
+@dataclass
+class StreamReply:
+    """One streamed exchange: status and headers, the strictly-read SSE stream, and per-choice aggregates."""
+
+    path: str
+    status: int
+    headers: httpx.Headers
+    body: bytes
+    stream: OpenAIStream
+    elapsed_s: float
+    timed_out: bool = False
+
+    @property
+    def content_type(self) -> str:
+        return str(self.headers.get("content-type", "")).split(";")[0].strip().lower()
+
+    def as_reply(self) -> Reply:
+        """The exchange as a plain reply (for an error status before any stream started)."""
+        return Reply("POST", self.path, self.status, self.headers, self.body, self.elapsed_s)
+
+    @property
+    def chunks(self) -> list[dict[str, Any]]:
+        return self.stream.chunks
+
+    def usage_chunks(self) -> list[dict[str, Any]]:
+        return [c for c in self.chunks if c.get("usage") is not None]
+
+    def choices(
+        self, reasoning_keys: tuple[str, ...] = ("reasoning", "reasoning_content")
+    ) -> dict[int, ChoiceStream]:
+        """Per choice index: role(s), joined text/content/reasoning, finish reasons, order of deltas."""
+        out: dict[int, ChoiceStream] = {}
+        for chunk in self.chunks:
+            for choice in chunk.get("choices") or []:
+                if not isinstance(choice, dict):
+                    continue
+                index = choice.get("index")
+                slot = index if isinstance(index, int) else -1
+                agg = out.setdefault(slot, ChoiceStream(index=slot))
+                finished_before = bool(agg.finish_reasons)
+                agg.chunks += 1
+                delta = choice.get("delta")
+                carried = False
+                if isinstance(delta, dict):
+                    if agg.chunks == 1:
+                        agg.first_role = delta.get("role")
+                    if "role" in delta:
+                        agg.roles.append(delta.get("role"))
+                    for key in ("content", *reasoning_keys):
+                        value = delta.get(key)
+                        if isinstance(value, str) and value:
+                            agg.fields[key] = agg.fields.get(key, "") + value
+                            agg.sequence.append((key, value))
+                            carried = True
+                    if delta.get("tool_calls"):
+                        agg.tool_deltas.extend(d for d in delta["tool_calls"] if isinstance(d, dict))
+                        carried = True
+                elif isinstance(choice.get("text"), str) and choice["text"]:
+                    agg.text += choice["text"]
+                    agg.sequence.append(("text", choice["text"]))
+                    carried = True
+                logprobs = choice.get("logprobs")
+                if isinstance(logprobs, dict) and isinstance(logprobs.get("content"), list):
+                    agg.logprobs.extend(logprobs["content"])
+                if finished_before and carried:
+                    agg.deltas_after_finish += 1
+                if choice.get("finish_reason") is not None:
+                    agg.finish_reasons.append(choice["finish_reason"])
+        return out
+
+
+class ApiClient:
+    """Thin wrapper over one ``httpx.Client`` that returns :class:`Reply` / :class:`StreamReply`."""
+
+    def __init__(self, client: httpx.Client, request_timeout_s: float) -> None:
+        self.http = client
+        self.request_timeout_s = request_timeout_s
+
+    def _timeout(self, timeout_s: float | None) -> httpx.Timeout:
+        seconds = timeout_s or self.request_timeout_s
+        return httpx.Timeout(seconds, connect=min(5.0, seconds))
+
+    def get(self, path: str, timeout_s: float | None = None) -> Reply:
+        started = time.monotonic()
+        response = self.http.get(path, timeout=self._timeout(timeout_s))
+        return Reply(
+            "GET", path, response.status_code, response.headers, response.content, time.monotonic() - started
+        )
+
+    def post(
+        self,
+        path: str,
+        body: Any = None,
+        *,
+        content: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        timeout_s: float | None = None,
+    ) -> Reply:
+        started = time.monotonic()
+        if content is not None:
+            response = self.http.post(
+                path, content=content, headers=headers, timeout=self._timeout(timeout_s)
+            )
+        else:
+            response = self.http.post(path, json=body, headers=headers, timeout=self._timeout(timeout_s))
+        return Reply(
+            "POST", path, response.status_code, response.headers, response.content, time.monotonic() - started
+        )
+
+    def stream(self, path: str, body: dict[str, Any], *, timeout_s: float | None = None) -> StreamReply:
+        """POST and read the response as an event stream, whatever its status (errors are kept as bodies)."""
+        seconds = timeout_s or self.request_timeout_s
+        started = time.monotonic()
+        deadline = started + seconds
+        parser = SSEParser()
+        events = []
+        pieces: list[bytes] = []
+        timed_out = False
+        try:
+            with self.http.stream("POST", path, json=body, timeout=self._timeout(seconds)) as response:
+                status, headers = response.status_code, response.headers
+                for piece in response.iter_raw():
+                    pieces.append(piece)
+                    events.extend(parser.feed(piece))
+                    if time.monotonic() > deadline:
+                        timed_out = True
+                        break
+        except httpx.TimeoutException:
+            timed_out = True
+            if not pieces and "status" not in locals():
+                raise
+        events.extend(parser.close())
+        body_bytes = b"".join(pieces)
+        stream = read_openai_stream(events, parser) if status == 200 else OpenAIStream()
+        if timed_out:
+            stream.problems.append(f"stream did not finish within {seconds:g} s")
+        return StreamReply(path, status, headers, body_bytes, stream, time.monotonic() - started, timed_out)

@@ -1,0 +1,269 @@
+"""L. Structured outputs; M. tool calling (only where the engine runs a DeepSeek tool parser)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pytest_dsbench.conformance.catalog import REFERENCE, check
+from pytest_dsbench.conformance.common import choice0, message_of, ok_json, ok_stream
+from pytest_dsbench.conformance.context import ApiContext
+from pytest_dsbench.conformance.expect import desc, expect, expect_eq, fail, skip
+
+ANSWER_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"answer": {"type": "string", "enum": ["yes", "no"]}},
+    "required": ["answer"],
+    "additionalProperties": False,
+}
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+TOOL_QUESTION = "What's the weather in Paris? Use the tool."
+RAW_TOOL_MARKERS = ("<｜tool▁calls▁begin｜>", "<｜tool▁call▁begin｜>", "<｜tool▁sep｜>")
+
+
+def _free_text_model(ctx: ApiContext) -> None:
+    if ctx.task_only_model:
+        skip(
+            "the served model is the fixture model, which answers only its own tasks and cannot write JSON; "
+            "structured output needs a real model"
+        )
+
+
+def _schema_reply(ctx: ApiContext) -> dict[str, Any]:
+    _free_text_model(ctx)
+    fmt = {"type": "json_schema", "json_schema": {"name": "answer", "schema": ANSWER_SCHEMA}}
+    reply = ctx.memo(
+        "json_schema_reply", lambda: ctx.chat("Is Paris in France? Answer yes or no.", response_format=fmt)
+    )
+    return ok_json(reply, "chat with a json_schema response_format")
+
+
+def _parse_json(text: Any, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError):
+        fail(what, desc("JSON text"), text)
+
+
+@check(
+    "L01.response_format_text",
+    "response_format {type: text} is accepted and answers normally",
+    severity="MUST",
+    faults=("reject_response_format_text",),
+    source=f"{REFERENCE} L01",
+)
+def response_format_text(ctx: ApiContext) -> None:
+    body = ok_json(ctx.chat(response_format={"type": "text"}), "chat with response_format text")
+    expect(
+        bool(message_of(body, "chat").get("content")),
+        "response_format text content",
+        desc("non-empty"),
+        message_of(body, "chat").get("content"),
+    )
+
+
+@check(
+    "L02.response_format_json_object",
+    "response_format json_object makes the content a JSON object",
+    severity="SHOULD",
+    requires=("structured_output",),
+    faults=("ignore_response_format",),
+    source=f"{REFERENCE} L02; vLLM test_response_format_json_object",
+)
+def response_format_json_object(ctx: ApiContext) -> None:
+    _free_text_model(ctx)
+    body = ok_json(
+        ctx.chat("Reply with a JSON object.", response_format={"type": "json_object"}),
+        "chat with response_format json_object",
+    )
+    value = _parse_json(message_of(body, "chat").get("content"), "json_object content")
+    expect(isinstance(value, dict), "json_object content", desc("a JSON object"), value)
+
+
+@check(
+    "L03.response_format_json_schema",
+    "response_format json_schema makes the content validate against the schema, with finish_reason stop",
+    severity="SHOULD",
+    requires=("structured_output",),
+    faults=("ignore_response_format",),
+    source=f"{REFERENCE} L03; vLLM test_response_format_json_schema",
+)
+def response_format_json_schema(ctx: ApiContext) -> None:
+    body = _schema_reply(ctx)
+    value = _parse_json(message_of(body, "chat").get("content"), "json_schema content")
+    expect(
+        isinstance(value, dict) and set(value) == {"answer"} and value["answer"] in ("yes", "no"),
+        "json_schema content",
+        desc('{"answer": "yes" | "no"}'),
+        value,
+    )
+    expect_eq(choice0(body, "chat").get("finish_reason"), "stop", "json_schema finish_reason")
+
+
+@check(
+    "L04.structured_output_with_reasoning",
+    "With R1 reasoning, structured output lands in content, not in the reasoning field",
+    severity="SHOULD",
+    requires=("structured_output", "reasoning"),
+    faults=("json_in_reasoning",),
+    source=f"{REFERENCE} L04; [vllm #15618](https://github.com/vllm-project/vllm/issues/15618)",
+)
+def structured_output_with_reasoning(ctx: ApiContext) -> None:
+    message = message_of(_schema_reply(ctx), "chat")
+    content = message.get("content")
+    expect(
+        isinstance(content, str) and content.strip().startswith("{"),
+        "json_schema content with reasoning",
+        desc("the JSON object"),
+        content,
+    )
+    reasoning = ctx.reasoning_of(message) or ""
+    expect(
+        '"answer"' not in reasoning,
+        f"message.{ctx.profile.reasoning_field}",
+        desc("no JSON answer in it"),
+        reasoning,
+    )
+
+
+def _tool_body(ctx: ApiContext, **params: Any) -> dict[str, Any]:
+    return ctx.chat_body(TOOL_QUESTION, tools=[WEATHER_TOOL], tool_choice="auto", **params)
+
+
+def _tool_reply(ctx: ApiContext) -> dict[str, Any]:
+    reply = ctx.memo("tool_reply", lambda: ctx.api.post("/v1/chat/completions", _tool_body(ctx)))
+    return ok_json(reply, "chat with the get_weather tool")
+
+
+def _valid_arguments(arguments: Any, what: str) -> dict[str, Any]:
+    value = _parse_json(arguments, f"{what} function.arguments")
+    expect(
+        isinstance(value, dict) and isinstance(value.get("city"), str),
+        f"{what} function.arguments",
+        desc('a JSON object with a string "city"'),
+        value,
+    )
+    return dict(value)
+
+
+@check(
+    "M01.tool_call_nonstream",
+    "A tool request returns tool_calls (id, type function, name, JSON "
+    "arguments that fit the schema), finish_reason tool_calls, no raw DeepSeek markers in content",
+    severity="MUST",
+    requires=("tools",),
+    faults=("tool_calls_in_content", "tool_finish_reason_stop"),
+    source=f"{REFERENCE} M01; [DeepSeek-V3 #944](https://github.com/deepseek-ai/DeepSeek-V3/issues/944)",
+    deviations={
+        "vllm": "needs --tool-call-parser deepseek_v3 (not in the default launch)",
+        "lmdeploy": "no DeepSeek V3/R1 tool parser",
+    },
+)
+def tool_call_nonstream(ctx: ApiContext) -> None:
+    body = _tool_reply(ctx)
+    message = message_of(body, "tool chat")
+    content = message.get("content") or ""
+    leaked = [m for m in RAW_TOOL_MARKERS if m in content]
+    expect(not leaked, "tool chat content", desc("no raw DeepSeek tool-call markers"), content)
+    calls = message.get("tool_calls")
+    expect(
+        isinstance(calls, list) and len(calls) > 0,
+        "tool chat message.tool_calls",
+        desc("a non-empty list"),
+        calls,
+    )
+    assert isinstance(calls, list)
+    for call in calls:
+        expect(
+            isinstance(call.get("id"), str) and call["id"] != "",
+            "tool call id",
+            desc("a non-empty string"),
+            call.get("id"),
+        )
+        expect_eq(call.get("type"), "function", "tool call type")
+        expect_eq((call.get("function") or {}).get("name"), "get_weather", "tool call function.name")
+        _valid_arguments((call.get("function") or {}).get("arguments"), "tool call")
+    expect_eq(choice0(body, "tool chat").get("finish_reason"), "tool_calls", "tool chat finish_reason")
+
+
+@check(
+    "M02.tool_call_stream_assembly",
+    "Streamed tool calls: indexed deltas, id and name first, then argument "
+    "pieces that join to the non-streamed arguments; finish_reason tool_calls",
+    severity="MUST",
+    requires=("tools",),
+    faults=("stream_tool_args_empty", "tool_finish_reason_stop"),
+    source=f"{REFERENCE} M02; [sglang PR #18236](https://github.com/sgl-project/sglang/pull/18236)",
+)
+def tool_call_stream_assembly(ctx: ApiContext) -> None:
+    stream = ok_stream(
+        ctx.api.stream("/v1/chat/completions", _tool_body(ctx, stream=True)), "streamed tool chat"
+    )
+    choice = stream.choices().get(0)
+    expect(
+        choice is not None and bool(choice.tool_deltas),
+        "streamed tool chat",
+        desc("tool_calls deltas"),
+        desc("none"),
+    )
+    assert choice is not None
+    first = choice.tool_deltas[0]
+    expect(isinstance(first.get("index"), int), "first tool_calls delta index", desc("an integer"), first)
+    expect(
+        bool(first.get("id")) and bool((first.get("function") or {}).get("name")),
+        "first tool_calls delta",
+        desc("id and function.name"),
+        first,
+    )
+    arguments = "".join(str((d.get("function") or {}).get("arguments") or "") for d in choice.tool_deltas)
+    _valid_arguments(arguments, "streamed tool call")
+    calls = message_of(_tool_reply(ctx), "tool chat").get("tool_calls") or [{}]
+    expect_eq(
+        arguments,
+        (calls[0].get("function") or {}).get("arguments"),
+        "streamed tool-call arguments (the non-streamed arguments)",
+    )
+    expect_eq(choice.finish_reasons, ["tool_calls"], "streamed tool chat finish_reason")
+
+
+@check(
+    "M05.tool_result_roundtrip",
+    "A conversation with the assistant's tool call (content null) and the "
+    "tool's result gets an answer that uses the result",
+    severity="MUST",
+    requires=("tools",),
+    faults=("tool_result_rejected",),
+    source=f"{REFERENCE} M05; [sglang #17551](https://github.com/sgl-project/sglang/issues/17551)",
+)
+def tool_result_roundtrip(ctx: ApiContext) -> None:
+    messages = [
+        {"role": "user", "content": TOOL_QUESTION},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_dsbench_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_dsbench_1", "content": "22°C and sunny"},
+    ]
+    body = ok_json(
+        ctx.api.post("/v1/chat/completions", ctx.chat_body(messages=messages, tools=[WEATHER_TOOL])),
+        "chat with a tool result",
+    )
+    content = message_of(body, "tool result chat").get("content") or ""
+    expect("22" in content, "answer after the tool result", desc("content that uses '22°C'"), content)
+    expect_eq(
+        choice0(body, "tool result chat").get("finish_reason"), "stop", "tool result chat finish_reason"
+    )

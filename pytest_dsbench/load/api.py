@@ -1,0 +1,188 @@
+"""The bridge between the suite's fixtures and the load generator: one call runs a workload against the
+engine.
+
+``run_workload(ctx, dataset, name=...)`` picks the client (``--load-generator``: this suite's, or the official
+sglang.bench_serving), fills in the engine's URL, model, API key and tokenizer, the profile's device count and
+goodput limits, saves the raw per-request JSONL under ``<artifacts>/load/`` (a stable folder that survives
+passing tests), and returns the run. A run whose client was the bottleneck raises :class:`InvalidRun`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from pytest_dsbench.engines.base import EngineInfo
+from pytest_dsbench.errors import DsbenchUsageError
+from pytest_dsbench.load.datasets import SHAREGPT_FILE, DatasetSpec
+from pytest_dsbench.load.runner import LoadConfig, LoadError, LoadRun, run_load
+from pytest_dsbench.load.tokenizer import load_tokenizer
+from pytest_dsbench.metrics import GoodputSlo
+from pytest_dsbench.options import DsbenchOptions
+from pytest_dsbench.thresholds import HwProfile
+
+
+class InvalidRun(Exception):
+    """The client, not the server, limited the run: its numbers must not be judged (an error, never a
+    pass)."""
+
+
+@dataclass(frozen=True)
+class LoadContext:
+    """What every load test needs from the fixtures."""
+
+    engine: EngineInfo
+    options: DsbenchOptions
+    profile: HwProfile
+
+    @property
+    def results_dir(self) -> Path:
+        """Stable folder for raw records and seed-format outputs (not the per-test folder deleted on pass)."""
+        return (self.options.artifacts_dir / "load").resolve()
+
+    @property
+    def tokenizer_spec(self) -> str | None:
+        return self.options.tokenizer or self.engine.tokenizer_path or self.engine.model_path
+
+    @property
+    def sharegpt_path(self) -> Path | None:
+        """A local ShareGPT file in ``--dsbench-datasets``, if there is one (the seeds' source text)."""
+        folder = self.options.datasets_dir
+        if folder is not None and (folder / SHAREGPT_FILE).is_file():
+            return folder / SHAREGPT_FILE
+        return None
+
+    @property
+    def goodput(self) -> GoodputSlo:
+        slo = self.profile.slo
+        return GoodputSlo(
+            ttft_ms=slo.goodput_ttft_ms_max, tpot_ms=slo.goodput_tpot_ms_max, e2e_ms=slo.goodput_e2e_ms_max
+        )
+
+    @property
+    def workers(self) -> int:
+        return self.options.load_workers
+
+
+def random_dataset(
+    ctx: LoadContext,
+    input_len: int,
+    output_len: int,
+    num_prompts: int,
+    *,
+    seed: int = 1,
+    range_ratio: float = 1.0,
+) -> DatasetSpec:
+    """sglang's ``random`` data set (ShareGPT source text when ``--dsbench-datasets`` has the file)."""
+    return DatasetSpec(
+        name="random",
+        num_prompts=num_prompts,
+        input_len=input_len,
+        output_len=output_len,
+        range_ratio=range_ratio,
+        seed=seed,
+        dataset_path=ctx.sharegpt_path,
+    )
+
+
+def run_workload(
+    ctx: LoadContext,
+    dataset: DatasetSpec,
+    *,
+    name: str,
+    request_rate: float = math.inf,
+    max_concurrency: int | None = None,
+    endpoint: Literal["completions", "chat"] = "completions",
+    warmup_requests: int = 1,
+    settle_s: float = 1.0,
+    allow_invalid: bool = False,
+    **overrides: Any,
+) -> LoadRun:
+    """Run one workload against the engine under test with the configured client."""
+    engine = ctx.engine
+    spec = ctx.tokenizer_spec
+    if spec is None:
+        raise DsbenchUsageError(
+            "load tests need the model's tokenizer for token-exact prompts: pass "
+            "--tokenizer PATH (a local folder), or --tokenizer chars for a fake engine."
+        )
+    max_input = max(1, (engine.max_model_len or ctx.profile.deployment.max_model_len) - dataset.output_len)
+    if dataset.input_len > max_input:
+        raise DsbenchUsageError(
+            f"workload {name!r}: input_len {dataset.input_len} + output_len "
+            f"{dataset.output_len} exceeds the engine's max_model_len "
+            f"{engine.max_model_len}; lower it in {ctx.profile.path}."
+        )
+    cfg = LoadConfig(
+        base_url=engine.base_url,
+        model=engine.model,
+        dataset=dataset,
+        endpoint=endpoint,
+        request_rate=request_rate,
+        max_concurrency=max_concurrency,
+        warmup_requests=warmup_requests,
+        settle_s=settle_s,
+        workers=ctx.workers,
+        request_timeout_s=ctx.options.request_timeout_s,
+        api_key=engine.api_key,
+        devices=ctx.profile.hardware.devices,
+        goodput=ctx.goodput,
+    )
+    if overrides:
+        cfg = replace(cfg, **overrides)
+    try:
+        if ctx.options.load_generator == "sglang":
+            from pytest_dsbench.load.sglang_bridge import run_sglang
+
+            run = run_sglang(cfg, spec, ctx.results_dir, name)
+        else:
+            run = run_load(cfg, load_tokenizer(spec), raw_dir=ctx.results_dir, name=name)
+    except LoadError as exc:
+        raise LoadError(f"{name}: {exc}") from None
+    if not run.valid and not allow_invalid:
+        assert run.client is not None
+        raise InvalidRun(f"{name}: {run.client.message()} (records: {run.raw_path})")
+    return run
+
+
+def baseline_params(config: Any, *methods: str) -> list[Any]:
+    """``pytest.param((name, baseline), id=name)`` for each ``[throughput.NAME]`` entry of ``methods``.
+
+    Entries limited to other engines are skipped with the reason; no entry at all gives one skipped param.
+    """
+    import pytest
+
+    from pytest_dsbench.stash import OPTIONS, PROFILE
+
+    profile = config.stash.get(PROFILE, None)
+    options = config.stash.get(OPTIONS, None)
+    entries = [(n, b) for n, b in (profile.throughput.items() if profile else ()) if b.method in methods]
+    if not entries:
+        where = profile.path if profile is not None else "the hardware profile"
+        reason = f"{where} has no [throughput.*] entry with method = {' or '.join(map(repr, methods))}"
+        return [pytest.param(None, id="none", marks=pytest.mark.skip(reason=reason))]
+    params = []
+    for name, baseline in entries:
+        marks = []
+        if baseline.engines and options is not None and options.engine not in baseline.engines:
+            marks.append(pytest.mark.skip(reason=f"[throughput.{name}] is for {', '.join(baseline.engines)}"))
+        params.append(pytest.param((name, baseline), id=name, marks=marks))
+    return params
+
+
+def slo_workload(profile: HwProfile) -> tuple[str, Any] | None:
+    """The throughput entry the SLO tests load the engine with: ``[slo] workload``, else tencent, else the
+    first."""
+    wanted = profile.slo.workload
+    if wanted:
+        if wanted not in profile.throughput:
+            raise DsbenchUsageError(
+                f"{profile.path}: [slo] workload = {wanted!r} is not a [throughput.*] entry "
+                f"(valid: {', '.join(sorted(profile.throughput)) or 'none'})."
+            )
+        return wanted, profile.throughput[wanted]
+    if "tencent" in profile.throughput:
+        return "tencent", profile.throughput["tencent"]
+    return next(iter(profile.throughput.items()), None)

@@ -1,0 +1,215 @@
+"""One load run end to end: prompts, schedule, warmup, workers, merged records, metrics, self-check, raw file.
+
+``run_load(config, tokenizer)`` is the whole API. It follows sglang.bench_serving's procedure (bench_tools.md
+(c)): warmup copies of request 0 with ``max_tokens = min(output_len, 32)`` at the run's concurrency, abort if
+none succeeds, settle for a second, then the measured run; the duration runs from the first dispatch until the
+last request finished. Requests are split round-robin over the workers, and so is max-concurrency.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from pytest_dsbench._http import auth_headers
+from pytest_dsbench.load import arrivals, datasets
+from pytest_dsbench.load.client import encode_body, payload
+from pytest_dsbench.load.executors import Executor, ThreadExecutor, default_executor
+from pytest_dsbench.load.http import Target
+from pytest_dsbench.load.records import RequestRecord, merge, write_jsonl
+from pytest_dsbench.load.selfcheck import ClientCheck, ClientLimits, check
+from pytest_dsbench.load.tokenizer import Tokenizer
+from pytest_dsbench.load.worker import PlannedRequest, WorkerPlan
+from pytest_dsbench.metrics import GoodputSlo, Summary, summarize
+
+
+class LoadError(RuntimeError):
+    """A run that could not be measured at all (e.g. every warmup request failed); one-line message."""
+
+
+@dataclass(frozen=True)
+class LoadConfig:
+    """A workload against one server: data set, arrivals, concurrency and request options."""
+
+    base_url: str
+    model: str
+    dataset: datasets.DatasetSpec
+    endpoint: Literal["completions", "chat"] = "completions"
+    request_rate: float = math.inf
+    burstiness: float = 1.0
+    max_concurrency: int | None = None
+    warmup_requests: int = 1
+    settle_s: float = 1.0
+    ignore_eos: bool = True
+    temperature: float = 0.0
+    include_usage: bool = True
+    workers: int = 1
+    request_timeout_s: float = 600.0
+    api_key: str | None = field(default=None, repr=False)
+    extra_body: dict[str, Any] = field(default_factory=dict)
+    devices: int = 1
+    goodput: GoodputSlo | None = None
+    limits: ClientLimits = field(default_factory=ClientLimits)
+    cpu_affinity: tuple[int, ...] | None = None
+    use_uvloop: bool = True
+    warm_connections: int = 1024
+
+    def workload(self) -> dict[str, Any]:
+        """What was run, for reports and history (never the API key)."""
+        return {
+            **self.dataset.describe(),
+            "endpoint": self.endpoint,
+            "request_rate": "inf" if math.isinf(self.request_rate) else self.request_rate,
+            "burstiness": self.burstiness,
+            "max_concurrency": self.max_concurrency,
+            "warmup_requests": self.warmup_requests,
+            "ignore_eos": self.ignore_eos,
+            "temperature": self.temperature,
+            "workers": self.workers,
+        }
+
+
+@dataclass
+class LoadRun:
+    """A finished run: records, metrics, the client's health, and where the raw records are."""
+
+    config: LoadConfig
+    records: list[RequestRecord]
+    summary: Summary
+    client: ClientCheck | None
+    generator: str = "dsbench"
+    raw_path: Path | None = None
+    started_at: float = 0.0
+    reference: dict[str, Any] | None = None
+
+    @property
+    def valid(self) -> bool:
+        return self.client is None or self.client.valid
+
+    @property
+    def workload(self) -> dict[str, Any]:
+        return {**self.config.workload(), "generator": self.generator}
+
+    def errors(self, limit: int = 3) -> list[str]:
+        """The first distinct request errors (for failure messages)."""
+        seen: list[str] = []
+        for r in self.records:
+            if r.error and r.error not in seen:
+                seen.append(r.error)
+        return seen[:limit]
+
+
+def _plans(
+    cfg: LoadConfig, prompts: list[datasets.Prompt], offsets: list[float], headers: dict[str, str]
+) -> list[WorkerPlan]:
+    target = Target.parse(cfg.base_url)
+    path = "/v1/chat/completions" if cfg.endpoint == "chat" else "/v1/completions"
+    workers = max(1, min(cfg.workers, cfg.max_concurrency or cfg.workers, len(prompts)))
+    shares: list[list[PlannedRequest]] = [[] for _ in range(workers)]
+    for i, (prompt, offset) in enumerate(zip(prompts, offsets, strict=True)):
+        body = payload(
+            cfg.model,
+            prompt.text,
+            prompt.output_len,
+            chat=cfg.endpoint == "chat",
+            ignore_eos=cfg.ignore_eos,
+            temperature=cfg.temperature,
+            include_usage=cfg.include_usage,
+            extra=cfg.extra_body,
+        )
+        data = target.request_bytes(path, encode_body(body), headers)
+        shares[i % workers].append(PlannedRequest(i, offset, data, prompt.prompt_len, prompt.output_len))
+    plans = []
+    for w, share in enumerate(shares):
+        limit = None
+        if cfg.max_concurrency:
+            limit = cfg.max_concurrency // workers + (1 if w < cfg.max_concurrency % workers else 0)
+        plans.append(
+            WorkerPlan(
+                worker=w,
+                base_url=cfg.base_url,
+                requests=share,
+                chat=cfg.endpoint == "chat",
+                max_concurrency=limit,
+                timeout_s=cfg.request_timeout_s,
+                cpu_affinity=cfg.cpu_affinity,
+                use_uvloop=cfg.use_uvloop,
+                warm_connections=min(cfg.warm_connections, limit or cfg.warm_connections),
+            )
+        )
+    return plans
+
+
+def _warmup(cfg: LoadConfig, prompt: datasets.Prompt, headers: dict[str, str]) -> None:
+    if cfg.warmup_requests <= 0:
+        return
+    short = datasets.Prompt(prompt.text, prompt.prompt_len, min(prompt.output_len, 32))
+    plans = _plans(
+        replace(cfg, workers=1), [short] * cfg.warmup_requests, [0.0] * cfg.warmup_requests, headers
+    )
+    result = ThreadExecutor().run(plans)[0]
+    if not any(r.success for r in result.records):
+        error = next((r.error for r in result.records if r.error), "no response")
+        raise LoadError(
+            f"warmup failed: none of {cfg.warmup_requests} warmup request(s) to {cfg.base_url} "
+            f"succeeded ({error[:200]}). Check --base-url, the served model name and the API key."
+        )
+    if cfg.settle_s > 0:
+        time.sleep(cfg.settle_s)
+
+
+def run_load(
+    cfg: LoadConfig,
+    tokenizer: Tokenizer,
+    *,
+    executor: Executor | None = None,
+    raw_dir: Path | None = None,
+    name: str = "load",
+) -> LoadRun:
+    """Run the workload and return records, metrics and the client self-check; raw JSONL goes to
+    ``raw_dir``."""
+    prompts = datasets.build(cfg.dataset, tokenizer)
+    offsets = arrivals.schedule(len(prompts), cfg.request_rate, cfg.burstiness, cfg.dataset.seed)
+    headers = auth_headers(cfg.api_key)
+    _warmup(cfg, prompts[0], headers)
+    plans = _plans(cfg, prompts, offsets, headers)
+    started_at = time.time()
+    gc_enabled = gc.isenabled()
+    gc.disable()  # no collector pauses while streams are timed: the client's records hold no cycles
+    try:
+        results = (executor or default_executor(len(plans))).run(plans)
+    finally:
+        if gc_enabled:
+            gc.enable()
+    records = merge([r.records for r in results])
+    stats = [r.stats for r in results]
+    duration = max((s.wall_s + s.late_start_s for s in stats), default=0.0)
+    for r in records:
+        if r.success:
+            r.retok_len = len(tokenizer.encode(r.text))
+    summary = summarize(records, duration, devices=cfg.devices, goodput=cfg.goodput)
+    offered = None if math.isinf(cfg.request_rate) else arrivals.offered_rate(offsets)
+    client = check(records, stats, offered if offered and not math.isinf(offered) else None, cfg.limits)
+    summary.values.update(client.values)
+    run = LoadRun(config=cfg, records=records, summary=summary, client=client, started_at=started_at)
+    if raw_dir is not None:
+        run.raw_path = save_raw(run, raw_dir, name)
+    return run
+
+
+def save_raw(run: LoadRun, raw_dir: Path, name: str) -> Path:
+    """Write the run's per-request records as JSONL, headed by the workload, summary and client health."""
+    header = {
+        "name": name,
+        "generator": run.generator,
+        "started_at": run.started_at,
+        "workload": run.workload,
+        "summary": run.summary.as_dict(),
+        "valid": run.valid,
+        "client": None if run.client is None else asdict(run.client),
+    }
+    return write_jsonl(raw_dir / f"{name}.jsonl", run.records, header)

@@ -1,0 +1,167 @@
+"""Seed 003, the "ali" evaluation: decode TPOT and server-logged decode throughput per batch size; prefill.
+
+Decode: for each batch size B a random workload (range ratio 1) runs at max-concurrency B; its mean TPOT is
+the
+first table. The engine's own decode-throughput log lines written during those runs
+(:mod:`pytest_dsbench.methods.logparse`) are grouped by the running batch size they report; per size the
+median
+is ``throughput_per_gpu`` after division by the decode accelerators and ``throughput_per_user`` after
+division by
+the size. Output, exactly as seed 003's ``ali_decode.json``::
+
+    [{"1": 7.06, "2": 9.37, ...},
+     {"1": {"median": 141.67, "throughput_per_gpu": 141.67, "throughput_per_user": 141.67,
+            "gen_througput_samples": 419}, ...}]
+
+(the key ``gen_througput_samples`` is spelled as the seed spells it). Prefill: per input length L a workload
+with one output token; the input token throughput per accelerator is ``ali_prefill.json``:
+``[{"1024": 25574.94, "2048": ..., "4096": ...}]``. In the hardware profile, ``batch_sizes`` of an
+``ali_prefill`` entry lists those input lengths.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pytest_dsbench import _atomic
+from pytest_dsbench.load.api import LoadContext, run_workload
+from pytest_dsbench.load.datasets import DatasetSpec
+from pytest_dsbench.load.runner import LoadRun
+from pytest_dsbench.methods.logparse import DecodeSample, LogCursor, LogFormat, parse_lines
+from pytest_dsbench.thresholds import ThroughputBaseline
+
+DECODE_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)
+PREFILL_INPUT_LENS = (1024, 2048, 4096)
+SAMPLES_KEY = "gen_througput_samples"  # sic: seed 003's spelling
+
+
+@dataclass
+class AliDecodeResult:
+    tpot_ms: dict[int, float]
+    table: dict[int, dict[str, float]]
+    samples: list[DecodeSample]
+    runs: dict[int, LoadRun]
+    log_paths: list[Path]
+    files: dict[str, Path] = field(default_factory=dict)
+
+    def as_json(self) -> list[dict[str, Any]]:
+        return decode_json(self.tpot_ms, self.table)
+
+
+@dataclass
+class AliPrefillResult:
+    input_tok_s_per_device: dict[int, float]
+    runs: dict[int, LoadRun]
+    files: dict[str, Path] = field(default_factory=dict)
+
+    def as_json(self) -> list[dict[str, float]]:
+        return [{str(length): round(value, 2) for length, value in self.input_tok_s_per_device.items()}]
+
+
+def decode_table(
+    samples: Sequence[DecodeSample], devices: int, order: Sequence[int] = ()
+) -> dict[int, dict[str, float]]:
+    """Per running batch size: median logged throughput, per accelerator, per user, and the sample count.
+
+    Keys come in ``order`` first (the probed batch sizes that have samples), then in order of first
+    appearance.
+    """
+    import numpy as np
+
+    by_size: dict[int, list[float]] = {}
+    for s in samples:
+        by_size.setdefault(s.running, []).append(s.gen_tok_s)
+    keys = [b for b in order if b in by_size] + [b for b in by_size if b not in order]
+    table: dict[int, dict[str, float]] = {}
+    for size in keys:
+        median = float(np.median(by_size[size]))
+        table[size] = {
+            "median": median,
+            "throughput_per_gpu": median / devices,
+            "throughput_per_user": median / size,
+            SAMPLES_KEY: len(by_size[size]),
+        }
+    return table
+
+
+def decode_json(tpot_ms: dict[int, float], table: dict[int, dict[str, float]]) -> list[dict[str, Any]]:
+    """Seed 003's two-dictionary decode result (TPOT rounded to 2 decimals as the seed shows)."""
+    return [
+        {str(b): round(v, 2) for b, v in tpot_ms.items()},
+        {str(b): {**row, SAMPLES_KEY: int(row[SAMPLES_KEY])} for b, row in table.items()},
+    ]
+
+
+def _dataset(
+    ctx: LoadContext, baseline: ThroughputBaseline, input_len: int, output_len: int, n: int
+) -> DatasetSpec:
+    return DatasetSpec(
+        name="random",
+        num_prompts=n,
+        input_len=input_len,
+        output_len=output_len,
+        range_ratio=1.0 if baseline.range_ratio is None else baseline.range_ratio,
+        seed=1 if baseline.seed is None else baseline.seed,
+        dataset_path=ctx.sharegpt_path,
+    )
+
+
+def run_decode(
+    ctx: LoadContext,
+    baseline: ThroughputBaseline,
+    log_paths: Sequence[Path],
+    log_format: LogFormat = "auto",
+    devices: int | None = None,
+) -> AliDecodeResult:
+    """Probe each batch size, then parse the decode lines the engine logged meanwhile."""
+    sizes = list(baseline.batch_sizes or DECODE_BATCH_SIZES)
+    cursor = LogCursor(log_paths)
+    tpot: dict[int, float] = {}
+    runs: dict[int, LoadRun] = {}
+    for size in sizes:
+        ds = _dataset(ctx, baseline, baseline.input_len, baseline.output_len, max(size, baseline.num_prompts))
+        load = run_workload(ctx, ds, name=f"ali-decode-bs{size}", max_concurrency=size)
+        runs[size] = load
+        tpot[size] = load.summary["tpot_ms_mean"]
+    samples = parse_lines(cursor.new_lines(), log_format)
+    table = decode_table(samples, devices or ctx.profile.hardware.devices, sizes)
+    result = AliDecodeResult(tpot_ms=tpot, table=table, samples=samples, runs=runs, log_paths=list(log_paths))
+    path = ctx.results_dir / "methods" / "ali" / "ali_decode.json"
+    _atomic.write_text(path, _dumps(result.as_json()))
+    result.files["json"] = path
+    return result
+
+
+def run_prefill(
+    ctx: LoadContext, baseline: ThroughputBaseline, devices: int | None = None
+) -> AliPrefillResult:
+    """Input throughput per accelerator at each input length (one output token per request)."""
+    lengths = list(baseline.batch_sizes or PREFILL_INPUT_LENS)
+    per_device: dict[int, float] = {}
+    runs: dict[int, LoadRun] = {}
+    for length in lengths:
+        ds = _dataset(ctx, baseline, length, max(1, baseline.output_len), baseline.num_prompts)
+        load = run_workload(
+            ctx,
+            ds,
+            name=f"ali-prefill-{length}",
+            request_rate=baseline.request_rate or math.inf,
+            max_concurrency=baseline.max_concurrency,
+        )
+        runs[length] = load
+        per_device[length] = load.summary["input_tok_s"] / (devices or ctx.profile.hardware.devices)
+    result = AliPrefillResult(input_tok_s_per_device=per_device, runs=runs)
+    path = ctx.results_dir / "methods" / "ali" / "ali_prefill.json"
+    _atomic.write_text(path, _dumps(result.as_json()))
+    result.files["json"] = path
+    return result
+
+
+def _dumps(payload: Any) -> str:
+    import json
+
+    return json.dumps(payload, indent=4) + "\n"

@@ -1,0 +1,233 @@
+"""Seed 003, the "tencent" evaluation: the most total tok/s and QPM while mean TPOT stays <= 50 ms.
+
+The fixed run: input 3500 / output 1200 (range ratio 1), num-prompts = request-rate = max-concurrency = 128 by
+default (the hardware profile's ``[throughput.tencent]`` sets them). Its ``final_metrics`` line is written as
+the
+seed's tool prints it::
+
+    final_metrics: [{'tpot (ms)': '35.98', 'ttft (ms)': '144639.27', 'input_throughput (tok/s)': '1346.12',
+    'output_throughput (tok/s)': '461.53', 'total_throughput (tok/s)': '1807.65', 'QPM (req/min)': 22.8}]
+
+(strings with two decimals; QPM is 60 x the request throughput *after* rounding it to two decimals, which is
+how
+every QPM in the seed's table comes out, e.g. 0.38 req/s -> 22.8; the exact value is the ``qpm`` metric).
+
+The search: the largest max-concurrency C whose probe (num-prompts = request-rate = C scaled up to enough
+samples for the statistic, max-concurrency C) meets the TPOT limit with no errors. The top of the range is
+probed first (a fast engine is done in one probe), then the bottom, then integer bisection; TPOT is assumed to
+grow with concurrency (a non-monotone answer shows in the probe history). Probes and time are bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pytest_dsbench import _atomic
+from pytest_dsbench.load.api import LoadContext, run_workload
+from pytest_dsbench.load.datasets import DatasetSpec
+from pytest_dsbench.load.formats import sglang_text
+from pytest_dsbench.load.runner import LoadRun
+from pytest_dsbench.thresholds import ThroughputBaseline
+
+INPUT_LEN, OUTPUT_LEN, CONCURRENCY = 3500, 1200, 128
+MIN_SAMPLES = {"mean": 16, "median": 16, "p90": 50, "p95": 100, "p99": 200}
+DEFAULT_MAX_PROBES = 6
+DEFAULT_TIME_BUDGET_S = 1800.0
+
+
+def final_metrics(run: LoadRun) -> list[dict[str, Any]]:
+    """Seed 003's ``final_metrics`` list for one run."""
+    v = run.summary.values
+    return [
+        {
+            "tpot (ms)": f"{v['tpot_ms_mean']:.2f}",
+            "ttft (ms)": f"{v['ttft_ms_mean']:.2f}",
+            "input_throughput (tok/s)": f"{v['input_tok_s']:.2f}",
+            "output_throughput (tok/s)": f"{v['output_tok_s']:.2f}",
+            "total_throughput (tok/s)": f"{v['total_tok_s']:.2f}",
+            "QPM (req/min)": round(round(v["request_throughput_req_s"], 2) * 60, 2),
+        }
+    ]
+
+
+def final_metrics_line(run: LoadRun) -> str:
+    return f"final_metrics: {final_metrics(run)!r}"
+
+
+def samples_for(statistic: str, concurrency: int) -> int:
+    """Requests per probe: twice the concurrency (EvalScope's rule), at least what the statistic needs."""
+    return max(2 * concurrency, MIN_SAMPLES.get(statistic, 16))
+
+
+@dataclass
+class Probe:
+    """One load point of the search."""
+
+    concurrency: int
+    value: float
+    samples: int
+    error_rate: float
+    passed: bool
+    raw: str = ""
+
+
+@dataclass
+class SearchResult:
+    """The largest concurrency that met the limit (None: not even the lowest), and every probe."""
+
+    best: int | None
+    probes: list[Probe]
+    stopped: str
+    low: int
+    high: int
+    statistic: str
+    limit_ms: float
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            **{k: v for k, v in asdict(self).items() if k != "probes"},
+            "probes": [asdict(p) for p in self.probes],
+        }
+
+
+def search(
+    probe: Callable[[int], Probe],
+    low: int,
+    high: int,
+    *,
+    max_probes: int = DEFAULT_MAX_PROBES,
+    time_budget_s: float = DEFAULT_TIME_BUDGET_S,
+    statistic: str = "mean",
+    limit_ms: float = 50.0,
+    clock: Callable[[], float] = time.monotonic,
+) -> SearchResult:
+    """Largest passing concurrency in [low, high] by top-first check then bisection, within the bounds."""
+    if low < 1 or high < low:
+        raise ValueError(f"search range [{low}, {high}] is empty")
+    start = clock()
+    probes: list[Probe] = []
+
+    def over_budget() -> str | None:
+        if len(probes) >= max_probes:
+            return f"max_probes ({max_probes})"
+        if clock() - start >= time_budget_s:
+            return f"time budget ({time_budget_s:g} s)"
+        return None
+
+    top = probe(high)
+    probes.append(top)
+    if top.passed:
+        return SearchResult(high, probes, "top of the range passes", low, high, statistic, limit_ms)
+    if low == high:
+        return SearchResult(None, probes, "the only concurrency fails", low, high, statistic, limit_ms)
+    if (reason := over_budget()) is not None:
+        return SearchResult(None, probes, reason, low, high, statistic, limit_ms)
+    bottom = probe(low)
+    probes.append(bottom)
+    if not bottom.passed:
+        return SearchResult(None, probes, "the lowest concurrency fails", low, high, statistic, limit_ms)
+    good, bad = low, high
+    while bad - good > 1:
+        if (reason := over_budget()) is not None:
+            return SearchResult(good, probes, reason, low, high, statistic, limit_ms)
+        mid = (good + bad) // 2
+        result = probe(mid)
+        probes.append(result)
+        if result.passed:
+            good = mid
+        else:
+            bad = mid
+    return SearchResult(good, probes, "converged", low, high, statistic, limit_ms)
+
+
+def dataset(ctx: LoadContext, baseline: ThroughputBaseline, num_prompts: int) -> DatasetSpec:
+    return DatasetSpec(
+        name="random",
+        num_prompts=num_prompts,
+        input_len=baseline.input_len or INPUT_LEN,
+        output_len=baseline.output_len or OUTPUT_LEN,
+        range_ratio=1.0 if baseline.range_ratio is None else baseline.range_ratio,
+        seed=1 if baseline.seed is None else baseline.seed,
+        dataset_path=ctx.sharegpt_path,
+    )
+
+
+@dataclass
+class TencentResult:
+    run: LoadRun
+    final_metrics: list[dict[str, Any]]
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+def run_fixed(ctx: LoadContext, name: str, baseline: ThroughputBaseline) -> TencentResult:
+    """The seed's fixed run; writes ``<name>.json`` (final_metrics) and ``<name>.log`` (block + final
+    line)."""
+    concurrency = baseline.max_concurrency or CONCURRENCY
+    rate = baseline.request_rate or float(baseline.num_prompts)
+    load = run_workload(
+        ctx,
+        dataset(ctx, baseline, baseline.num_prompts),
+        name=f"tencent-{name}",
+        request_rate=rate,
+        max_concurrency=concurrency,
+    )
+    folder = ctx.results_dir / "methods" / "tencent"
+    metrics = final_metrics(load)
+    json_path, log_path = folder / f"{name}.json", folder / f"{name}.log"
+    _atomic.write_text(json_path, json.dumps(metrics, indent=4) + "\n")  # the seed's key order, not sorted
+    _atomic.write_text(
+        log_path,
+        sglang_text(load, ctx.engine.name) + "\n" + "=" * 100 + "\n" + final_metrics_line(load) + "\n",
+    )
+    return TencentResult(run=load, final_metrics=metrics, files={"json": json_path, "log": log_path})
+
+
+def run_search(
+    ctx: LoadContext,
+    name: str,
+    baseline: ThroughputBaseline,
+    *,
+    limit_ms: float,
+    error_rate_max: float,
+    low: int = 1,
+    high: int | None = None,
+) -> SearchResult:
+    """Search the largest concurrency meeting mean TPOT <= ``limit_ms``; history goes to
+    ``<name>-search.json``."""
+    top = high or ctx.profile.deployment.max_concurrency or baseline.max_concurrency or CONCURRENCY
+    statistic = "mean"
+
+    def probe(concurrency: int) -> Probe:
+        n = samples_for(statistic, concurrency)
+        load = run_workload(
+            ctx,
+            dataset(ctx, baseline, n),
+            name=f"tencent-{name}-search-c{concurrency}",
+            request_rate=float(concurrency),
+            max_concurrency=concurrency,
+        )
+        value = load.summary[f"tpot_ms_{statistic}"]
+        error_rate = load.summary["error_rate"]
+        samples = len(load.summary.samples["tpot"])
+        passed = value <= limit_ms and error_rate <= error_rate_max and samples > 0
+        return Probe(concurrency, value, samples, error_rate, passed, str(load.raw_path or ""))
+
+    result = search(
+        probe,
+        low,
+        max(low, top),
+        max_probes=baseline.search_max_probes or DEFAULT_MAX_PROBES,
+        time_budget_s=baseline.search_time_budget_s or DEFAULT_TIME_BUDGET_S,
+        statistic=statistic,
+        limit_ms=limit_ms,
+    )
+    _atomic.write_json(ctx.results_dir / "methods" / "tencent" / f"{name}-search.json", result.as_json())
+    return result
+
+
+__all__ = ["Probe", "SearchResult", "TencentResult", "final_metrics", "run_fixed", "run_search", "search"]

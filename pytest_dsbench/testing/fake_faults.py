@@ -1,0 +1,141 @@
+"""Every fault the fake engine can inject, by name, with the behaviour it breaks.
+
+Conformance checks name the faults that violate them (``pytest_dsbench.conformance.catalog``); a self-test
+runs each check against each of its faults and demands a failure, so no check can silently pass everything.
+``FakeConfig`` rejects names missing here, so a typo cannot produce a compliant fake by accident.
+"""
+
+from __future__ import annotations
+
+FAULTS: dict[str, str] = {
+    # lifecycle (launcher self-tests)
+    "never_healthy": "/health and /v1/models answer 503 forever",
+    "exit_during_startup": "the process exits with an error while 'loading'",
+    "health_bad_status": "/health answers 500 while generation works",
+    # discovery and metrics
+    "models_list_bad_shape": "/v1/models entries lack owned_by and the list object is 'models'",
+    "models_max_model_len_wrong": "/v1/models reports max_model_len + 1",
+    "wrong_response_model": "responses name another model than the served one",
+    "metrics_missing_token_counters": "/metrics has no prompt/generation token counters",
+    "metrics_generation_undercount": "the generation-token counter misses one token per request",
+    "tokenize_count_mismatch": "/tokenize 'count' is one more than len(tokens)",
+    "stale_template": "the server renders chat prompts without the '<think>\\n' generation prompt",
+    # errors and validation
+    "error_500_instead_of_400": "every 400 becomes a 500",
+    "flat_error_body": "errors use the flat {'object':'error','message':...} body",
+    "error_body_not_json": "errors are text/plain",
+    "error_without_message": "error bodies carry no message",
+    "validation_422": "parameter validation errors answer 422 (FastAPI's default) instead of 400",
+    "accept_unknown_model": "any model name is accepted",
+    "unknown_model_400": "an unknown model answers 400 instead of 404",
+    "poison_after_bad_request": "after the first 4xx every generation answers 500",
+    "accept_overlong_prompt": "prompts at or over max_model_len are served",
+    "context_off_by_one": "a prompt of exactly max_model_len tokens is accepted",
+    "no_length_check": "prompt + max_tokens over the context is neither rejected nor clamped (overrun)",
+    "max_model_len_larger_than_profile": "the server serves twice the context the hw profile allows",
+    "accept_over_max_input_len": "prompts longer than max_input_len are served",
+    "stream_error_in_band": "a streaming request that fails validation answers 200 and an in-band error",
+    "accept_max_tokens_zero": "max_tokens <= 0 is accepted",
+    "accept_invalid_sampling": "out-of-range sampling parameters are accepted",
+    "malformed_body_500": "an unparsable or non-object body answers 500",
+    "accept_huge_seed": "seeds outside the 64-bit range are accepted",
+    "accept_too_many_logprobs": "top_logprobs/logprobs above 20 are accepted",
+    "reject_unknown_fields": "unknown request fields answer 400",
+    "accept_stream_options": "stream_options without stream is accepted",
+    "stream_options_starts_stream": "stream_options without stream answers with an SSE stream",
+    "bad_schema_500": "an invalid response_format schema answers 500",
+    "bad_token_ids_500": "negative or out-of-vocabulary prompt token ids answer 500",
+    # response schema and usage
+    "chat_object_wrong": "chat responses say object 'chat.completions'",
+    "created_not_int": "'created' is a string",
+    "missing_usage": "responses carry no usage",
+    "completion_object_wrong": "completions say object 'completion'",
+    "finish_reason_nonstandard": "a natural end reports finish_reason 'eos'",
+    "constant_response_id": "every response has the same id",
+    "usage_total_wrong": "total_tokens is prompt + completion + 1",
+    "usage_off_by_one": "completion_tokens is one more than generated",
+    "completion_double_bos": "completions prompts get two bos tokens",
+    "prompt_list_usage_first_only": "a list of prompts counts only the first in prompt_tokens",
+    "double_bos": "chat prompts get a second bos token",
+    "usage_prompt_counted_per_choice": "n > 1 counts the prompt once per choice",
+    "reasoning_tokens_missing": "usage has no reasoning token count",
+    "reasoning_tokens_zero": "usage reports 0 reasoning tokens (vLLM 0.32 with R1, vllm PR #49743)",
+    "reasoning_tokens_exceed_completion": "the reasoning token count is larger than completion_tokens",
+    # length control
+    "finish_reason_stop_on_length": "output cut by max_tokens reports finish_reason 'stop'",
+    "empty_output_on_length": "output cut by max_tokens is empty",
+    "finish_reason_length_on_stop": "a natural end reports finish_reason 'length'",
+    "ignore_max_completion_tokens": "max_completion_tokens is ignored",
+    "max_tokens_excludes_reasoning": "max_tokens limits only the answer, not the reasoning",
+    "completions_default_unbounded": "completions without max_tokens generate up to the context",
+    "ignore_eos_ignored": "ignore_eos is ignored",
+    "min_tokens_ignored": "min_tokens is ignored",
+    # stop
+    "stop_string_in_output": "the matched stop string is kept in the output",
+    "stop_ignored": "stop strings are ignored",
+    "stop_single_token_only": "stop strings longer than one token are ignored (LMDeploy's behaviour)",
+    "stop_list_first_only": "only the first stop string of a list is honoured",
+    "stream_stop_leak": "streams emit the first character of the matched stop string",
+    "stop_breaks_reasoning_split": "any stop parameter leaks '/think>' into content",
+    # streaming
+    "stream_content_type_wrong": "streams are served as application/json",
+    "no_done": "streams end without data: [DONE]",
+    "sse_event_field": "every SSE event carries an 'event: message' line",
+    "data_after_done": "a chunk follows data: [DONE]",
+    "sse_unterminated_last_event": "the body ends without the blank line after [DONE]",
+    "stream_id_changes": "the usage chunk has another id than the content chunks",
+    "stream_object_wrong": "chat chunks say object 'chat.completion'",
+    "no_role_in_first_chunk": "the first chat chunk has no role",
+    "role_empty_later": "later chat chunks carry role ''",
+    "duplicate_finish_reason": "the finish chunk is sent twice",
+    "content_after_finish": "a content delta follows the finish chunk",
+    "stream_content_differs": "streamed text drops its last character",
+    "stream_usage_always": "every chunk carries usage even without include_usage",
+    "no_stream_usage": "include_usage gives no usage chunk",
+    "duplicate_usage_chunk": "the usage chunk is sent twice",
+    "usage_on_finish_chunk": "usage rides on the finish chunk instead of a chunk with empty choices",
+    "stream_usage_off_by_one": "the streamed usage reports one completion token more",
+    # n, prompts, logprobs, determinism
+    "n_ignored": "n > 1 returns one choice",
+    "choice_index_wrong": "choices are numbered from 1",
+    "stream_n_index_wrong": "streamed choices all carry index 0",
+    "prompt_list_only_first": "a list of prompts is answered for the first prompt only",
+    "prompt_list_reversed": "a list of prompts is answered in reverse order",
+    "token_prompt_rejected": "token-id prompts answer 400",
+    "top_logprobs_wrong_count": "top_logprobs lists one candidate more than asked",
+    "logprob_positive": "logprobs are positive",
+    "logprobs_always": "logprobs are returned even when not requested",
+    "logprobs_skip_reasoning": "reasoning tokens get no logprob entries",
+    "logprobs_non_finite": "a logprob is -Infinity",
+    "completion_logprobs_misaligned": "completions text_offset has one entry fewer than tokens",
+    "greedy_nondeterministic": "temperature 0 output changes between identical requests",
+    "seed_ignored": "seeded sampling differs between identical requests",
+    # structured output and tools
+    "reject_response_format_text": "response_format {'type':'text'} answers 400",
+    "ignore_response_format": "response_format json_object/json_schema is ignored",
+    "json_in_reasoning": "structured output is put in the reasoning field, content null",
+    "tool_calls_in_content": "tool calls stay as raw DeepSeek markers in content",
+    "tool_finish_reason_stop": "tool calls end with finish_reason 'stop'",
+    "stream_tool_args_empty": "streamed tool-call arguments are '{}'",
+    "tool_result_rejected": "a tool result message answers 400",
+    # reasoning and template
+    "reasoning_field_renamed": "reasoning comes in the other key than the engine profile declares",
+    "no_reasoning_split": "reasoning is not separated: everything is in content",
+    "think_tag_in_content": "'<think>'/'</think>' leak into content",
+    "stream_end_think_in_content": "streams send '</think>' as a content delta",
+    "stream_reasoning_differs": "streamed reasoning drops its first character",
+    "reasoning_interleaved": "streams send a reasoning delta after content started",
+    "content_copies_reasoning_on_length": "output cut in the reasoning copies the reasoning into content",
+    "history_reasoning_replayed": "assistant history keeps its reasoning in the prompt",
+    "content_parts_miscounted": "text-part content gets an extra token in the prompt",
+    "system_dropped": "system messages are dropped from the prompt",
+    "multi_turn_drops_history": "only the last user turn reaches the prompt",
+    # concurrency
+    "cross_talk": "each response answers the previous request's question",
+    "stream_hang_under_concurrency": "every second concurrent stream stops before [DONE] and hangs",
+}
+
+
+def unknown(faults: list[str]) -> list[str]:
+    """Fault names that are not registered (typos)."""
+    return [f for f in faults if f not in FAULTS]

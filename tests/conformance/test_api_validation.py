@@ -1,0 +1,20 @@
+"""B. Request validation and the error schema; HW. the hardware profile's request limits.
+
+Each parameter is one check of :mod:`pytest_dsbench.conformance.validation`; what it asserts, the engines
+known to deviate and the sources are in docs/conformance.md. Known engine bugs become strict xfails
+through the ``check`` marker; checks that do not apply to the engine's declared profile skip with the reason.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_dsbench.conformance import catalog
+from pytest_dsbench.conformance.context import ApiContext
+
+pytestmark = pytest.mark.api
+
+
+@pytest.mark.parametrize("check_id", catalog.params("B", "HW"))
+def test_request_validation(check_id: str, api: ApiContext) -> None:
+    catalog.run(check_id, api)

@@ -1,0 +1,204 @@
+"""The seeds' evaluation methods, parametrised by the ``[throughput.*]`` entries of ``thresholds/<hw>.toml``.
+
+* DeepLink (seed 000): output token throughput of the random workload against the entry's floor.
+* ali decode (seed 003): mean TPOT per batch size and the server-logged decode throughput per running batch
+size
+  (needs the engine log: the suite's own in start mode, ``--engine-log`` in attach mode).
+* ali prefill (seed 003): input token throughput per accelerator at each input length.
+* tencent (seed 003): the fixed 128/128/128 run (mean TPOT within the SLO, total tok/s and QPM floors) and the
+  search for the largest concurrency that keeps mean TPOT within the SLO.
+
+Results are also written in the seeds' own formats under ``<artifacts>/load/methods/``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from pytest_dsbench.engines.base import EngineInfo
+from pytest_dsbench.gate import Gate
+from pytest_dsbench.load.api import LoadContext, baseline_params
+from pytest_dsbench.methods import ali, deeplink, tencent
+from pytest_dsbench.metrics import metric_samples
+from pytest_dsbench.options import DsbenchOptions
+from pytest_dsbench.thresholds import HwProfile
+
+pytestmark = pytest.mark.throughput
+
+ENTRIES = {
+    "deeplink_entry": "deeplink",
+    "ali_decode_entry": "ali_decode",
+    "ali_prefill_entry": "ali_prefill",
+    "tencent_entry": "tencent",
+}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    for argname, method in ENTRIES.items():
+        if argname in metafunc.fixturenames:
+            metafunc.parametrize(argname, baseline_params(metafunc.config, method))
+
+
+@pytest.fixture(scope="module")
+def load_ctx(
+    dsbench_engine: EngineInfo, dsbench_options: DsbenchOptions, hw_profile: HwProfile
+) -> LoadContext:
+    return LoadContext(dsbench_engine, dsbench_options, hw_profile)
+
+
+def _source(profile: HwProfile, name: str, key: str) -> str:
+    return f"{profile.path.name if profile.path else profile.hardware.name} [throughput.{name}] {key}"
+
+
+def _error_rate(gate: Gate, profile: HwProfile, run: Any, name: str) -> None:
+    gate.record(
+        "error_rate",
+        run.summary["error_rate"],
+        sample_count=len(run.records),
+        limit=profile.slo.error_rate_max,
+        limit_source=_source(profile, name, "/ [slo] error_rate_max"),
+        workload=run.workload,
+    )
+
+
+def test_deeplink_output_throughput(
+    deeplink_entry: tuple[str, Any], load_ctx: LoadContext, hw_profile: HwProfile, dsbench_gate: Gate
+) -> None:
+    name, entry = deeplink_entry
+    result = deeplink.run(load_ctx, name, entry)
+    dsbench_gate.record(
+        "output_tok_s",
+        result.output_tok_s,
+        sample_count=result.run.summary.completed,
+        limit=entry.output_tok_s_min,
+        limit_source=_source(hw_profile, name, "output_tok_s_min"),
+        workload=result.run.workload,
+    )
+    _error_rate(dsbench_gate, hw_profile, result.run, name)
+    dsbench_gate.check()
+
+
+def test_ali_decode_tpot_and_logged_throughput(
+    ali_decode_entry: tuple[str, Any],
+    load_ctx: LoadContext,
+    dsbench_engine: EngineInfo,
+    hw_profile: HwProfile,
+    dsbench_gate: Gate,
+) -> None:
+    name, entry = ali_decode_entry
+    logs = [p for p in dsbench_engine.log_paths if p.is_file()]
+    if not logs:
+        pytest.skip("ali decode reads the engine's log: pass --engine-log PATH in attach mode")
+    result = ali.run_decode(load_ctx, entry, logs, log_format=dsbench_engine.profile.decode_log_format)
+    for size, run in result.runs.items():
+        dsbench_gate.record(
+            "tpot_ms_mean",
+            result.tpot_ms[size],
+            samples=metric_samples(run.summary, "tpot_ms_mean"),
+            workload={**run.workload, "batch_size": size},
+        )
+        _error_rate(dsbench_gate, hw_profile, run, name)
+    for size, row in result.table.items():
+        dsbench_gate.record(
+            "decode_tok_s_per_device",
+            row["throughput_per_gpu"],
+            sample_count=int(row[ali.SAMPLES_KEY]),
+            workload={"running_batch_size": size},
+        )
+    if not result.samples:
+        dsbench_gate.fail(
+            f"no decode-throughput line in {', '.join(map(str, logs))} while the ali decode runs ran "
+            f"(expected {dsbench_engine.profile.decode_log_format}-format lines such as SGLang "
+            "'Decode batch ... gen throughput' or vLLM/LMDeploy 'Avg generation throughput'; vLLM logs "
+            "every VLLM_LOG_STATS_INTERVAL s and not with --disable-log-stats)"
+        )
+    dsbench_gate.check()
+
+
+def test_ali_prefill_input_throughput_per_device(
+    ali_prefill_entry: tuple[str, Any], load_ctx: LoadContext, hw_profile: HwProfile, dsbench_gate: Gate
+) -> None:
+    name, entry = ali_prefill_entry
+    result = ali.run_prefill(load_ctx, entry)
+    for length, value in result.input_tok_s_per_device.items():
+        run = result.runs[length]
+        dsbench_gate.record(
+            "input_tok_s_per_device",
+            value,
+            sample_count=run.summary.completed,
+            limit=entry.input_tok_s_per_device_min,
+            limit_source=_source(hw_profile, name, "input_tok_s_per_device_min"),
+            workload={**run.workload, "input_len": length},
+        )
+        _error_rate(dsbench_gate, hw_profile, run, name)
+    dsbench_gate.check()
+
+
+def test_tencent_throughput_with_tpot_within_slo(
+    tencent_entry: tuple[str, Any], load_ctx: LoadContext, hw_profile: HwProfile, dsbench_gate: Gate
+) -> None:
+    name, entry = tencent_entry
+    result = tencent.run_fixed(load_ctx, name, entry)
+    run = result.run
+    dsbench_gate.record(
+        "tpot_ms_mean",
+        run.summary["tpot_ms_mean"],
+        samples=metric_samples(run.summary, "tpot_ms_mean"),
+        limit=hw_profile.slo.tpot_ms_mean_max,
+        limit_source=f"{_source(hw_profile, name, '')}/ [slo] tpot_ms_mean_max",
+        workload=run.workload,
+    )
+    dsbench_gate.record(
+        "total_tok_s",
+        run.summary["total_tok_s"],
+        sample_count=run.summary.completed,
+        limit=entry.total_tok_s_min,
+        limit_source=_source(hw_profile, name, "total_tok_s_min"),
+        workload=run.workload,
+    )
+    dsbench_gate.record(
+        "qpm",
+        run.summary["qpm"],
+        sample_count=run.summary.completed,
+        limit=entry.qpm_min,
+        limit_source=_source(hw_profile, name, "qpm_min"),
+        workload=run.workload,
+    )
+    _error_rate(dsbench_gate, hw_profile, run, name)
+    assert result.files["json"].is_file()
+    dsbench_gate.check()
+
+
+def test_tencent_largest_concurrency_within_tpot_slo(
+    tencent_entry: tuple[str, Any], load_ctx: LoadContext, hw_profile: HwProfile, dsbench_gate: Gate
+) -> None:
+    name, entry = tencent_entry
+    limit = hw_profile.slo.tpot_ms_mean_max
+    result = tencent.run_search(
+        load_ctx, name, entry, limit_ms=limit, error_rate_max=hw_profile.slo.error_rate_max
+    )
+    history = ", ".join(
+        f"c={p.concurrency}: {p.value:.2f} ms ({p.samples} req){'' if p.passed else ' FAIL'}"
+        for p in result.probes
+    )
+    dsbench_gate.record(
+        "max_concurrency_under_slo",
+        float(result.best or 0),
+        sample_count=len(result.probes),
+        workload={
+            "method": "tencent",
+            "entry": name,
+            "statistic": "tpot_ms_mean",
+            "limit_ms": limit,
+            "range": [result.low, result.high],
+            "stopped": result.stopped,
+        },
+    )
+    if result.best is None:
+        dsbench_gate.fail(
+            f"no concurrency in [{result.low}, {result.high}] keeps tpot_ms_mean <= {limit:g} ms "
+            f"({result.stopped}; probes: {history})"
+        )
+    dsbench_gate.check()

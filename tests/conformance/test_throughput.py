@@ -1,0 +1,77 @@
+"""Throughput baselines of ``method = "random"`` entries in ``thresholds/<hw>.toml`` (e.g. seed 004's
+example).
+
+Each entry runs its workload (random prompts, sglang's range-ratio convention, ratio 1 unless the entry says
+otherwise) and is held to the floors the entry sets: ``output_tok_s_min``, ``total_tok_s_min``, ``qpm_min``.
+An entry without a floor is measured and recorded (for history and the regression gate), and still fails when
+requests fail.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+from pytest_dsbench.engines.base import EngineInfo
+from pytest_dsbench.gate import Gate
+from pytest_dsbench.load.api import LoadContext, baseline_params, random_dataset, run_workload
+from pytest_dsbench.options import DsbenchOptions
+from pytest_dsbench.thresholds import HwProfile
+
+pytestmark = pytest.mark.throughput
+
+FLOORS = (("output_tok_s", "output_tok_s_min"), ("total_tok_s", "total_tok_s_min"), ("qpm", "qpm_min"))
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "baseline" in metafunc.fixturenames:
+        metafunc.parametrize("baseline", baseline_params(metafunc.config, "random"))
+
+
+@pytest.fixture(scope="module")
+def load_ctx(
+    dsbench_engine: EngineInfo, dsbench_options: DsbenchOptions, hw_profile: HwProfile
+) -> LoadContext:
+    return LoadContext(dsbench_engine, dsbench_options, hw_profile)
+
+
+def test_random_workload_meets_its_throughput_floor(
+    baseline: tuple[str, Any], load_ctx: LoadContext, hw_profile: HwProfile, dsbench_gate: Gate
+) -> None:
+    name, entry = baseline
+    dataset = random_dataset(
+        load_ctx,
+        entry.input_len,
+        entry.output_len,
+        entry.num_prompts,
+        seed=entry.seed or 1,
+        range_ratio=1.0 if entry.range_ratio is None else entry.range_ratio,
+    )
+    run = run_workload(
+        load_ctx,
+        dataset,
+        name=f"throughput-{name}",
+        request_rate=entry.request_rate or math.inf,
+        max_concurrency=entry.max_concurrency,
+    )
+    source = f"{hw_profile.path.name if hw_profile.path else hw_profile.hardware.name} [throughput.{name}]"
+    for metric, key in FLOORS:
+        dsbench_gate.record(
+            metric,
+            run.summary[metric],
+            sample_count=run.summary.completed,
+            limit=getattr(entry, key),
+            limit_source=f"{source} {key}",
+            workload=run.workload,
+        )
+    dsbench_gate.record(
+        "error_rate",
+        run.summary["error_rate"],
+        sample_count=len(run.records),
+        limit=hw_profile.slo.error_rate_max,
+        limit_source=f"{source} / [slo] error_rate_max",
+        workload=run.workload,
+    )
+    dsbench_gate.check()

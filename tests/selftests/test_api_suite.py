@@ -1,0 +1,119 @@
+"""The `api` group end to end: tests/conformance/test_api_*.py run through the plugin against fake engines.
+
+Attach mode points the real suite at an in-process fake; the outcomes show what a user sees: all green on a
+compliant server, the violated check failing with expected vs actual, known engine bugs as strict xfails, and
+a server that contradicts its engine profile failing with both named.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from pytest_dsbench.testing.fake_engine import FakeEngineThread
+
+CONFORMANCE = Path(__file__).resolve().parents[1] / "conformance"
+API_FILES = sorted(str(p) for p in CONFORMANCE.glob("test_api_*.py"))
+CPU_CONTEXT = 2048  # thresholds/cpu.toml max_model_len: the fake must serve the context the hw profile says
+
+
+def run_api(pytester: pytest.Pytester, engine: FakeEngineThread, *args: str) -> pytest.RunResult:
+    return pytester.runpytest(
+        *API_FILES, "--base-url", engine.base_url, "-p", "no:cacheprovider", "-rfEsxX", *args
+    )
+
+
+def test_compliant_engine_passes_the_whole_api_group(
+    pytester: pytest.Pytester, make_fake_engine: Callable[..., FakeEngineThread]
+) -> None:
+    # vLLM's profile declares one upstream bug (D07, vllm PR #49743); the fake reproduces it, so it xfails.
+    engine = make_fake_engine(max_model_len=CPU_CONTEXT, faults=["reasoning_tokens_zero"])
+    result = run_api(pytester, engine)
+    outcomes = result.parseoutcomes()
+    assert result.ret == 0, result.stdout.str()[-3000:]
+    assert outcomes.get("failed", 0) == 0
+    assert outcomes["xfailed"] == 1
+    assert outcomes["passed"] >= 80
+
+
+def test_a_violation_fails_its_check_with_expected_and_actual(
+    pytester: pytest.Pytester, make_fake_engine: Callable[..., FakeEngineThread]
+) -> None:
+    engine = make_fake_engine(max_model_len=CPU_CONTEXT, faults=["no_done"])
+    result = run_api(pytester, engine, "-k", "G02 or G01 or A01")
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "G02.sse_framing: streamed chat SSE framing: expected <no framing problems>, got "
+            "*no final 'data: [[]DONE]' event*"
+        ]
+    )
+
+
+def test_known_engine_bug_is_a_strict_xfail_with_its_link(
+    pytester: pytest.Pytester, make_fake_engine: Callable[..., FakeEngineThread]
+) -> None:
+    lmdeploy_like = {
+        "max_model_len": CPU_CONTEXT,
+        "engine": "lmdeploy",
+        "error_envelope": "flat",
+        "reasoning_field": "reasoning_content",
+    }
+    buggy = make_fake_engine(**lmdeploy_like, faults=["stop_single_token_only"])
+    result = run_api(pytester, buggy, "--engine", "lmdeploy", "-k", "F02")
+    result.assert_outcomes(xfailed=1)
+    result.stdout.fnmatch_lines(
+        ["*XFAIL*F02.stop_multi_token*https://github.com/InternLM/lmdeploy/issues/1631*"]
+    )
+
+
+def test_fixed_engine_bug_turns_its_strict_xfail_into_a_failure(
+    pytester: pytest.Pytester, make_fake_engine: Callable[..., FakeEngineThread]
+) -> None:
+    fixed = make_fake_engine(
+        max_model_len=CPU_CONTEXT,
+        engine="lmdeploy",
+        error_envelope="flat",
+        reasoning_field="reasoning_content",
+    )
+    result = run_api(pytester, fixed, "--engine", "lmdeploy", "-k", "F02")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*[XPASS(strict)]*"])
+
+
+def test_reasoning_key_that_contradicts_the_profile_fails_naming_both(
+    pytester: pytest.Pytester, make_fake_engine: Callable[..., FakeEngineThread]
+) -> None:
+    engine = make_fake_engine(
+        max_model_len=CPU_CONTEXT, error_envelope="flat"
+    )  # sends 'reasoning', like vLLM
+    result = run_api(pytester, engine, "--engine", "sglang", "-k", "N00")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*engine profile sglang declares reasoning_field='reasoning_content', but the "
+            "server put the reasoning in 'reasoning'*"
+        ]
+    )
+
+
+def test_error_envelope_that_contradicts_the_profile_fails_naming_both(
+    pytester: pytest.Pytester, make_fake_engine: Callable[..., FakeEngineThread]
+) -> None:
+    engine = make_fake_engine(max_model_len=CPU_CONTEXT, faults=["flat_error_body"])
+    result = run_api(pytester, engine, "-k", "B01")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        ["*engine profile vllm declares error_envelope='nested'*expected 'nested', got 'flat: *"]
+    )
+
+
+def test_checks_outside_the_engine_profile_skip_with_the_reason(
+    pytester: pytest.Pytester, make_fake_engine: Callable[..., FakeEngineThread]
+) -> None:
+    engine = make_fake_engine(max_model_len=CPU_CONTEXT)
+    result = run_api(pytester, engine, "-k", "M01")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*engine vllm does not support feature(s): tools*"])

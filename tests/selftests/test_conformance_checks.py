@@ -1,0 +1,49 @@
+"""Every API conformance check passes against the compliant fake engine and FAILS against each fault that
+violates it, with a message that says what was expected and what the server did.
+
+This is the proof that no check in the catalogue can silently pass a broken server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from pytest_dsbench.conformance import CheckFailed, all_checks
+from pytest_dsbench.conformance.catalog import Check
+from pytest_dsbench.conformance.context import ApiContext
+from pytest_dsbench.conformance.selftest import (
+    SELFTEST_TIMEOUT_S,
+    fake_check_context,
+    fake_config,
+    fake_context,
+)
+from pytest_dsbench.testing.fake_engine import FakeEngineThread
+
+CHECKS = all_checks()
+CHECK_FAULTS = [pytest.param(c, f, id=f"{c.id}-{f}") for c in CHECKS for f in c.faults]
+
+
+@pytest.fixture(scope="module")
+def compliant() -> Iterator[ApiContext]:
+    """One compliant fake engine shared by the pass tests (its responses are memoised like a real session)."""
+    with (
+        FakeEngineThread(fake_config()) as engine,
+        httpx.Client(base_url=engine.base_url, timeout=SELFTEST_TIMEOUT_S) as client,
+    ):
+        yield fake_context(engine, client=client)
+
+
+@pytest.mark.parametrize("item", CHECKS, ids=str)
+def test_check_passes_against_the_compliant_fake(item: Check, compliant: ApiContext) -> None:
+    item.func(compliant)
+
+
+@pytest.mark.parametrize(("item", "fault"), CHECK_FAULTS)
+def test_check_fails_against_its_fault_naming_expected_and_actual(item: Check, fault: str) -> None:
+    with fake_check_context((fault,)) as ctx, pytest.raises(CheckFailed) as failure:
+        item.func(ctx)
+    message = str(failure.value)
+    assert "expected " in message and ", got " in message, message

@@ -1,0 +1,99 @@
+"""Checks follow the engine profile: a declared divergence passes, a server that contradicts its profile fails
+with both named, and checks outside the profile skip with the reason."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+
+from pytest_dsbench.conformance import CheckFailed, CheckSkipped, catalog
+from pytest_dsbench.conformance.selftest import SELFTEST_PROFILE, fake_check_context
+from pytest_dsbench.engines.base import EngineProfile
+from pytest_dsbench.engines.sglang import PROFILE as SGLANG_PROFILE
+
+SGLANG_LIKE = dataclasses.replace(SGLANG_PROFILE, features=SELFTEST_PROFILE.features)
+SGLANG_FAKE: dict[str, Any] = {
+    "engine": "sglang",
+    "error_envelope": "flat",
+    "reasoning_field": "reasoning_content",
+    "reasoning_usage_path": "reasoning_tokens",
+    "clamp_max_tokens": False,
+}
+
+
+def run(check_id: str, profile: EngineProfile, faults: tuple[str, ...] = (), **config: Any) -> None:
+    with fake_check_context(faults, profile=profile, **config) as ctx:
+        catalog.get(check_id).func(ctx)
+
+
+@pytest.mark.parametrize(
+    "check_id",
+    [
+        "B01.error_envelope_shape",
+        "N00.reasoning_field_matches_profile",
+        "D07.usage_reasoning_tokens",
+        "B05.context_overflow_prompt_plus_max_tokens",
+        "N01.reasoning_present_and_separated",
+    ],
+)
+def test_sglang_style_server_passes_under_the_sglang_profile(check_id: str) -> None:
+    run(check_id, SGLANG_LIKE, **SGLANG_FAKE)
+
+
+def test_flat_errors_under_a_nested_profile_fail_naming_both() -> None:
+    with pytest.raises(CheckFailed, match=r"declares error_envelope='nested'.*expected 'nested', got 'flat"):
+        run("B01.error_envelope_shape", SELFTEST_PROFILE, error_envelope="flat")
+
+
+def test_reasoning_content_under_the_vllm_profile_fails_naming_both_keys() -> None:
+    with pytest.raises(
+        CheckFailed,
+        match=r"declares reasoning_field='reasoning', but the server put the reasoning "
+        r"in 'reasoning_content'",
+    ):
+        run("N00.reasoning_field_matches_profile", SELFTEST_PROFILE, reasoning_field="reasoning_content")
+
+
+def test_server_that_rejects_what_the_profile_says_it_clamps_fails() -> None:
+    with pytest.raises(CheckFailed, match=r"declares validates_prompt_plus_max_tokens=False.*got <HTTP 400"):
+        run("B05.context_overflow_prompt_plus_max_tokens", SELFTEST_PROFILE, clamp_max_tokens=False)
+
+
+def test_server_that_clamps_what_the_profile_says_it_rejects_fails() -> None:
+    validating = dataclasses.replace(SELFTEST_PROFILE, validates_prompt_plus_max_tokens=True)
+    with pytest.raises(CheckFailed, match=r"declares validates_prompt_plus_max_tokens=True.*got <HTTP 200"):
+        run("B05.context_overflow_prompt_plus_max_tokens", validating)
+
+
+def test_stream_options_without_stream_follows_the_declared_policy() -> None:
+    lenient = dataclasses.replace(SELFTEST_PROFILE, stream_options_without_stream_rejected=False)
+    run("B12.stream_options_without_stream", lenient, ("accept_stream_options",))
+    with pytest.raises(CheckFailed, match=r"declares it is ignored.*got <HTTP 400"):
+        run("B12.stream_options_without_stream", lenient)
+
+
+def test_unknown_model_check_skips_when_the_profile_does_not_validate_models() -> None:
+    lenient = dataclasses.replace(SELFTEST_PROFILE, validates_model=False)
+    with pytest.raises(CheckSkipped, match="validates_model=False"):
+        run("A03.unknown_model_404", lenient, ("accept_unknown_model",))
+
+
+def test_a_check_needing_a_missing_feature_skips_with_the_feature_named(fake_engine: Any) -> None:
+    import httpx
+
+    from pytest_dsbench.conformance.selftest import fake_context
+
+    without_tools = dataclasses.replace(SELFTEST_PROFILE, features=SELFTEST_PROFILE.features - {"tools"})
+    with httpx.Client(base_url=fake_engine.base_url, timeout=5) as client:
+        ctx = fake_context(fake_engine, without_tools, client=client)
+        with pytest.raises(pytest.skip.Exception, match=r"does not support feature.*tools"):
+            catalog.run("M01.tool_call_nonstream", ctx)
+
+
+def test_without_a_token_counter_token_checks_skip_saying_how_to_get_one() -> None:
+    with fake_check_context() as ctx:
+        ctx.counter, ctx.counter_error = None, "no token counter: pass --tokenizer PATH"
+        with pytest.raises(CheckSkipped, match="--tokenizer PATH"):
+            catalog.get("D05.usage_prompt_tokens_chat_exact").func(ctx)

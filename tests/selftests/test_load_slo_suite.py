@@ -1,0 +1,170 @@
+"""tests/conformance/test_slo.py end to end: the real SLO tests, through the plugin, against fake engines.
+
+The fake runs in a process of its own (so the client's timing shares no GIL with it) and the suite attaches to
+it with a small hardware profile. A compliant fake passes; a fake slower than a limit fails that limit's test
+with
+the statistic, the measured value, the limit and the sample count; a starved client errors the run as INVALID.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_dsbench.testing.fake_process import ServerProcess
+
+SLO_TESTS = str(Path(__file__).resolve().parents[1] / "conformance" / "test_slo.py")
+
+PROFILE = """
+schema_version = 1
+[hardware]
+name = "fake"
+accelerator = "fake"
+devices = 1
+memory_gib_per_device = 1
+[deployment]
+max_model_len = 4096
+max_input_len = 2048
+max_concurrency = 8
+[slo]
+tpot_ms_mean_max = 50.0
+error_rate_max = 0.0
+{slo}
+[throughput.tencent]
+method = "tencent"
+input_len = 64
+output_len = 16
+num_prompts = 8
+request_rate = 50.0
+max_concurrency = 8
+"""
+
+
+@pytest.fixture
+def fake(tmp_path: Path) -> Iterator[Any]:
+    started: list[ServerProcess] = []
+
+    def start(**config: Any) -> ServerProcess:
+        server = ServerProcess.fake_engine(
+            {"max_model_len": 4096, **config}, tmp_path / f"fake{len(started)}.log"
+        )
+        started.append(server.start())
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def lit(pattern: str) -> str:
+    """An fnmatch pattern in which ``[`` and ``]`` are literal (profile keys are written ``[slo] key``)."""
+    return "".join({"[": "[[]", "]": "[]]"}.get(c, c) for c in pattern)
+
+
+def run_slo(pytester: pytest.Pytester, server: ServerProcess, *args: str, slo: str = "") -> pytest.RunResult:
+    folder = pytester.path / "profiles"
+    folder.mkdir(exist_ok=True)
+    (folder / "fake.toml").write_text(PROFILE.format(slo=slo), encoding="utf-8")
+    return pytester.runpytest(
+        SLO_TESTS,
+        "--base-url",
+        server.base_url,
+        "--tokenizer",
+        "chars",
+        "--hw",
+        "fake",
+        "--dsbench-thresholds",
+        str(folder),
+        "--dsbench-artifacts",
+        str(pytester.path / "artifacts"),
+        "-p",
+        "no:cacheprovider",
+        "-rfEs",
+        *args,
+    )
+
+
+def test_compliant_engine_meets_the_slos_and_leaves_raw_records(pytester: pytest.Pytester, fake: Any) -> None:
+    result = run_slo(pytester, fake(ttft_ms=10, itl_ms=10))
+    result.assert_outcomes(passed=3, skipped=4)
+    raw = pytester.path / "artifacts" / "load" / "slo-tencent.jsonl"
+    assert raw.is_file() and len(raw.read_text().splitlines()) == 1 + 8
+
+
+def test_engine_slower_than_the_tpot_limit_fails_with_statistic_value_limit_and_samples(
+    pytester: pytest.Pytester, fake: Any
+) -> None:
+    result = run_slo(pytester, fake(ttft_ms=10, itl_ms=80), "-k", "tpot_ms_mean")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [lit("*tpot_ms_mean = 8* ms, limit <= 50 ms (fake.toml [slo] tpot_ms_mean_max); 8 samples*")]
+    )
+
+
+def test_ttft_p99_over_its_limit_fails(pytester: pytest.Pytester, fake: Any) -> None:
+    result = run_slo(
+        pytester, fake(ttft_ms=300, itl_ms=5), "-k", "ttft_ms_p99", slo="ttft_ms_p99_max = 100.0"
+    )
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [lit("*ttft_ms_p99 = 3* ms, limit <= 100 ms (fake.toml [slo] ttft_ms_p99_max)*")]
+    )
+
+
+def test_failed_requests_fail_the_error_rate_slo(pytester: pytest.Pytester, fake: Any) -> None:
+    server = fake(ttft_ms=5, itl_ms=5, faults=["stream_hang_under_concurrency"])
+    result = run_slo(pytester, server, "-k", "error_rate", "--request-timeout", "2")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*error_rate = 0.* fraction, limit <= 0 fraction*; 8 samples*"])
+
+
+def test_usage_that_differs_from_max_tokens_under_ignore_eos_fails(
+    pytester: pytest.Pytester, fake: Any
+) -> None:
+    result = run_slo(pytester, fake(itl_ms=2, faults=["stream_usage_off_by_one"]), "-k", "usage")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*expected 16 completion tokens, got 17*"])
+
+
+@pytest.mark.parametrize(("itl_ms", "outcome"), [(5, "passed"), (60, "failed")])
+def test_goodput_floor_counts_requests_meeting_every_per_request_limit(
+    pytester: pytest.Pytester, fake: Any, itl_ms: int, outcome: str
+) -> None:
+    slo = "goodput_tpot_ms_max = 30.0\ngoodput_fraction_min = 0.9"
+    result = run_slo(pytester, fake(itl_ms=itl_ms), "-k", "goodput", slo=slo)
+    result.assert_outcomes(**{outcome: 1})
+    if outcome == "failed":
+        result.stdout.fnmatch_lines(["*goodput_fraction = 0 fraction, limit >= 0.9 fraction*"])
+
+
+HOG = """
+import sys, threading
+
+_stop = threading.Event()
+
+def _hog():
+    while not _stop.is_set():
+        sum(range(20000))
+
+def pytest_configure(config):
+    sys.setswitchinterval(0.1)
+    threading.Thread(target=_hog, daemon=True).start()
+
+def pytest_unconfigure(config):
+    _stop.set()
+    sys.setswitchinterval(0.005)
+"""
+
+
+def test_starved_client_errors_the_slo_tests_as_invalid_never_passes(
+    pytester: pytest.Pytester, fake: Any
+) -> None:
+    pytester.makepyfile(gilhog=HOG)
+    pytester.syspathinsert()
+    result = run_slo(pytester, fake(ttft_ms=10, itl_ms=10), "-p", "gilhog")
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("passed", 0) == 0 and outcomes.get("errors", 0) >= 1, outcomes
+    result.stdout.fnmatch_lines(["*INVALID run, the load generator was the bottleneck: *event-loop lag p*"])

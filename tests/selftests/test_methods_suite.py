@@ -1,0 +1,198 @@
+"""tests/conformance/test_methods.py end to end against fake engines: each seed method passes a compliant
+fake,
+fails a violating one with expected vs actual, and writes its results in the seed's format.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_dsbench.testing.fake_process import ServerProcess
+
+METHOD_TESTS = str(Path(__file__).resolve().parents[1] / "conformance" / "test_methods.py")
+
+PROFILE = """
+schema_version = 1
+[hardware]
+name = "fake"
+accelerator = "fake"
+devices = 2
+memory_gib_per_device = 1
+[deployment]
+max_model_len = 4096
+max_input_len = 2048
+max_concurrency = {max_concurrency}
+[slo]
+tpot_ms_mean_max = 50.0
+error_rate_max = 0.0
+[throughput.deeplink]
+method = "deeplink"
+input_len = 64
+output_len = 16
+num_prompts = 8
+output_tok_s_min = {deeplink_min}
+[throughput.tencent]
+method = "tencent"
+input_len = 64
+output_len = 8
+num_prompts = 8
+request_rate = 50.0
+max_concurrency = 8
+total_tok_s_min = 10.0
+qpm_min = 10.0
+search_max_probes = 6
+[throughput.ali_decode]
+method = "ali_decode"
+input_len = 32
+output_len = 40
+num_prompts = 4
+batch_sizes = [1, 4]
+[throughput.ali_prefill]
+method = "ali_prefill"
+input_len = 256
+output_len = 1
+num_prompts = 4
+batch_sizes = [128, 256]
+input_tok_s_per_device_min = {prefill_min}
+"""
+
+
+@pytest.fixture
+def fake(tmp_path: Path) -> Iterator[Any]:
+    started: list[ServerProcess] = []
+
+    def start(**config: Any) -> ServerProcess:
+        server = ServerProcess.fake_engine(
+            {"max_model_len": 4096, **config}, tmp_path / f"fake{len(started)}.log"
+        )
+        started.append(server.start())
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def run_methods(
+    pytester: pytest.Pytester,
+    server: ServerProcess,
+    *args: str,
+    max_concurrency: int = 8,
+    deeplink_min: float = 1.0,
+    prefill_min: float = 1.0,
+) -> pytest.RunResult:
+    folder = pytester.path / "profiles"
+    folder.mkdir(exist_ok=True)
+    profile = PROFILE.format(
+        max_concurrency=max_concurrency, deeplink_min=deeplink_min, prefill_min=prefill_min
+    )
+    (folder / "fake.toml").write_text(profile, encoding="utf-8")
+    return pytester.runpytest(
+        METHOD_TESTS,
+        "--base-url",
+        server.base_url,
+        "--tokenizer",
+        "chars",
+        "--hw",
+        "fake",
+        "--dsbench-thresholds",
+        str(folder),
+        "--dsbench-artifacts",
+        str(pytester.path / "artifacts"),
+        "--engine-log",
+        str(server.log),
+        "-p",
+        "no:cacheprovider",
+        "-rfEs",
+        *args,
+    )
+
+
+def methods_dir(pytester: pytest.Pytester) -> Path:
+    return pytester.path / "artifacts" / "load" / "methods"
+
+
+def test_compliant_engine_passes_every_method_and_writes_the_seed_formats(
+    pytester: pytest.Pytester, fake: Any
+) -> None:
+    result = run_methods(pytester, fake(ttft_ms=5, itl_ms=5, decode_log_interval_s=0.1))
+    result.assert_outcomes(passed=5)
+    out = methods_dir(pytester)
+    log = (out / "deeplink" / "speed_in64_out16_n8.log").read_text()
+    assert log.startswith("============ Serving Benchmark Result ============")
+    decode = json.loads((out / "ali" / "ali_decode.json").read_text())
+    assert list(decode[0]) == ["1", "4"] and decode[1]
+    first = next(iter(decode[1].values()))
+    assert set(first) == {"median", "throughput_per_gpu", "throughput_per_user", "gen_througput_samples"}
+    assert first["throughput_per_gpu"] == pytest.approx(first["median"] / 2)  # the profile has 2 devices
+    assert list(json.loads((out / "ali" / "ali_prefill.json").read_text())[0]) == ["128", "256"]
+    final = json.loads((out / "tencent" / "tencent.json").read_text())[0]
+    assert list(final) == [
+        "tpot (ms)",
+        "ttft (ms)",
+        "input_throughput (tok/s)",
+        "output_throughput (tok/s)",
+        "total_throughput (tok/s)",
+        "QPM (req/min)",
+    ]
+    assert (
+        (out / "tencent" / "tencent.log")
+        .read_text()
+        .splitlines()[-1]
+        .startswith("final_metrics: [{'tpot (ms)'")
+    )
+    search = json.loads((out / "tencent" / "tencent-search.json").read_text())
+    assert search["best"] == 8 and len(search["probes"]) == 1  # the top of the range passes: one probe
+
+
+def test_engine_that_logs_no_decode_throughput_fails_ali_decode(pytester: pytest.Pytester, fake: Any) -> None:
+    result = run_methods(pytester, fake(itl_ms=2), "-k", "ali_decode")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*no decode-throughput line in *fake0.log while the ali decode runs ran*"])
+
+
+def test_deeplink_below_its_floor_fails_naming_value_and_floor(pytester: pytest.Pytester, fake: Any) -> None:
+    result = run_methods(pytester, fake(itl_ms=2), "-k", "deeplink", deeplink_min=1e6)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        ["*output_tok_s = * tok/s, limit >= 1e+06 tok/s (fake.toml *deeplink* output_tok_s_min); 8 samples*"]
+    )
+
+
+def test_prefill_below_its_floor_fails(pytester: pytest.Pytester, fake: Any) -> None:
+    result = run_methods(pytester, fake(itl_ms=2), "-k", "prefill", prefill_min=1e7)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*input_tok_s_per_device = * tok/s, limit >= 1e+07 tok/s*"])
+
+
+def test_tencent_on_a_slow_engine_fails_tpot_and_finds_no_concurrency(
+    pytester: pytest.Pytester, fake: Any
+) -> None:
+    result = run_methods(pytester, fake(itl_ms=70), "-k", "tencent", max_concurrency=4)
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*tpot_ms_mean = 7* ms, limit <= 50 ms*",
+            "*no concurrency in ?1, 4? keeps tpot_ms_mean <= 50 ms (the lowest concurrency "
+            "fails; probes: c=4: 7*",
+        ]
+    )
+
+
+def test_tencent_search_finds_where_tpot_crosses_the_limit(pytester: pytest.Pytester, fake: Any) -> None:
+    server = fake(itl_ms=4, itl_ms_per_running=8)  # TPOT ~ 4 + 8 x requests running: crosses 50 ms near 6
+    result = run_methods(pytester, server, "-k", "largest_concurrency", max_concurrency=24)
+    result.assert_outcomes(passed=1)
+    search = json.loads((methods_dir(pytester) / "tencent" / "tencent-search.json").read_text())
+    probes = search["probes"]
+    assert [p["concurrency"] for p in probes][:2] == [24, 1] and not probes[0]["passed"]
+    assert 4 <= search["best"] < 24, search
+    assert all(p["passed"] == (p["concurrency"] <= search["best"]) for p in probes), (
+        probes
+    )  # a clean boundary
+    assert all(p["samples"] >= 16 for p in probes) and search["stopped"] in ("converged", "max_probes (6)")
