@@ -216,10 +216,7 @@ def _export_rows(runs: list[StoredRun], with_samples: bool) -> list[dict[str, An
 
 def cmd_export(args: argparse.Namespace) -> int:
     folder = _folder(args, args.runs)
-    if args.runs:
-        runs = [_resolve(args, folder, ref) for ref in args.runs]
-    else:
-        runs = list(storage.iter_runs(folder))
+    runs = [_resolve(args, folder, ref) for ref in args.runs] if args.runs else list(storage.iter_runs(folder))
     rows = _export_rows(runs, args.samples)
     if args.format == "json":
         text = (

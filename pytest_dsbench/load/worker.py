@@ -58,6 +58,7 @@ class WorkerPlan:
     use_uvloop: bool = True
     keep_text: bool = True
     warm_connections: int = 0
+    deadline_s: float | None = None
 
 
 @dataclass
@@ -72,6 +73,7 @@ class WorkerStats:
     loop_lag_ms: list[float] = field(default_factory=list)
     late_start_s: float = 0.0
     events: int = 0
+    unsent: int = 0
     bytes_received: int = 0
     loop: str = "asyncio"
 
@@ -153,10 +155,15 @@ async def _run(plan: WorkerPlan, stats: WorkerStats, pool: Pool) -> list[Request
             text=parsed.text if plan.keep_text else "",
         )
 
+    deadline = None if plan.deadline_s is None else base + plan.deadline_s
+
     async def one(req: PlannedRequest, dispatched: float) -> None:
         if sem is not None:
             async with sem:
                 st = perf_counter()
+                if deadline is not None and st > deadline:  # the run's time is up: not sent, not a failure
+                    stats.unsent += 1
+                    return
                 resp = await pool.request(req.data, plan.timeout_s)
         else:
             st = perf_counter()
@@ -173,8 +180,12 @@ async def _run(plan: WorkerPlan, stats: WorkerStats, pool: Pool) -> list[Request
     probe = asyncio.create_task(_probe(stats.loop_lag_ms, stop))
     cpu0, sched0, wall0 = time.thread_time(), _schedstat(), perf_counter()
     tasks = []
-    for req in sorted(plan.requests, key=lambda r: r.scheduled_s):
+    ordered = sorted(plan.requests, key=lambda r: r.scheduled_s)
+    for n, req in enumerate(ordered):
         wait = base + req.scheduled_s - perf_counter()
+        if deadline is not None and base + req.scheduled_s > deadline:
+            stats.unsent += len(ordered) - n
+            break
         if wait > 0:
             await asyncio.sleep(wait)
         tasks.append(asyncio.create_task(one(req, perf_counter())))

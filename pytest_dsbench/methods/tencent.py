@@ -12,10 +12,12 @@ seed's tool prints it::
 how
 every QPM in the seed's table comes out, e.g. 0.38 req/s -> 22.8; the exact value is the ``qpm`` metric).
 
-The search: the largest max-concurrency C whose probe (num-prompts = request-rate = C scaled up to enough
+The search: within [1, the entry's max-concurrency] (the seed lowers it from 128 until TPOT fits), the largest
+max-concurrency C whose probe (num-prompts = request-rate = C scaled up to enough
 samples for the statistic, max-concurrency C) meets the TPOT limit with no errors. The top of the range is
-probed first (a fast engine is done in one probe), then the bottom, then integer bisection; TPOT is assumed to
-grow with concurrency (a non-monotone answer shows in the probe history). Probes and time are bounded.
+probed first (a fast engine is done in one probe), then halved while it fails, then integer bisection; TPOT is
+assumed to grow with concurrency (a non-monotone answer shows in the probe history). Probes and time are
+bounded: a probe stops sending when the budget is spent, and one left with too few samples does not pass.
 """
 
 from __future__ import annotations
@@ -96,7 +98,7 @@ class SearchResult:
 
 
 def search(
-    probe: Callable[[int], Probe],
+    probe: Callable[[int, float], Probe],
     low: int,
     high: int,
     *,
@@ -106,11 +108,20 @@ def search(
     limit_ms: float = 50.0,
     clock: Callable[[], float] = time.monotonic,
 ) -> SearchResult:
-    """Largest passing concurrency in [low, high] by top-first check then bisection, within the bounds."""
+    """Largest passing concurrency in [low, high], within ``max_probes`` probes and ``time_budget_s``.
+
+    The top is probed first (a fast engine is done in one probe); while probes fail the concurrency is halved
+    (high concurrency finishes its samples soonest; the slow sequential bottom is probed only when everything
+    above failed); then integer bisection between the last failing and the first passing concurrency.
+    ``probe(concurrency, seconds_left)`` runs one load point and must stop sending when the time is up.
+    """
     if low < 1 or high < low:
         raise ValueError(f"search range [{low}, {high}] is empty")
     start = clock()
     probes: list[Probe] = []
+
+    def result(best: int | None, stopped: str) -> SearchResult:
+        return SearchResult(best, probes, stopped, low, high, statistic, limit_ms)
 
     def over_budget() -> str | None:
         if len(probes) >= max_probes:
@@ -119,30 +130,33 @@ def search(
             return f"time budget ({time_budget_s:g} s)"
         return None
 
-    top = probe(high)
-    probes.append(top)
-    if top.passed:
-        return SearchResult(high, probes, "top of the range passes", low, high, statistic, limit_ms)
-    if low == high:
-        return SearchResult(None, probes, "the only concurrency fails", low, high, statistic, limit_ms)
-    if (reason := over_budget()) is not None:
-        return SearchResult(None, probes, reason, low, high, statistic, limit_ms)
-    bottom = probe(low)
-    probes.append(bottom)
-    if not bottom.passed:
-        return SearchResult(None, probes, "the lowest concurrency fails", low, high, statistic, limit_ms)
-    good, bad = low, high
+    def run(concurrency: int) -> Probe:
+        outcome = probe(concurrency, max(1.0, time_budget_s - (clock() - start)))
+        probes.append(outcome)
+        return outcome
+
+    bad = high
+    if run(high).passed:
+        return result(high, "top of the range passes")
+    while True:  # halve down until a concurrency passes
+        if bad == low:
+            return result(None, "the lowest concurrency fails")
+        if (reason := over_budget()) is not None:
+            return result(None, reason)
+        candidate = max(low, bad // 2)
+        if run(candidate).passed:
+            good = candidate
+            break
+        bad = candidate
     while bad - good > 1:
         if (reason := over_budget()) is not None:
-            return SearchResult(good, probes, reason, low, high, statistic, limit_ms)
+            return result(good, reason)
         mid = (good + bad) // 2
-        result = probe(mid)
-        probes.append(result)
-        if result.passed:
+        if run(mid).passed:
             good = mid
         else:
             bad = mid
-    return SearchResult(good, probes, "converged", low, high, statistic, limit_ms)
+    return result(good, "converged")
 
 
 def dataset(ctx: LoadContext, baseline: ThroughputBaseline, num_prompts: int) -> DatasetSpec:
@@ -199,10 +213,11 @@ def run_search(
 ) -> SearchResult:
     """Search the largest concurrency meeting mean TPOT <= ``limit_ms``; history goes to
     ``<name>-search.json``."""
-    top = high or ctx.profile.deployment.max_concurrency or baseline.max_concurrency or CONCURRENCY
+    # The seed starts from 128/128/128 and lowers the concurrency until TPOT fits: search below the entry's.
+    top = high or baseline.max_concurrency or ctx.profile.deployment.max_concurrency or CONCURRENCY
     statistic = "mean"
 
-    def probe(concurrency: int) -> Probe:
+    def probe(concurrency: int, seconds_left: float) -> Probe:
         n = samples_for(statistic, concurrency)
         load = run_workload(
             ctx,
@@ -210,11 +225,13 @@ def run_search(
             name=f"tencent-{name}-search-c{concurrency}",
             request_rate=float(concurrency),
             max_concurrency=concurrency,
+            max_duration_s=seconds_left,
         )
         value = load.summary[f"tpot_ms_{statistic}"]
         error_rate = load.summary["error_rate"]
         samples = len(load.summary.samples["tpot"])
-        passed = value <= limit_ms and error_rate <= error_rate_max and samples > 0
+        enough = samples >= min(n, MIN_SAMPLES.get(statistic, 16))  # cut short by the budget: inconclusive
+        passed = value <= limit_ms and error_rate <= error_rate_max and enough
         return Probe(concurrency, value, samples, error_rate, passed, str(load.raw_path or ""))
 
     result = search(

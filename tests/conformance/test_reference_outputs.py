@@ -28,7 +28,7 @@ from pytest_dsbench.reference_outputs import (
     summarize,
 )
 
-pytestmark = pytest.mark.api
+pytestmark = [pytest.mark.api, pytest.mark.fixture_model]
 
 # Chat checks replay a few prompts of each task kind through the chat template and the reasoning parser.
 CHAT_SAMPLE_PER_KIND = 2

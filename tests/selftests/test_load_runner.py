@@ -201,3 +201,11 @@ def test_client_pinned_to_a_busy_core_reports_an_invalid_run(tmp_path: Path) -> 
     assert starved["valid"] is False, starved
     problems = starved["problems"]
     assert isinstance(problems, list) and any("runnable" in p or "event-loop lag" in p for p in problems)
+
+
+def test_a_time_limit_stops_sending_and_counts_the_rest_as_unsent(timed_fake: ServerProcess) -> None:
+    cfg = config(timed_fake, max_concurrency=1, max_duration_s=0.6, dataset=DatasetSpec("random", 10, 16, 8, 1.0))
+    run = run_load(cfg, CHARS)
+    sent = len(run.records)
+    assert 1 <= sent < 10 and run.summary["unsent_requests"] == 10 - sent
+    assert run.summary.failed == 0 and run.summary["error_rate"] == 0.0

@@ -163,3 +163,8 @@ def test_slo_workload_defaults_to_tencent_and_rejects_an_unknown_name() -> None:
     expected = r"\[slo\] workload = 'nope' is not a \[throughput\.\*\] entry"
     with pytest.raises(DsbenchUsageError, match=expected):
         slo_workload(broken)
+
+
+def test_late_dispatch_is_not_judged_when_requests_wait_for_concurrency_slots() -> None:
+    result = check(records(n=20, lag_s=2.0), [stats()], offered_rate=10.0, closed_loop=True)
+    assert not any(p.startswith("send lag") for p in result.problems)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -147,20 +148,23 @@ def test_tencent_final_metrics_match_the_seeds_line() -> None:
     )
 
 
-def threshold_probe(limit_c: int, calls: list[int]) -> tencent.Probe:
-    def probe(c: int) -> tencent.Probe:
+def threshold_probe(limit_c: int, calls: list[int], now: list[float] | None = None) -> Any:
+    """A fake load point: TPOT grows with concurrency and passes up to ``limit_c``; each takes 10 s."""
+
+    def probe(c: int, seconds_left: float) -> tencent.Probe:
         calls.append(c)
-        value = 10.0 + 5.0 * c
-        return tencent.Probe(c, value, 2 * c, 0.0, c <= limit_c)
+        if now is not None:
+            now[0] += 10.0
+        return tencent.Probe(c, 10.0 + 5.0 * c, 2 * c, 0.0, c <= limit_c)
 
-    return probe  # type: ignore[return-value]
+    return probe
 
 
-def test_search_finds_the_largest_passing_concurrency_by_bisection() -> None:
+def test_search_halves_from_the_top_then_bisects_to_the_largest_passing_concurrency() -> None:
     calls: list[int] = []
     result = tencent.search(threshold_probe(37, calls), 1, 128, max_probes=20)
     assert result.best == 37 and result.stopped == "converged"
-    assert calls[:2] == [128, 1] and len(calls) <= 2 + 7
+    assert calls[:3] == [128, 64, 32] and len(calls) <= 3 + 5
 
 
 def test_search_stops_after_one_probe_when_the_top_passes() -> None:
@@ -171,19 +175,31 @@ def test_search_stops_after_one_probe_when_the_top_passes() -> None:
 
 def test_search_reports_none_when_even_the_lowest_fails() -> None:
     calls: list[int] = []
-    assert tencent.search(threshold_probe(0, calls), 1, 64).best is None and calls == [64, 1]
+    result = tencent.search(threshold_probe(0, calls), 1, 64, max_probes=20)
+    assert result.best is None and result.stopped == "the lowest concurrency fails"
+    assert calls == [64, 32, 16, 8, 4, 2, 1]
 
 
 def test_search_is_bounded_by_probes_and_time() -> None:
     calls: list[int] = []
     bounded = tencent.search(threshold_probe(37, calls), 1, 128, max_probes=4)
-    assert len(calls) == 4 and bounded.stopped == "max_probes (4)" and bounded.best is not None
-    assert bounded.best <= 37
-    ticks = iter(range(0, 1000, 10))
-    timed = tencent.search(
-        threshold_probe(37, []), 1, 128, time_budget_s=25, clock=lambda: float(next(ticks))
-    )
-    assert timed.stopped.startswith("time budget") and len(timed.probes) == 3
+    assert len(calls) == 4 and bounded.stopped == "max_probes (4)" and bounded.best == 32
+    now = [0.0]
+    timed = tencent.search(threshold_probe(37, [], now), 1, 128, time_budget_s=25, clock=lambda: now[0])
+    assert timed.stopped == "time budget (25 s)" and len(timed.probes) == 3 and timed.best == 32
+
+
+def test_each_probe_is_told_the_time_left() -> None:
+    left: list[float] = []
+    now = [0.0]
+
+    def probe(c: int, seconds_left: float) -> tencent.Probe:
+        left.append(seconds_left)
+        now[0] += 40.0
+        return tencent.Probe(c, 99.0, 16, 0.0, False)
+
+    tencent.search(probe, 1, 8, time_budget_s=100, clock=lambda: now[0])
+    assert left == [100.0, 60.0, 20.0]
 
 
 def test_probes_carry_enough_samples_for_the_statistic() -> None:

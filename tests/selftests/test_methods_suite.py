@@ -26,7 +26,7 @@ memory_gib_per_device = 1
 [deployment]
 max_model_len = 4096
 max_input_len = 2048
-max_concurrency = {max_concurrency}
+max_concurrency = 32
 [slo]
 tpot_ms_mean_max = 50.0
 error_rate_max = 0.0
@@ -42,7 +42,7 @@ input_len = 64
 output_len = 8
 num_prompts = 8
 request_rate = 50.0
-max_concurrency = 8
+max_concurrency = {max_concurrency}
 total_tok_s_min = 10.0
 qpm_min = 10.0
 search_max_probes = 6
@@ -190,7 +190,7 @@ def test_tencent_search_finds_where_tpot_crosses_the_limit(pytester: pytest.Pyte
     result.assert_outcomes(passed=1)
     search = json.loads((methods_dir(pytester) / "tencent" / "tencent-search.json").read_text())
     probes = search["probes"]
-    assert [p["concurrency"] for p in probes][:2] == [24, 1] and not probes[0]["passed"]
+    assert [p["concurrency"] for p in probes][:2] == [24, 12] and not probes[0]["passed"]
     assert 4 <= search["best"] < 24, search
     assert all(p["passed"] == (p["concurrency"] <= search["best"]) for p in probes), (
         probes

@@ -11,7 +11,9 @@ def test_unknown_engine_names_the_valid_engines(pytester: pytest.Pytester) -> No
     result.stderr.fnmatch_lines(["*invalid choice: 'tgi'*vllm*sglang*lmdeploy*"])
 
 
-def test_unknown_engine_from_environment_is_rejected(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unknown_engine_from_environment_is_rejected(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("DSBENCH_ENGINE", "tgi")
     result = pytester.runpytest()
     assert result.ret == pytest.ExitCode.USAGE_ERROR

@@ -171,6 +171,14 @@ def test_top_list_missing_a_likely_token_fails() -> None:
     assert message is not None and "token 14 (expected logprob -6.0000) is missing" in message
 
 
+def test_top_list_with_an_unexpected_likely_token_fails() -> None:
+    row = make_row()
+    top = [dict(position) for position in row.top_logprobs]
+    top[0] = {10: -0.001, 12: -8.0, 99: -3.0}  # 99 at -3.0 is far above the reference's third (-9.0)
+    message = compare_logprobs(row, completion_like(row, top_logprobs=tuple(top)))
+    assert message is not None and "token 99 (got logprob -3.0000) is not in the expected list" in message
+
+
 def test_compare_all_reports_one_message_per_failing_prompt() -> None:
     rows = [make_row(id="a-00"), make_row(id="a-01")]
     completions = [completion_like(rows[0]), completion_like(rows[1], token_ids=(10, 12, 1))]

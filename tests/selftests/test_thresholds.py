@@ -45,7 +45,8 @@ def test_va16_carries_seed_004_limits() -> None:
     tp32 = thresholds.load("va16/tp32").deployment
     pp2 = thresholds.load("va16/tp32-pp2").deployment
     assert (tp32.tensor_parallel, tp32.max_input_len, tp32.max_model_len, tp32.max_concurrency) == (32, 57344, 65536, 4)
-    assert (pp2.pipeline_parallel, pp2.max_input_len, pp2.max_model_len, pp2.mtp_supported) == (2, 102400, 131072, False)
+    pp2_limits = (pp2.pipeline_parallel, pp2.max_input_len, pp2.max_model_len, pp2.mtp_supported)
+    assert pp2_limits == (2, 102400, 131072, False)
     assert tp32.mtp_supported
 
 
