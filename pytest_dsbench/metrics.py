@@ -1,19 +1,14 @@
 """Every metric the suite reports, defined once: name, unit, direction, definition, and how it is computed.
 
 Names carry their unit (``tpot_ms_mean``, ``output_tok_s``). The direction tells SLO and regression gates
-which
-way is worse. Formulas follow sglang.bench_serving exactly (reference bench_tools.md section (c)) so the
-numbers
-match the tool the seeds use; vLLM-style goodput, per-GPU / per-user throughput (InferenceX) and the time to
-the
-first *answer* token of reasoning models are computed alongside under their own names.
+which way is worse. Formulas follow sglang.bench_serving exactly (reference bench_tools.md section (c)) so the
+numbers match the tool the seeds use; vLLM-style goodput, per-GPU / per-user throughput (InferenceX) and the
+time to the first *answer* token of reasoning models are computed alongside under their own names.
 
 The computations work on per-request records (:class:`pytest_dsbench.load.records.RequestRecord`, duck-typed
 here so this module imports nothing heavy): ``start_s`` (just before the request was sent), ``chunk_s``
-(receive
-times of the streamed chunks that carried text), ``end_s`` (the last line received), ``answer_s``, the
-declared
-``prompt_len``, the requested ``max_tokens`` and the server's ``usage_completion_tokens``.
+(receive times of the streamed chunks that carried text), ``end_s`` (the last line received), ``answer_s``,
+the declared ``prompt_len``, the requested ``max_tokens`` and the server's ``usage_completion_tokens``.
 """
 
 from __future__ import annotations
@@ -86,9 +81,7 @@ _DEFINITIONS: list[Metric] = [
         "tok/s",
         "sum of output tokens (usage, else the requested length) / benchmark duration",
     ),
-    _hi(
-        "output_tok_s_retokenized", "tok/s", "sum of retokenized generated text lengths / benchmark duration"
-    ),
+    _hi("output_tok_s_retokenized", "tok/s", "sum of retokenized generated text lengths / benchmark duration"),
     _hi("input_tok_s", "tok/s", "sum of declared prompt lengths / benchmark duration"),
     _hi("total_tok_s", "tok/s", "(input + output tokens) / benchmark duration"),
     _hi("request_throughput_req_s", "req/s", "completed requests / benchmark duration"),
@@ -141,16 +134,12 @@ _DEFINITIONS: list[Metric] = [
         "median decode (generation) throughput the server logged at one running batch "
         "size (SGLang 'gen throughput', vLLM/LMDeploy 'Avg generation throughput')",
     ),
-    _hi(
-        "decode_tok_s_per_device", "tok/s", "decode_tok_s / decode accelerators (seed 003 throughput_per_gpu)"
-    ),
+    _hi("decode_tok_s_per_device", "tok/s", "decode_tok_s / decode accelerators (seed 003 throughput_per_gpu)"),
     _hi("decode_tok_s_per_user", "tok/s", "decode_tok_s / running batch size (seed 003 throughput_per_user)"),
     # seed 003 tencent: the concurrency search
     _hi("max_concurrency_under_slo", "req", "largest max-concurrency whose probe met the TPOT limit"),
     # client self-check
-    _lo(
-        "client_cpu_util", "fraction", "client CPU time / wall time of the busiest worker (1.0 = a full core)"
-    ),
+    _lo("client_cpu_util", "fraction", "client CPU time / wall time of the busiest worker (1.0 = a full core)"),
     _lo(
         "client_runnable_fraction",
         "fraction",
@@ -166,9 +155,7 @@ _DEFINITIONS: list[Metric] = [
         "ms",
         "mean wait for a max-concurrency slot (excluded from TTFT, as sglang)",
     ),
-    _hi(
-        "client_achieved_rate_ratio", "fraction", "achieved / offered request rate over the arrival schedule"
-    ),
+    _hi("client_achieved_rate_ratio", "fraction", "achieved / offered request rate over the arrival schedule"),
     # cross-check with the reference client
     _lo(
         "reference_diff_pct",
@@ -197,8 +184,7 @@ def get(name: str) -> Metric:
 
 
 def stat(values: Sequence[float] | Any, which: str) -> float:
-    """numpy's mean / median / std (ddof=0) / linear percentile / max; an empty list gives 0 (sglang's
-    rule)."""
+    """numpy's mean / median / std (ddof=0) / linear percentile / max; an empty list gives 0 (sglang's rule)."""
     import numpy as np
 
     if len(values) == 0:
@@ -246,8 +232,7 @@ class RecordLike(Protocol):
 
 
 def output_len(r: RecordLike) -> int:
-    """sglang's output length: the server's ``usage.completion_tokens`` when streamed, else the requested
-    length."""
+    """sglang's output length: the server's ``usage.completion_tokens`` when streamed, else the requested length."""
     if not r.success:
         return 0
     return r.usage_completion_tokens if r.usage_completion_tokens is not None else r.max_tokens
@@ -283,8 +268,7 @@ def tpot_s(r: RecordLike) -> float | None:
 
 @dataclass(frozen=True)
 class GoodputSlo:
-    """Per-request limits of vLLM's ``--goodput`` (DistServe): a request is good when it meets every one
-    given."""
+    """Per-request limits of vLLM's ``--goodput`` (DistServe): a request is good when it meets every one given."""
 
     ttft_ms: float | None = None
     tpot_ms: float | None = None
@@ -403,9 +387,7 @@ def summarize(
     values["completed_requests"] = float(len(ok))
     values["failed_requests"] = float(len(records) - len(ok))
     values["error_rate"] = (len(records) - len(ok)) / len(records) if records else 0.0
-    mismatched = [
-        r for r in ok if r.usage_completion_tokens is not None and r.usage_completion_tokens != r.max_tokens
-    ]
+    mismatched = [r for r in ok if r.usage_completion_tokens is not None and r.usage_completion_tokens != r.max_tokens]
     values["output_len_mismatch_fraction"] = len(mismatched) / len(ok) if ok else 0.0
     if goodput is not None and not goodput.empty:
         good = sum(1 for r in records if goodput.good(r))

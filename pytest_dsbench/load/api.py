@@ -1,5 +1,4 @@
-"""The bridge between the suite's fixtures and the load generator: one call runs a workload against the
-engine.
+"""The bridge between the suite's fixtures and the load generator: one call runs a workload against the engine.
 
 ``run_workload(ctx, dataset, name=...)`` picks the client (``--load-generator``: this suite's, or the official
 sglang.bench_serving), fills in the engine's URL, model, API key and tokenizer, the profile's device count and
@@ -25,8 +24,7 @@ from pytest_dsbench.thresholds import HwProfile
 
 
 class InvalidRun(Exception):
-    """The client, not the server, limited the run: its numbers must not be judged (an error, never a
-    pass)."""
+    """The client, not the server, limited the run: its numbers must not be judged (an error, never a pass)."""
 
 
 @dataclass(frozen=True)
@@ -173,8 +171,7 @@ def baseline_params(config: Any, *methods: str) -> list[Any]:
 
 
 def slo_workload(profile: HwProfile) -> tuple[str, Any] | None:
-    """The throughput entry the SLO tests load the engine with: ``[slo] workload``, else tencent, else the
-    first."""
+    """The throughput entry the SLO tests load the engine with: ``[slo] workload``, else tencent, else the first."""
     wanted = profile.slo.workload
     if wanted:
         if wanted not in profile.throughput:

@@ -1,14 +1,10 @@
 """Arrival schedules: when each request is due, as offsets in seconds from the start of the run.
 
 ``rate = inf`` sends everything at once (sglang's default). A finite rate draws inter-arrival gaps from a
-gamma
-distribution with shape ``burstiness`` and mean ``1 / rate`` (vLLM's ``--burstiness``); burstiness 1 is
-sglang's
-Poisson process (exponential gaps, drawn with ``np.random.exponential`` as sglang does). Unlike vLLM the gaps
-are
-not rescaled to end at exactly N / rate, matching sglang. Offsets are absolute, so a late send never shifts
-the
-requests after it (no drift), and the lateness is measured (``RequestRecord.send_lag_s``).
+gamma distribution with shape ``burstiness`` and mean ``1 / rate`` (vLLM's ``--burstiness``); burstiness 1 is
+sglang's Poisson process (exponential gaps, drawn with ``np.random.exponential`` as sglang does). Unlike vLLM
+the gaps are not rescaled to end at exactly N / rate, matching sglang. Offsets are absolute, so a late send
+never shifts the requests after it (no drift), and the lateness is measured (``RequestRecord.send_lag_s``).
 """
 
 from __future__ import annotations
@@ -40,7 +36,6 @@ def schedule(n: int, rate: float = math.inf, burstiness: float = 1.0, seed: int 
 
 
 def offered_rate(offsets: list[float]) -> float:
-    """The rate the schedule asks for: requests after the first / span of the schedule (inf when all at
-    once)."""
+    """The rate the schedule asks for: requests after the first / span of the schedule (inf when all at once)."""
     span = offsets[-1] - offsets[0] if len(offsets) > 1 else 0.0
     return (len(offsets) - 1) / span if span > 0 else math.inf

@@ -2,18 +2,16 @@
 fixed-length.
 
 Lengths follow sglang's convention (bench_tools.md 1.5): ``randint(max(int(L * r), 1), L + 1)``, so the
-default
-range ratio 0 means uniform in [1, L] and ratio 1 means exactly L (vLLM >= 0.8.4 uses the opposite convention;
-the workload records which one produced a result). Seeding matches sglang's (``np.random.seed(seed)`` order:
-input lengths, output lengths, then the ShareGPT shuffle), so the same seed gives the same lengths.
+default range ratio 0 means uniform in [1, L] and ratio 1 means exactly L (vLLM >= 0.8.4 uses the opposite
+convention; the workload records which one produced a result). Seeding matches sglang's
+(``np.random.seed(seed)`` order: input lengths, output lengths, then the ShareGPT shuffle), so the same seed
+gives the same lengths.
 
 As in sglang, the tokens the server adds (a BOS token) are taken off each random prompt, so the server sees
-the
-sampled length; the declared ``prompt_len`` is the prompt text's own length (sglang's ``Total input tokens``).
-Unlike sglang, prompts are token-exact: after decoding, a prompt is re-encoded and adjusted until it encodes
-to
-exactly the declared length (sglang PR #15732 measured 92% of its random prompts off by some tokens); when a
-tokenizer makes that impossible the declared length is the re-encoded one, never a guess.
+the sampled length; the declared ``prompt_len`` is the prompt text's own length (sglang's ``Total input
+tokens``). Unlike sglang, prompts are token-exact: after decoding, a prompt is re-encoded and adjusted until
+it encodes to exactly the declared length (sglang PR #15732 measured 92% of its random prompts off by some
+tokens); when a tokenizer makes that impossible the declared length is the re-encoded one, never a guess.
 """
 
 from __future__ import annotations
@@ -109,16 +107,13 @@ class Prompt:
 def random_lens(rng: Any, length: int, ratio: float, n: int) -> list[int]:
     """sglang's ``compute_random_lens``: ``randint(max(int(L * r), 1), L + 1)`` for each of ``n`` requests."""
     if not 0.0 <= ratio <= 1.0:
-        raise DsbenchUsageError(
-            f"random range ratio {ratio} is outside [0, 1] (sglang convention: 1 = fixed length)"
-        )
+        raise DsbenchUsageError(f"random range ratio {ratio} is outside [0, 1] (sglang convention: 1 = fixed length)")
     low = max(int(length * ratio), 1)
     return [int(x) for x in rng.randint(low, length + 1, size=n)]
 
 
 def exact_text(tok: Tokenizer, ids: list[int], length: int, filler: list[int]) -> tuple[str, int]:
-    """Text that re-encodes to exactly ``length`` tokens, built from ``ids``; returns (text, encoded
-    length)."""
+    """Text that re-encodes to exactly ``length`` tokens, built from ``ids``; returns (text, encoded length)."""
     pad = filler or ids or [0]
     ids = list(ids)
     while len(ids) < length:
@@ -150,8 +145,7 @@ def _synthetic_ids(tok: Tokenizer, rng: random.Random, lens: list[int]) -> list[
         else [rng.randrange(len(corpus)) for _ in lens]
     )
     return [
-        [corpus[(start + j) % len(corpus)] for j in range(length)]
-        for start, length in zip(offsets, lens, strict=True)
+        [corpus[(start + j) % len(corpus)] for j in range(length)] for start, length in zip(offsets, lens, strict=True)
     ]
 
 
@@ -166,9 +160,7 @@ def load_sharegpt(path: Path) -> list[tuple[str, str]]:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DsbenchUsageError(f"ShareGPT file {path} is not valid JSON: {exc}") from None
     if not isinstance(data, list):
-        raise DsbenchUsageError(
-            f"ShareGPT file {path} must hold a JSON list of {{'conversations': [...]}} objects."
-        )
+        raise DsbenchUsageError(f"ShareGPT file {path} must hold a JSON list of {{'conversations': [...]}} objects.")
     pairs = []
     for item in data:
         turns = item.get("conversations") if isinstance(item, dict) else None

@@ -118,9 +118,7 @@ class ProcessExecutor:
             raise LoadExecutorError(f"load worker {worker} failed: {payload}")
         dead = [p.name for p in procs if not p.is_alive() and p.exitcode not in (0, None)]
         if dead:
-            raise LoadExecutorError(
-                f"load worker process(es) {', '.join(dead)} died before reporting a result"
-            )
+            raise LoadExecutorError(f"load worker process(es) {', '.join(dead)} died before reporting a result")
 
     def _collect(self, plans: Sequence[WorkerPlan], procs: list[Any], results: Any) -> list[WorkerResult]:
         got: dict[int, WorkerResult] = {}
@@ -132,9 +130,7 @@ class ProcessExecutor:
                 if any(not p.is_alive() and p.exitcode not in (0, None) for p in procs):
                     raise LoadExecutorError("a load worker process died during the run") from None
                 if deadline is not None and time.monotonic() > deadline:
-                    raise LoadExecutorError(
-                        f"load workers did not finish within {self.run_timeout_s:g} s"
-                    ) from None
+                    raise LoadExecutorError(f"load workers did not finish within {self.run_timeout_s:g} s") from None
                 continue
             if kind == "error":
                 raise LoadExecutorError(f"load worker {worker} failed: {payload}")

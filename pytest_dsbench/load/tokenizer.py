@@ -88,9 +88,7 @@ class HfTokenizer:
         else:
             from transformers import AutoTokenizer
 
-            self._hf = AutoTokenizer.from_pretrained(
-                str(path), local_files_only=True, trust_remote_code=False
-            )
+            self._hf = AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
 
     def encode(self, text: str) -> list[int]:
         if self._fast is not None:

@@ -1,10 +1,8 @@
-"""One load worker: sends its share of the requests on schedule and returns records plus its own health
-figures.
+"""One load worker: sends its share of the requests on schedule and returns records plus its own health figures.
 
 A worker is a plain function of a picklable :class:`WorkerPlan` returning a picklable :class:`WorkerResult`,
-so
-any executor can host it: a thread, a local process (:mod:`pytest_dsbench.load.executors`), or a Ray task on
-another host. Times in the result are seconds from the run's start, which the executor fixes with
+so any executor can host it: a thread, a local process (:mod:`pytest_dsbench.load.executors`), or a Ray task
+on another host. Times in the result are seconds from the run's start, which the executor fixes with
 ``start_wall`` (``time.time()``); each worker converts it to its own monotonic clock once.
 
 Besides the requests, a worker measures what could make the client the bottleneck: the lateness of a 5 ms
@@ -198,9 +196,7 @@ async def _run(plan: WorkerPlan, stats: WorkerStats, pool: Pool) -> list[Request
     stop.set()
     await probe
     pool.close()
-    records = [
-        item if isinstance(item, RequestRecord) else to_record(req, d, st, item) for req, d, st, item in done
-    ]
+    records = [item if isinstance(item, RequestRecord) else to_record(req, d, st, item) for req, d, st, item in done]
     stats.total_cpu_s = time.thread_time() - cpu0  # sending, receiving and reading the streams back
     return sorted(records, key=lambda r: r.index)
 
@@ -209,8 +205,7 @@ def run_worker(plan: WorkerPlan, ready: Callable[[], float | None] | None = None
     """Run one worker to completion in the calling thread (it must not have a running event loop).
 
     ``ready`` (optional) is called once the worker is set up (loop built, connections open); it may block
-    until
-    all workers are ready and return the agreed ``start_wall``.
+    until all workers are ready and return the agreed ``start_wall``.
     """
     restore = None
     if plan.cpu_affinity and hasattr(os, "sched_setaffinity"):

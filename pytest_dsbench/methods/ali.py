@@ -1,22 +1,19 @@
 """Seed 003, the "ali" evaluation: decode TPOT and server-logged decode throughput per batch size; prefill.
 
 Decode: for each batch size B a random workload (range ratio 1) runs at max-concurrency B; its mean TPOT is
-the
-first table. The engine's own decode-throughput log lines written during those runs
+the first table. The engine's own decode-throughput log lines written during those runs
 (:mod:`pytest_dsbench.methods.logparse`) are grouped by the running batch size they report; per size the
-median
-is ``throughput_per_gpu`` after division by the decode accelerators and ``throughput_per_user`` after
-division by
-the size. Output, exactly as seed 003's ``ali_decode.json``::
+median is ``throughput_per_gpu`` after division by the decode accelerators and ``throughput_per_user`` after
+division by the size. Output, exactly as seed 003's ``ali_decode.json``::
 
     [{"1": 7.06, "2": 9.37, ...},
      {"1": {"median": 141.67, "throughput_per_gpu": 141.67, "throughput_per_user": 141.67,
             "gen_througput_samples": 419}, ...}]
 
 (the key ``gen_througput_samples`` is spelled as the seed spells it). Prefill: per input length L a workload
-with one output token; the input token throughput per accelerator is ``ali_prefill.json``:
-``[{"1024": 25574.94, "2048": ..., "4096": ...}]``. In the hardware profile, ``batch_sizes`` of an
-``ali_prefill`` entry lists those input lengths.
+with one output token; the input token throughput per accelerator is ``ali_prefill.json``: ``[{"1024":
+25574.94, "2048": ..., "4096": ...}]``. In the hardware profile, ``batch_sizes`` of an ``ali_prefill`` entry
+lists those input lengths.
 """
 
 from __future__ import annotations
@@ -96,9 +93,7 @@ def decode_json(tpot_ms: dict[int, float], table: dict[int, dict[str, float]]) -
     ]
 
 
-def _dataset(
-    ctx: LoadContext, baseline: ThroughputBaseline, input_len: int, output_len: int, n: int
-) -> DatasetSpec:
+def _dataset(ctx: LoadContext, baseline: ThroughputBaseline, input_len: int, output_len: int, n: int) -> DatasetSpec:
     return DatasetSpec(
         name="random",
         num_prompts=n,
@@ -136,9 +131,7 @@ def run_decode(
     return result
 
 
-def run_prefill(
-    ctx: LoadContext, baseline: ThroughputBaseline, devices: int | None = None
-) -> AliPrefillResult:
+def run_prefill(ctx: LoadContext, baseline: ThroughputBaseline, devices: int | None = None) -> AliPrefillResult:
     """Input throughput per accelerator at each input length (one output token per request)."""
     lengths = list(baseline.batch_sizes or PREFILL_INPUT_LENS)
     per_device: dict[int, float] = {}

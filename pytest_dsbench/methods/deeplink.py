@@ -2,8 +2,7 @@
 
 The seed's command: ``--dataset-name random --random-range-ratio 1 --seed 42 --random-input-len IN
 --random-output-len OUT --num-prompts N`` (request rate inf, no concurrency limit), and the result is the
-block's
-"Output token throughput (tok/s)". The run's outputs are written as the seed keeps them:
+block's "Output token throughput (tok/s)". The run's outputs are written as the seed keeps them:
 ``speed_in{IN}_out{OUT}_n{N}.log`` (the console block) and ``...jsonl`` (sglang's ``--output-file`` record).
 """
 

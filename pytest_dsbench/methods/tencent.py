@@ -2,22 +2,20 @@
 
 The fixed run: input 3500 / output 1200 (range ratio 1), num-prompts = request-rate = max-concurrency = 128 by
 default (the hardware profile's ``[throughput.tencent]`` sets them). Its ``final_metrics`` line is written as
-the
-seed's tool prints it::
+the seed's tool prints it::
 
     final_metrics: [{'tpot (ms)': '35.98', 'ttft (ms)': '144639.27', 'input_throughput (tok/s)': '1346.12',
     'output_throughput (tok/s)': '461.53', 'total_throughput (tok/s)': '1807.65', 'QPM (req/min)': 22.8}]
 
 (strings with two decimals; QPM is 60 x the request throughput *after* rounding it to two decimals, which is
-how
-every QPM in the seed's table comes out, e.g. 0.38 req/s -> 22.8; the exact value is the ``qpm`` metric).
+how every QPM in the seed's table comes out, e.g. 0.38 req/s -> 22.8; the exact value is the ``qpm`` metric).
 
 The search: within [1, the entry's max-concurrency] (the seed lowers it from 128 until TPOT fits), the largest
-max-concurrency C whose probe (num-prompts = request-rate = C scaled up to enough
-samples for the statistic, max-concurrency C) meets the TPOT limit with no errors. The top of the range is
-probed first (a fast engine is done in one probe), then halved while it fails, then integer bisection; TPOT is
-assumed to grow with concurrency (a non-monotone answer shows in the probe history). Probes and time are
-bounded: a probe stops sending when the budget is spent, and one left with too few samples does not pass.
+max-concurrency C whose probe (num-prompts = request-rate = C scaled up to enough samples for the statistic,
+max-concurrency C) meets the TPOT limit with no errors. The top of the range is probed first (a fast engine is
+done in one probe), then halved while it fails, then integer bisection; TPOT is assumed to grow with
+concurrency (a non-monotone answer shows in the probe history). Probes and time are bounded: a probe stops
+sending when the budget is spent, and one left with too few samples does not pass.
 """
 
 from __future__ import annotations
@@ -179,8 +177,7 @@ class TencentResult:
 
 
 def run_fixed(ctx: LoadContext, name: str, baseline: ThroughputBaseline) -> TencentResult:
-    """The seed's fixed run; writes ``<name>.json`` (final_metrics) and ``<name>.log`` (block + final
-    line)."""
+    """The seed's fixed run; writes ``<name>.json`` (final_metrics) and ``<name>.log`` (block + final line)."""
     concurrency = baseline.max_concurrency or CONCURRENCY
     rate = baseline.request_rate or float(baseline.num_prompts)
     load = run_workload(
@@ -211,8 +208,7 @@ def run_search(
     low: int = 1,
     high: int | None = None,
 ) -> SearchResult:
-    """Search the largest concurrency meeting mean TPOT <= ``limit_ms``; history goes to
-    ``<name>-search.json``."""
+    """Search the largest concurrency meeting mean TPOT <= ``limit_ms``; history goes to ``<name>-search.json``."""
     # The seed starts from 128/128/128 and lowers the concurrency until TPOT fits: search below the entry's.
     top = high or baseline.max_concurrency or ctx.profile.deployment.max_concurrency or CONCURRENCY
     statistic = "mean"

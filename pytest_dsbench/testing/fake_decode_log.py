@@ -2,8 +2,8 @@
 
 With ``FakeConfig.decode_log_interval_s > 0`` the fake prints, every interval while requests run, the line the
 real engine's stat logger prints (formats read from their sources, see
-:mod:`pytest_dsbench.methods.logparse`),
-so the ali decode method can be exercised end to end: in start mode the lines land in the engine log file.
+:mod:`pytest_dsbench.methods.logparse`), so the ali decode method can be exercised end to end: in start mode
+the lines land in the engine log file.
 """
 
 from __future__ import annotations
@@ -15,9 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 
-def decode_line(
-    engine: str, running: int, gen_tok_s: float, prompt_tok_s: float = 0.0, tokens: int = 0
-) -> str:
+def decode_line(engine: str, running: int, gen_tok_s: float, prompt_tok_s: float = 0.0, tokens: int = 0) -> str:
     """One decode-throughput line as ``engine`` (vllm, sglang, lmdeploy) logs it."""
     if engine == "sglang":
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")

@@ -1,8 +1,7 @@
 """Fake servers in processes of their own, for self-tests whose timing must not share a GIL with the client.
 
 ``ServerProcess.fake_engine(config, log)`` runs :mod:`pytest_dsbench.testing.fake_engine` (its stdout, e.g.
-the
-decode-throughput lines, goes to ``log``); ``ServerProcess.fast_stream(...)`` runs
+the decode-throughput lines, goes to ``log``); ``ServerProcess.fast_stream(...)`` runs
 :mod:`pytest_dsbench.testing.fast_stream_server`. Both wait for the server to answer and are stopped by their
 pid.
 """
@@ -56,9 +55,7 @@ class ServerProcess:
         return cls(args, log, "/health", port)
 
     @classmethod
-    def fast_stream(
-        cls, log: Path, ttft_ms: float = 0.0, itl_ms: float = 0.0, cpu: int | None = None
-    ) -> ServerProcess:
+    def fast_stream(cls, log: Path, ttft_ms: float = 0.0, itl_ms: float = 0.0, cpu: int | None = None) -> ServerProcess:
         port = free_port()
         args = [
             sys.executable,
@@ -82,9 +79,7 @@ class ServerProcess:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"server exited with {self.proc.returncode}: {self.log.read_text()[-500:]}"
-                )
+                raise RuntimeError(f"server exited with {self.proc.returncode}: {self.log.read_text()[-500:]}")
             try:
                 if httpx.get(self.base_url + self.health, timeout=1.0).status_code == 200:
                     return self

@@ -1,10 +1,9 @@
 """A minimal, fast OpenAI-completions streaming server that records when it sent every event.
 
 For measuring load *clients*, not engines: it answers ``POST .../completions`` with ``max_tokens`` SSE events
-(chunked transfer encoding, keep-alive), ``ttft_ms`` before the first and ``itl_ms`` between the others (0:
-as fast
-as the loop can), then ``[DONE]``. Each request's first text starts with ``r<id>`` so a client's record can be
-matched to the server's send times, which ``GET /send_times`` returns (``time.perf_counter()``, i.e.
+(chunked transfer encoding, keep-alive), ``ttft_ms`` before the first and ``itl_ms`` between the others (0: as
+fast as the loop can), then ``[DONE]``. Each request's first text starts with ``r<id>`` so a client's record
+can be matched to the server's send times, which ``GET /send_times`` returns (``time.perf_counter()``, i.e.
 CLOCK_MONOTONIC, comparable with a client's on the same host). Nothing else of the API is implemented.
 
     python -m pytest_dsbench.testing.fast_stream_server --port 8100 --ttft-ms 20 --itl-ms 10
@@ -111,8 +110,7 @@ class FastStreamServer:
     def _reply(self, handler: _Handler, status: str, body: bytes) -> None:
         if handler.transport is not None:
             handler.transport.write(
-                f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\n\r\n".encode()
+                f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
                 + body
             )
 

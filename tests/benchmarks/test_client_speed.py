@@ -1,8 +1,7 @@
 """Speed and accuracy of the load client itself, against sglang.bench_serving's client in the same run.
 
 Both clients drive the same fast local streaming server (:mod:`pytest_dsbench.testing.fast_stream_server`, in
-a
-process of its own), which records when it sent every event (CLOCK_MONOTONIC, comparable on one host):
+a process of its own), which records when it sent every event (CLOCK_MONOTONIC, comparable on one host):
 
 * SSE events per second per client core: events the server sent / CPU seconds the client spent on them. Fixed
   costs (interpreter start, imports, tokenizer) are taken out by running a small and a large workload and
@@ -10,12 +9,10 @@ process of its own), which records when it sent every event (CLOCK_MONOTONIC, co
 * Timing error at 500 concurrent streams: per request, the client's TTFT minus the server's (first send -
 arrival
   of the request), and per chunk the client's ITL minus the server's gap. Target: at most half of sglang's
-  mean
-  TTFT error.
+  mean TTFT error.
 
 pytest-benchmark stores the figures (``extra_info``) with each run; ``--benchmark-json`` exports them. Needs
-the
-sglang venv (created on first use, minutes; see :mod:`pytest_dsbench.load.sglang_bridge`).
+the sglang venv (created on first use, minutes; see :mod:`pytest_dsbench.load.sglang_bridge`).
 """
 
 from __future__ import annotations
@@ -115,9 +112,7 @@ def _workload(server: ServerProcess, n: int, out: int) -> LoadConfig:
     )
 
 
-def events_per_cpu_second(
-    client: Any, server: ServerProcess, tokenizer: str, small: int, big: int, out: int
-) -> float:
+def events_per_cpu_second(client: Any, server: ServerProcess, tokenizer: str, small: int, big: int, out: int) -> float:
     """(events sent for the big run - for the small run) / (client CPU for the big - for the small)."""
     figures = []
     for n in (small, big):
@@ -151,11 +146,8 @@ def test_sse_events_per_second_per_core_vs_sglang(
     assert figures["ratio"] >= 2.0, f"expected >= 2x sglang's events per core, got {figures}"
 
 
-def timing_errors(
-    run: LoadRun, sent: dict[int, dict[str, Any]], sglang: bool
-) -> tuple[list[float], list[float]]:
-    """Per request TTFT error and per chunk ITL error (ms), client minus server, matched by the 'r<id>'
-    text."""
+def timing_errors(run: LoadRun, sent: dict[int, dict[str, Any]], sglang: bool) -> tuple[list[float], list[float]]:
+    """Per request TTFT error and per chunk ITL error (ms), client minus server, matched by the 'r<id>' text."""
     ttft_err, itl_err = [], []
     for record in run.records:
         if not record.success:
@@ -178,9 +170,7 @@ def test_timing_error_at_500_streams_vs_sglang(
             httpx.post(server.base_url + "/reset", timeout=10)
             cfg = _workload(server, STREAMS, 50)
             run = _ours(cfg, tokenizer)[0] if client == "dsbench" else _theirs(cfg, tokenizer, tmp_path)[0]
-            sent = {
-                r["id"]: r for r in httpx.get(server.base_url + "/send_times", timeout=30).json()["requests"]
-            }
+            sent = {r["id"]: r for r in httpx.get(server.base_url + "/send_times", timeout=30).json()["requests"]}
             return timing_errors(run, sent, sglang=client == "sglang")
 
         def measure() -> dict[str, float]:

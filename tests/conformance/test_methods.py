@@ -42,9 +42,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 @pytest.fixture(scope="module")
-def load_ctx(
-    dsbench_engine: EngineInfo, dsbench_options: DsbenchOptions, hw_profile: HwProfile
-) -> LoadContext:
+def load_ctx(dsbench_engine: EngineInfo, dsbench_options: DsbenchOptions, hw_profile: HwProfile) -> LoadContext:
     return LoadContext(dsbench_engine, dsbench_options, hw_profile)
 
 
@@ -176,12 +174,9 @@ def test_tencent_largest_concurrency_within_tpot_slo(
 ) -> None:
     name, entry = tencent_entry
     limit = hw_profile.slo.tpot_ms_mean_max
-    result = tencent.run_search(
-        load_ctx, name, entry, limit_ms=limit, error_rate_max=hw_profile.slo.error_rate_max
-    )
+    result = tencent.run_search(load_ctx, name, entry, limit_ms=limit, error_rate_max=hw_profile.slo.error_rate_max)
     history = ", ".join(
-        f"c={p.concurrency}: {p.value:.2f} ms ({p.samples} req){'' if p.passed else ' FAIL'}"
-        for p in result.probes
+        f"c={p.concurrency}: {p.value:.2f} ms ({p.samples} req){'' if p.passed else ' FAIL'}" for p in result.probes
     )
     dsbench_gate.record(
         "max_concurrency_under_slo",

@@ -1,11 +1,9 @@
 """Latency SLOs under load: the limits of ``thresholds/<hw>.toml`` ``[slo]``, measured with one shared run.
 
 The engine is loaded with the profile's SLO workload (``[slo] workload``, else ``[throughput.tencent]``, else
-the
-first throughput entry): random prompts at the entry's lengths, request rate and max-concurrency. Each limit
-the
-profile sets is one test; a failure names the statistic, the measured value, the limit and the sample count. A
-run whose client was the bottleneck errors every test here (INVALID), it never passes.
+the first throughput entry): random prompts at the entry's lengths, request rate and max-concurrency. Each
+limit the profile sets is one test; a failure names the statistic, the measured value, the limit and the
+sample count. A run whose client was the bottleneck errors every test here (INVALID), it never passes.
 """
 
 from __future__ import annotations
@@ -34,9 +32,7 @@ LIMITS = [
 
 
 @pytest.fixture(scope="module")
-def load_ctx(
-    dsbench_engine: EngineInfo, dsbench_options: DsbenchOptions, hw_profile: HwProfile
-) -> LoadContext:
+def load_ctx(dsbench_engine: EngineInfo, dsbench_options: DsbenchOptions, hw_profile: HwProfile) -> LoadContext:
     return LoadContext(dsbench_engine, dsbench_options, hw_profile)
 
 
@@ -110,8 +106,7 @@ def test_goodput_meets_the_profile_slo(slo_run: LoadRun, hw_profile: HwProfile, 
 
 
 def test_server_usage_matches_requested_length_under_ignore_eos(slo_run: LoadRun, dsbench_gate: Gate) -> None:
-    """With ignore_eos the server must generate exactly max_tokens; otherwise TPOT and throughput are
-    wrong."""
+    """With ignore_eos the server must generate exactly max_tokens; otherwise TPOT and throughput are wrong."""
     dsbench_gate.record(
         "output_len_mismatch_fraction",
         slo_run.summary["output_len_mismatch_fraction"],

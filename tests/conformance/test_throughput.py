@@ -1,5 +1,4 @@
-"""Throughput baselines of ``method = "random"`` entries in ``thresholds/<hw>.toml`` (e.g. seed 004's
-example).
+"""Throughput baselines of ``method = "random"`` entries in ``thresholds/<hw>.toml`` (e.g. seed 004's example).
 
 Each entry runs its workload (random prompts, sglang's range-ratio convention, ratio 1 unless the entry says
 otherwise) and is held to the floors the entry sets: ``output_tok_s_min``, ``total_tok_s_min``, ``qpm_min``.
@@ -31,9 +30,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 @pytest.fixture(scope="module")
-def load_ctx(
-    dsbench_engine: EngineInfo, dsbench_options: DsbenchOptions, hw_profile: HwProfile
-) -> LoadContext:
+def load_ctx(dsbench_engine: EngineInfo, dsbench_options: DsbenchOptions, hw_profile: HwProfile) -> LoadContext:
     return LoadContext(dsbench_engine, dsbench_options, hw_profile)
 
 

@@ -190,21 +190,14 @@ def test_payload_follows_sglang_defaults_and_asks_for_usage() -> None:
         "stream_options": {"include_usage": True},
     }
     chat_body = payload("m", "hi", 8, chat=True, include_usage=False, ignore_eos=False)
-    assert (
-        chat_body["messages"] == [{"role": "user", "content": "hi"}]
-        and chat_body["max_completion_tokens"] == 8
-    )
+    assert chat_body["messages"] == [{"role": "user", "content": "hi"}] and chat_body["max_completion_tokens"] == 8
     assert "stream_options" not in chat_body and "ignore_eos" not in chat_body
 
 
 def test_request_bytes_carry_the_path_prefix_host_and_length() -> None:
-    data = Target.parse("https://example.test/api").request_bytes(
-        "/v1/completions", b"{}", {"Authorization": "x"}
-    )
+    data = Target.parse("https://example.test/api").request_bytes("/v1/completions", b"{}", {"Authorization": "x"})
     assert data.startswith(b"POST /api/v1/completions HTTP/1.1\r\nHost: example.test\r\n")
-    assert (
-        b"Content-Length: 2\r\n" in data and b"Authorization: x\r\n" in data and data.endswith(b"\r\n\r\n{}")
-    )
+    assert b"Content-Length: 2\r\n" in data and b"Authorization: x\r\n" in data and data.endswith(b"\r\n\r\n{}")
 
 
 async def _serve(handler: Any) -> tuple[asyncio.AbstractServer, int]:

@@ -1,5 +1,4 @@
-"""Data sets and arrivals: sglang's length convention and seeding, token-exact prompts, ShareGPT,
-schedules."""
+"""Data sets and arrivals: sglang's length convention and seeding, token-exact prompts, ShareGPT, schedules."""
 
 from __future__ import annotations
 
@@ -20,8 +19,7 @@ CHARS = CharTokenizer()
 
 @pytest.fixture(scope="module")
 def bpe_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small byte-level BPE tokenizer that adds a BOS token, like DeepSeek's (merges make lengths
-    non-trivial)."""
+    """A small byte-level BPE tokenizer that adds a BOS token, like DeepSeek's (merges make lengths non-trivial)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
     tok = Tokenizer(models.BPE())
@@ -30,9 +28,7 @@ def bpe_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     trainer = trainers.BpeTrainer(
         vocab_size=400, special_tokens=["<bos>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
     )
-    corpus = ["the model streams tokens while the scheduler batches requests"] * 50 + [
-        "alpha beta gamma"
-    ] * 20
+    corpus = ["the model streams tokens while the scheduler batches requests"] * 50 + ["alpha beta gamma"] * 20
     tok.train_from_iterator(corpus, trainer)
     tok.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 0)])
     folder = tmp_path_factory.mktemp("bpe")
@@ -71,9 +67,7 @@ def test_the_same_seed_gives_the_same_prompts() -> None:
 
 
 @pytest.mark.parametrize("name", ["random", "random-ids", "fixed"])
-def test_prompts_encode_to_exactly_their_declared_length_with_a_bpe_tokenizer(
-    name: str, bpe_dir: Path
-) -> None:
+def test_prompts_encode_to_exactly_their_declared_length_with_a_bpe_tokenizer(name: str, bpe_dir: Path) -> None:
     tok = HfTokenizer(bpe_dir)
     prompts = build(DatasetSpec(name, 20, 60, 8, 0.3, seed=5), tok)  # type: ignore[arg-type]
     for p in prompts:
@@ -98,9 +92,7 @@ def sharegpt(tmp_path: Path, conversations: list[list[str]]) -> Path:
     data = [
         {
             "id": str(i),
-            "conversations": [
-                {"from": "human" if j % 2 == 0 else "gpt", "value": v} for j, v in enumerate(conv)
-            ],
+            "conversations": [{"from": "human" if j % 2 == 0 else "gpt", "value": v} for j, v in enumerate(conv)],
         }
         for i, conv in enumerate(conversations)
     ]
@@ -109,9 +101,7 @@ def sharegpt(tmp_path: Path, conversations: list[list[str]]) -> Path:
 
 
 def test_sharegpt_uses_first_turns_and_their_lengths(tmp_path: Path) -> None:
-    path = sharegpt(
-        tmp_path, [["hello there", "general kenobi"], ["only one turn"], ["why?", "because it is"]]
-    )
+    path = sharegpt(tmp_path, [["hello there", "general kenobi"], ["only one turn"], ["why?", "because it is"]])
     prompts = build(DatasetSpec("sharegpt", 2, dataset_path=path), CHARS)
     assert sorted((p.text, p.output_len) for p in prompts) == [("hello there", 14), ("why?", 13)]
 

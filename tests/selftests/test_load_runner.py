@@ -1,9 +1,8 @@
 """The load generator end to end against fake servers in their own processes (no GIL shared with the client).
 
 Measured TTFT and ITL equal the fake's configured ones within tolerance; records are saved raw and reproduce
-the
-metrics; workers in several processes merge; failures are counted; and a client that cannot keep up makes the
-run INVALID instead of producing numbers.
+the metrics; workers in several processes merge; failures are counted; and a client that cannot keep up makes
+the run INVALID instead of producing numbers.
 """
 
 from __future__ import annotations
@@ -36,9 +35,7 @@ TTFT_MS, ITL_MS = 100.0, 20.0
 @pytest.fixture(scope="module")
 def timed_fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     log = tmp_path_factory.mktemp("fake") / "fake.log"
-    with ServerProcess.fake_engine(
-        {"ttft_ms": TTFT_MS, "itl_ms": ITL_MS, "max_model_len": 4096}, log
-    ) as server:
+    with ServerProcess.fake_engine({"ttft_ms": TTFT_MS, "itl_ms": ITL_MS, "max_model_len": 4096}, log) as server:
         yield server
 
 
@@ -188,9 +185,7 @@ def test_client_pinned_to_a_busy_core_reports_an_invalid_run(tmp_path: Path) -> 
     script.write_text(STARVED, encoding="utf-8")
     with ServerProcess.fast_stream(tmp_path / "fast.log", ttft_ms=5, itl_ms=5, cpu=1) as server:
         alone = _pinned_run(script, server.base_url, "alone")
-        spinner = subprocess.Popen(
-            [sys.executable, "-c", "import os\nos.sched_setaffinity(0, {0})\nwhile 1: pass"]
-        )
+        spinner = subprocess.Popen([sys.executable, "-c", "import os\nos.sched_setaffinity(0, {0})\nwhile 1: pass"])
         try:
             time.sleep(0.2)
             starved = _pinned_run(script, server.base_url, "starved")

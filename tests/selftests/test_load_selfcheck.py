@@ -1,5 +1,4 @@
-"""The client self-check and the worker executors: when the client is the bottleneck, and where workers
-run."""
+"""The client self-check and the worker executors: when the client is the bottleneck, and where workers run."""
 
 from __future__ import annotations
 
@@ -77,9 +76,7 @@ def test_send_lag_is_not_judged_when_everything_is_due_at_once() -> None:
 
 
 def test_a_worker_that_started_late_is_reported() -> None:
-    assert (
-        "started 2.00 s after the agreed start" in check(records(), [stats(late_start_s=2.0)], None).message()
-    )
+    assert "started 2.00 s after the agreed start" in check(records(), [stats(late_start_s=2.0)], None).message()
 
 
 def test_limits_are_configurable() -> None:

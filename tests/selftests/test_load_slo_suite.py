@@ -2,8 +2,8 @@
 
 The fake runs in a process of its own (so the client's timing shares no GIL with it) and the suite attaches to
 it with a small hardware profile. A compliant fake passes; a fake slower than a limit fails that limit's test
-with
-the statistic, the measured value, the limit and the sample count; a starved client errors the run as INVALID.
+with the statistic, the measured value, the limit and the sample count; a starved client errors the run as
+INVALID.
 """
 
 from __future__ import annotations
@@ -48,9 +48,7 @@ def fake(tmp_path: Path) -> Iterator[Any]:
     started: list[ServerProcess] = []
 
     def start(**config: Any) -> ServerProcess:
-        server = ServerProcess.fake_engine(
-            {"max_model_len": 4096, **config}, tmp_path / f"fake{len(started)}.log"
-        )
+        server = ServerProcess.fake_engine({"max_model_len": 4096, **config}, tmp_path / f"fake{len(started)}.log")
         started.append(server.start())
         return server
 
@@ -105,13 +103,9 @@ def test_engine_slower_than_the_tpot_limit_fails_with_statistic_value_limit_and_
 
 
 def test_ttft_p99_over_its_limit_fails(pytester: pytest.Pytester, fake: Any) -> None:
-    result = run_slo(
-        pytester, fake(ttft_ms=300, itl_ms=5), "-k", "ttft_ms_p99", slo="ttft_ms_p99_max = 100.0"
-    )
+    result = run_slo(pytester, fake(ttft_ms=300, itl_ms=5), "-k", "ttft_ms_p99", slo="ttft_ms_p99_max = 100.0")
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(
-        [lit("*ttft_ms_p99 = 3* ms, limit <= 100 ms (fake.toml [slo] ttft_ms_p99_max)*")]
-    )
+    result.stdout.fnmatch_lines([lit("*ttft_ms_p99 = 3* ms, limit <= 100 ms (fake.toml [slo] ttft_ms_p99_max)*")])
 
 
 def test_failed_requests_fail_the_error_rate_slo(pytester: pytest.Pytester, fake: Any) -> None:
@@ -121,9 +115,7 @@ def test_failed_requests_fail_the_error_rate_slo(pytester: pytest.Pytester, fake
     result.stdout.fnmatch_lines(["*error_rate = 0.* fraction, limit <= 0 fraction*; 8 samples*"])
 
 
-def test_usage_that_differs_from_max_tokens_under_ignore_eos_fails(
-    pytester: pytest.Pytester, fake: Any
-) -> None:
+def test_usage_that_differs_from_max_tokens_under_ignore_eos_fails(pytester: pytest.Pytester, fake: Any) -> None:
     result = run_slo(pytester, fake(itl_ms=2, faults=["stream_usage_off_by_one"]), "-k", "usage")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*expected 16 completion tokens, got 17*"])
@@ -159,9 +151,7 @@ def pytest_unconfigure(config):
 """
 
 
-def test_starved_client_errors_the_slo_tests_as_invalid_never_passes(
-    pytester: pytest.Pytester, fake: Any
-) -> None:
+def test_starved_client_errors_the_slo_tests_as_invalid_never_passes(pytester: pytest.Pytester, fake: Any) -> None:
     pytester.makepyfile(gilhog=HOG)
     pytester.syspathinsert()
     result = run_slo(pytester, fake(ttft_ms=10, itl_ms=10), "-p", "gilhog")

@@ -1,5 +1,4 @@
-"""The seeds' methods without an engine: log lines of all three engines, seed 003's output formats, the
-search."""
+"""The seeds' methods without an engine: log lines of all three engines, seed 003's output formats, the search."""
 
 from __future__ import annotations
 

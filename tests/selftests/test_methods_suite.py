@@ -1,5 +1,4 @@
-"""tests/conformance/test_methods.py end to end against fake engines: each seed method passes a compliant
-fake,
+"""tests/conformance/test_methods.py end to end against fake engines: each seed method passes a compliant fake,
 fails a violating one with expected vs actual, and writes its results in the seed's format.
 """
 
@@ -67,9 +66,7 @@ def fake(tmp_path: Path) -> Iterator[Any]:
     started: list[ServerProcess] = []
 
     def start(**config: Any) -> ServerProcess:
-        server = ServerProcess.fake_engine(
-            {"max_model_len": 4096, **config}, tmp_path / f"fake{len(started)}.log"
-        )
+        server = ServerProcess.fake_engine({"max_model_len": 4096, **config}, tmp_path / f"fake{len(started)}.log")
         started.append(server.start())
         return server
 
@@ -88,9 +85,7 @@ def run_methods(
 ) -> pytest.RunResult:
     folder = pytester.path / "profiles"
     folder.mkdir(exist_ok=True)
-    profile = PROFILE.format(
-        max_concurrency=max_concurrency, deeplink_min=deeplink_min, prefill_min=prefill_min
-    )
+    profile = PROFILE.format(max_concurrency=max_concurrency, deeplink_min=deeplink_min, prefill_min=prefill_min)
     (folder / "fake.toml").write_text(profile, encoding="utf-8")
     return pytester.runpytest(
         METHOD_TESTS,
@@ -117,9 +112,7 @@ def methods_dir(pytester: pytest.Pytester) -> Path:
     return pytester.path / "artifacts" / "load" / "methods"
 
 
-def test_compliant_engine_passes_every_method_and_writes_the_seed_formats(
-    pytester: pytest.Pytester, fake: Any
-) -> None:
+def test_compliant_engine_passes_every_method_and_writes_the_seed_formats(pytester: pytest.Pytester, fake: Any) -> None:
     result = run_methods(pytester, fake(ttft_ms=5, itl_ms=5, decode_log_interval_s=0.1))
     result.assert_outcomes(passed=5)
     out = methods_dir(pytester)
@@ -140,12 +133,7 @@ def test_compliant_engine_passes_every_method_and_writes_the_seed_formats(
         "total_throughput (tok/s)",
         "QPM (req/min)",
     ]
-    assert (
-        (out / "tencent" / "tencent.log")
-        .read_text()
-        .splitlines()[-1]
-        .startswith("final_metrics: [{'tpot (ms)'")
-    )
+    assert (out / "tencent" / "tencent.log").read_text().splitlines()[-1].startswith("final_metrics: [{'tpot (ms)'")
     search = json.loads((out / "tencent" / "tencent-search.json").read_text())
     assert search["best"] == 8 and len(search["probes"]) == 1  # the top of the range passes: one probe
 
@@ -170,16 +158,13 @@ def test_prefill_below_its_floor_fails(pytester: pytest.Pytester, fake: Any) -> 
     result.stdout.fnmatch_lines(["*input_tok_s_per_device = * tok/s, limit >= 1e+07 tok/s*"])
 
 
-def test_tencent_on_a_slow_engine_fails_tpot_and_finds_no_concurrency(
-    pytester: pytest.Pytester, fake: Any
-) -> None:
+def test_tencent_on_a_slow_engine_fails_tpot_and_finds_no_concurrency(pytester: pytest.Pytester, fake: Any) -> None:
     result = run_methods(pytester, fake(itl_ms=70), "-k", "tencent", max_concurrency=4)
     result.assert_outcomes(failed=2)
     result.stdout.fnmatch_lines(
         [
             "*tpot_ms_mean = 7* ms, limit <= 50 ms*",
-            "*no concurrency in ?1, 4? keeps tpot_ms_mean <= 50 ms (the lowest concurrency "
-            "fails; probes: c=4: 7*",
+            "*no concurrency in ?1, 4? keeps tpot_ms_mean <= 50 ms (the lowest concurrency fails; probes: c=4: 7*",
         ]
     )
 
@@ -192,7 +177,5 @@ def test_tencent_search_finds_where_tpot_crosses_the_limit(pytester: pytest.Pyte
     probes = search["probes"]
     assert [p["concurrency"] for p in probes][:2] == [24, 12] and not probes[0]["passed"]
     assert 4 <= search["best"] < 24, search
-    assert all(p["passed"] == (p["concurrency"] <= search["best"]) for p in probes), (
-        probes
-    )  # a clean boundary
+    assert all(p["passed"] == (p["concurrency"] <= search["best"]) for p in probes), probes  # a clean boundary
     assert all(p["samples"] >= 16 for p in probes) and search["stopped"] in ("converged", "max_probes (6)")

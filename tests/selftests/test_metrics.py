@@ -1,5 +1,4 @@
-"""Metric definitions: every formula matches sglang.bench_serving's (bench_tools.md (c)) on hand-made
-records."""
+"""Metric definitions: every formula matches sglang.bench_serving's (bench_tools.md (c)) on hand-made records."""
 
 from __future__ import annotations
 
