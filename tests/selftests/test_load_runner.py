@@ -163,9 +163,9 @@ STARVED = textwrap.dedent("""
     if __name__ == "__main__":
         os.sched_setaffinity(0, {0})
         if sys.argv[2] == "starved":
-            os.nice(10)  # the spinner on the same core gets ~10x the CPU share
+            os.nice(15)  # the spinner on the same core gets ~30x the CPU share
         cfg = LoadConfig(base_url=sys.argv[1], model="fast", settle_s=0.0, warmup_requests=0,
-                         dataset=DatasetSpec("random", 32, 8, 60, 1.0), max_concurrency=32)
+                         dataset=DatasetSpec("random", 64, 8, 250, 1.0), max_concurrency=64)
         run = run_load(cfg, CharTokenizer())
         print(json.dumps({"valid": run.valid, "problems": run.client.problems}))
 """)
@@ -179,6 +179,8 @@ def _pinned_run(script: Path, base_url: str, mode: str) -> dict[str, object]:
     return result
 
 
+# slow: depends on the scheduler starving the pinned client, which a busy 2-core machine does not always do.
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or (os.cpu_count() or 1) < 2, reason="needs 2 CPUs")
 def test_client_pinned_to_a_busy_core_reports_an_invalid_run(tmp_path: Path) -> None:
     script = tmp_path / "starved.py"
