@@ -173,6 +173,12 @@ class ApiContext:
     def task(self) -> Task:
         return self.tasks[0]
 
+    @property
+    def long_task(self) -> Task:
+        """The task with the longest known answer: the default /v1/completions prompt, so stop checks have
+        several words to choose from."""
+        return max(self.tasks, key=lambda t: t.completion_tokens or 0)
+
     def tokens(self) -> TokenCounter:
         """The token counter, or skip the check with the reason there is none."""
         if self.counter is None:
@@ -218,7 +224,7 @@ class ApiContext:
     def completion_body(self, prompt: Any = None, **params: Any) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.target.model,
-            "prompt": prompt or self.task.completion_prompt,
+            "prompt": prompt or self.long_task.completion_prompt,
             "temperature": 0,
             "top_p": 1,
             "max_tokens": 16,

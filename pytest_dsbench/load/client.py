@@ -23,7 +23,9 @@ from pytest_dsbench.load.http import Response
 
 _loads: Callable[[bytes], Any]
 try:  # orjson (optional) reads a chunk several times faster than json
-    from orjson import loads as _loads
+    import orjson
+
+    _loads = orjson.loads
 except ImportError:  # pragma: no cover - depends on the environment
     _loads = json.loads
 

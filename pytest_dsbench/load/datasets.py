@@ -7,6 +7,10 @@ convention; the workload records which one produced a result). Seeding matches s
 (``np.random.seed(seed)`` order: input lengths, output lengths, then the ShareGPT shuffle), so the same seed
 gives the same lengths.
 
+``random-ids`` is sglang's construction byte for byte (ids ``(offset + i + j) % vocab_size`` decoded, the
+sampled length declared), so a cross-check with sglang.bench_serving sends the very same prompts; ``fixed``
+gives distinct token-exact prompts of exactly the given lengths.
+
 As in sglang, the tokens the server adds (a BOS token) are taken off each random prompt, so the server sees
 the sampled length; the declared ``prompt_len`` is the prompt text's own length (sglang's ``Total input
 tokens``). Unlike sglang, prompts are token-exact: after decoding, a prompt is re-encoded and adjusted until
@@ -201,6 +205,17 @@ def _random_ids(spec: DatasetSpec, tok: Tokenizer, np_rng: Any, fixed: bool) -> 
     ratio = 1.0 if fixed else spec.range_ratio
     in_lens = _text_lens(tok, random_lens(np_rng, spec.input_len, ratio, spec.num_prompts))
     out_lens = random_lens(np_rng, spec.output_len, ratio, spec.num_prompts)
+    id_space = tok.vocab_size()
+    if not fixed and id_space > 0:
+        # sglang's own construction, byte for byte: ids (offset + i + j) % vocab_size, decoded, lengths as
+        # sampled (not re-encoded), so a cross-check with sglang.bench_serving sends identical prompts
+        offsets = np_rng.randint(0, id_space, size=spec.num_prompts)
+        return [
+            Prompt(
+                tok.decode([int((offsets[i] + i + j) % id_space) for j in range(in_lens[i])]), in_lens[i], out_lens[i]
+            )
+            for i in range(spec.num_prompts)
+        ]
     vocab = tok.random_vocab()
     if not vocab:
         raise DsbenchUsageError(f"tokenizer {tok.name} has no ordinary tokens to build random prompts from.")

@@ -44,6 +44,10 @@ class Tokenizer(Protocol):
         """Tokens the server adds when it encodes a prompt (a BOS token, usually)."""
         ...
 
+    def vocab_size(self) -> int:
+        """The base vocabulary size sglang's random-ids draws from (0: no such id space)."""
+        ...
+
 
 class CharTokenizer:
     """One token per character; DeepSeek's special tokens are one token each."""
@@ -70,6 +74,9 @@ class CharTokenizer:
 
     def num_special_tokens_to_add(self) -> int:
         return 0
+
+    def vocab_size(self) -> int:
+        return 0  # code points are no id space to draw from: random-ids uses printable letters
 
 
 class HfTokenizer:
@@ -129,6 +136,11 @@ class HfTokenizer:
             for i, text, enc in zip(ids, texts, back, strict=True)
             if enc == [i] and text.isprintable() and text.strip()
         ]
+
+    def vocab_size(self) -> int:
+        if self._fast is not None:
+            return int(self._fast.get_vocab_size(with_added_tokens=False))
+        return int(self._hf.vocab_size)
 
     def num_special_tokens_to_add(self) -> int:
         if self._fast is not None:

@@ -4,9 +4,8 @@ The three engines log it differently (read from their sources):
 
 * SGLang scheduler, every ``--decode-log-interval`` steps::
 
-    [2026-03-14 04:59:11 TP0] Decode batch, #running-req: 20, #token: 2326, token usage: 0.14, cuda graph:
-    True,
-    gen throughput (token/s): 1174.06, #queue-req: 6
+    [2026-03-14 04:59:11 TP0] Decode batch, #running-req: 20, #token: 2326, token usage: 0.14,
+    cuda graph: True, gen throughput (token/s): 1174.06, #queue-req: 6
 
   (older releases write ``Decode batch. #running-req: ...``).
 * vLLM v1 stat logger (``vllm/v1/metrics/loggers.py``), every ``VLLM_LOG_STATS_INTERVAL`` s (10 by default),
@@ -17,9 +16,8 @@ The three engines log it differently (read from their sources):
 
   and, with ``--enable-logging-iteration-details``, one line per engine step::
 
-    Engine 000: Iteration(412): 0 context requests, 0 context tokens, 8 generation requests, 8 generation
-    tokens,
-    iteration elapsed time: 11.62 ms, CPU KV cache usage: 1.2%
+    Engine 000: Iteration(412): 0 context requests, 0 context tokens, 8 generation requests,
+    8 generation tokens, iteration elapsed time: 11.62 ms, CPU KV cache usage: 1.2%
 
   (decode-only steps count: ``generation tokens / elapsed time`` at ``generation requests`` running).
 * LMDeploy ``LoggingStatLogger`` (``--enable-metrics``)::

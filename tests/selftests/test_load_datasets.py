@@ -66,12 +66,24 @@ def test_the_same_seed_gives_the_same_prompts() -> None:
     assert a == b and a != c
 
 
-@pytest.mark.parametrize("name", ["random", "random-ids", "fixed"])
+@pytest.mark.parametrize("name", ["random", "fixed"])
 def test_prompts_encode_to_exactly_their_declared_length_with_a_bpe_tokenizer(name: str, bpe_dir: Path) -> None:
     tok = HfTokenizer(bpe_dir)
     prompts = build(DatasetSpec(name, 20, 60, 8, 0.3, seed=5), tok)  # type: ignore[arg-type]
     for p in prompts:
         assert len(tok.encode(p.text)) == p.prompt_len
+
+
+def test_random_ids_is_sglangs_construction_byte_for_byte(bpe_dir: Path) -> None:
+    tok = HfTokenizer(bpe_dir)
+    rng = np.random.RandomState(9)
+    in_lens = [n - 1 for n in rng.randint(max(int(40 * 0.5), 1), 41, size=3)]  # minus the server's BOS
+    out_lens = rng.randint(max(int(8 * 0.5), 1), 9, size=3).tolist()
+    offsets = rng.randint(0, tok.vocab_size(), size=3)
+    expected = [tok.decode([int((offsets[i] + i + j) % tok.vocab_size()) for j in range(in_lens[i])]) for i in range(3)]
+    prompts = build(DatasetSpec("random-ids", 3, 40, 8, 0.5, seed=9), tok)
+    assert [p.text for p in prompts] == expected
+    assert [(p.prompt_len, p.output_len) for p in prompts] == list(zip(in_lens, out_lens, strict=True))
 
 
 def test_tokens_the_server_adds_are_taken_off_like_sglang(bpe_dir: Path) -> None:

@@ -165,7 +165,7 @@ STARVED = textwrap.dedent("""
         if sys.argv[2] == "starved":
             os.nice(15)  # the spinner on the same core gets ~30x the CPU share
         cfg = LoadConfig(base_url=sys.argv[1], model="fast", settle_s=0.0, warmup_requests=0,
-                         dataset=DatasetSpec("random", 64, 8, 250, 1.0), max_concurrency=64)
+                         dataset=DatasetSpec("random", 64, 8, 120, 1.0), max_concurrency=64)
         run = run_load(cfg, CharTokenizer())
         print(json.dumps({"valid": run.valid, "problems": run.client.problems}))
 """)
