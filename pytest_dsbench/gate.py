@@ -40,6 +40,7 @@ class Gate:
         limit_source: str = "",
         workload: dict[str, Any] | None = None,
         unit: str | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> MetricResult:
         """Record a measured value and its raw per-request ``samples`` (same unit as the metric).
 
@@ -62,7 +63,7 @@ class Gate:
             comparison=comparison,
             samples=sample_count if sample_count is not None else len(values),
             source=limit_source,
-            extra={"workload": dict(workload or {})},
+            extra={**(extra or {}), "workload": dict(workload or {})},
             sample_values=values,
         )
         if result.passed is False:

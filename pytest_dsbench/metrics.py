@@ -156,6 +156,19 @@ _DEFINITIONS: list[Metric] = [
         "mean wait for a max-concurrency slot (excluded from TTFT, as sglang)",
     ),
     _hi("client_achieved_rate_ratio", "fraction", "achieved / offered request rate over the arrival schedule"),
+    # expert load during a load run (the suite's EPLB counter: --eplb observe|reference|balanced)
+    _lo(
+        "rank_load_max_over_mean",
+        "ratio",
+        "routed slots of the busiest simulated expert-parallel rank / the mean over ranks, summed over MoE "
+        "layers, during the run (1.0 = perfectly balanced)",
+    ),
+    _lo(
+        "expert_load_max_over_mean",
+        "ratio",
+        "routed slots of the busiest expert / the mean over experts, in the least balanced MoE layer, during "
+        "the run",
+    ),
     # cross-check with the reference client
     _lo(
         "reference_diff_pct",
@@ -344,6 +357,34 @@ def _bins_peak(records: Sequence[RecordLike]) -> tuple[float, float]:
     return peak_events, float(np.cumsum(active).max())
 
 
+WINDOW_S = 1.0
+"""Width of the windows behind throughput samples (sglang's peak uses the same 1-s bins)."""
+
+
+def window_output_tok_s(records: Sequence[RecordLike], window_s: float = WINDOW_S) -> list[float]:
+    """Output tok/s in each full ``window_s`` window between the first request's start and the last one's end.
+
+    Each request's output tokens are spread evenly over its streamed chunks (a chunk may carry several tokens
+    under MTP); the last, partial window is dropped. These are the samples the regression gate tests
+    throughput on: one run's windows vary with the server's speed the way its aggregate does.
+    """
+    import numpy as np
+
+    ok = [r for r in records if r.success and r.chunk_s]
+    if not ok:
+        return []
+    t0 = min(r.start_s for r in ok)
+    full_windows = int((max(r.end_s for r in ok) - t0) // window_s)
+    if full_windows < 1:
+        return []
+    times = np.concatenate([np.asarray(r.chunk_s, dtype=float) for r in ok])
+    weights = np.concatenate([np.full(len(r.chunk_s), output_len(r) / len(r.chunk_s)) for r in ok])
+    bins = ((times - t0) // window_s).astype(np.int64)
+    keep = bins < full_windows
+    tokens = np.bincount(bins[keep], weights=weights[keep], minlength=full_windows)
+    return [float(t) / window_s for t in tokens]
+
+
 def summarize(
     records: Sequence[RecordLike], duration_s: float, *, devices: int = 1, goodput: GoodputSlo | None = None
 ) -> Summary:
@@ -396,9 +437,10 @@ def summarize(
     for name, value in values.items():
         if isinstance(value, float) and math.isnan(value):
             values[name] = 0.0
+    windows = window_output_tok_s(records)
     return Summary(
         values=values,
-        samples={"ttft": ttfts, "tpot": tpots, "itl": itls, "e2e": e2es, "ttfat": ttfats},
+        samples={"ttft": ttfts, "tpot": tpots, "itl": itls, "e2e": e2es, "ttfat": ttfats, "output_tok_s": windows},
         completed=len(ok),
         failed=len(records) - len(ok),
         total_input=total_in,
@@ -408,10 +450,26 @@ def summarize(
     )
 
 
+_WINDOWED = frozenset(
+    {"output_tok_s", "output_tok_s_per_device", "total_tok_s", "total_tok_s_per_device", "qpm",
+     "request_throughput_req_s"}
+)
+"""Throughput metrics whose samples are the per-window output tok/s scaled by the run's ratio of the metric to
+output tok/s (a ratio the workload fixes)."""
+
+
 def metric_samples(summary: Summary, metric: str) -> list[float]:
-    """The per-request samples behind ``metric`` (for ``dsbench_gate.record(samples=...)``)."""
+    """The samples behind ``metric`` (for ``dsbench_gate.record(samples=...)``): per request for latencies,
+    per 1-s window for throughputs, empty where a run has no such samples."""
     if "_ms_" in metric:
         return list(summary.samples.get(metric.split("_ms_")[0], []))
+    if metric in _WINDOWED:
+        windows = summary.samples.get("output_tok_s", [])
+        output = summary.values.get("output_tok_s", 0.0)
+        if not windows or output <= 0:
+            return []
+        scale = summary.values.get(metric, 0.0) / output
+        return [w * scale for w in windows]
     return []
 
 

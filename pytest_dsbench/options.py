@@ -17,7 +17,7 @@ import pytest
 from pytest_dsbench.errors import DsbenchUsageError
 
 ENGINES = ("vllm", "sglang", "lmdeploy")
-EPLB_MODES = ("off", "reference", "balanced")
+EPLB_MODES = ("off", "observe", "reference", "balanced")
 LOAD_GENERATORS = ("dsbench", "sglang")
 
 Kind = Literal["str", "float", "int", "list", "bool"]
@@ -73,7 +73,8 @@ SPECS: tuple[OptionSpec, ...] = (
                900.0, "DSBENCH_ENGINE_STARTUP_TIMEOUT", metavar="S"),
     OptionSpec("--request-timeout", "float", "Seconds before any single HTTP request is abandoned.", 120.0,
                "DSBENCH_REQUEST_TIMEOUT", metavar="S"),
-    OptionSpec("--eplb", "str", "Routing patch installed in a launched engine: off, the seed's reference "
+    OptionSpec("--eplb", "str", "Routing patch installed in a launched engine: off, observe (count the model's "
+               "own routing, so throughput runs report per-rank and per-expert load), the seed's reference "
                "transform, or the balanced one.", "off", "DSBENCH_EPLB", EPLB_MODES),
     OptionSpec("--eplb-ranks", "int", "Expert-parallel rank count the routing patch simulates (default: the "
                "engine's EP size; the embedded engine simulates 4).", None, "DSBENCH_EPLB_RANKS", metavar="N"),

@@ -116,9 +116,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             gpu = has_gpu() if gpu is None else gpu
             if not gpu:
                 item.add_marker(pytest.mark.skip(reason="needs an NVIDIA GPU; none is visible"))
-        if item.get_closest_marker("accuracy") and opts.eplb != "off":
-            item.add_marker(pytest.mark.skip(
-                reason=f"routing patch --eplb {opts.eplb} is active: routing is synthetic, accuracy is meaningless"))
+        if item.get_closest_marker("accuracy") or item.get_closest_marker("fixture_model"):
+            from pytest_dsbench.eplb import accuracy_skip_reason
+
+            patched = accuracy_skip_reason(opts.eplb)
+            if patched:
+                item.add_marker(pytest.mark.skip(reason=patched))
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

@@ -15,7 +15,10 @@ from typing import Any, Literal
 
 from pytest_dsbench.engines.base import EngineInfo
 from pytest_dsbench.errors import DsbenchUsageError
+from pytest_dsbench.gate import Gate
 from pytest_dsbench.load.datasets import SHAREGPT_FILE, DatasetSpec
+from pytest_dsbench.load.expert_load import ExpertLoadProbe
+from pytest_dsbench.load.expert_load import save as save_expert_load
 from pytest_dsbench.load.runner import LoadConfig, LoadError, LoadRun, run_load
 from pytest_dsbench.load.tokenizer import load_tokenizer
 from pytest_dsbench.metrics import GoodputSlo
@@ -130,6 +133,7 @@ def run_workload(
     )
     if overrides:
         cfg = replace(cfg, **overrides)
+    probe = ExpertLoadProbe(engine.eplb_counts_path).start() if engine.eplb_counts_path is not None else None
     try:
         if ctx.options.load_generator == "sglang":
             from pytest_dsbench.load.sglang_bridge import run_sglang
@@ -139,10 +143,29 @@ def run_workload(
             run = run_load(cfg, load_tokenizer(spec), raw_dir=ctx.results_dir, name=name)
     except LoadError as exc:
         raise LoadError(f"{name}: {exc}") from None
+    if probe is not None:
+        run.expert_load = probe.finish()
+        if run.expert_load is not None:
+            save_expert_load(run.expert_load, ctx.results_dir, name)
     if not run.valid and not allow_invalid:
         assert run.client is not None
         raise InvalidRun(f"{name}: {run.client.message()} (records: {run.raw_path})")
     return run
+
+
+def record_expert_load(gate: Gate, run: LoadRun) -> None:
+    """Per-rank and per-expert load (max/mean) of the run, where the engine exposed its routing (informational:
+    no limit, but stored in history and compared by the regression gate)."""
+    load = run.expert_load
+    if load is None:
+        return
+    extra = {"expert_load": load}
+    for metric, stats in (("rank_load_max_over_mean", load["per_rank"]),
+                          ("expert_load_max_over_mean", load["per_expert_worst_layer"])):
+        if stats:
+            gate.record(metric, float(stats["max_over_mean"]), sample_count=int(load["routed_slots"]),
+                        limit_source=f"dsbench EPLB counter ({load['mode']}, {load['ranks']} ranks)",
+                        workload=run.workload, extra=extra)
 
 
 def baseline_params(config: Any, *methods: str) -> list[Any]:

@@ -159,6 +159,7 @@ class RayExecutor:
         start = time.time() + self.lead_s
         for plan in plans:
             plan.start_wall = start
+            plan.finished = None  # a local shared counter cannot travel to other hosts
         return list(ray.get([remote.remote(plan) for plan in plans]))
 
 

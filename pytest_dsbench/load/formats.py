@@ -23,6 +23,10 @@ def _section(title: str) -> str:
     return f"{title:-^50}"
 
 
+_STATS = (("Mean", "mean"), ("Median", "median"), ("P90", "p90"), ("P95", "p95"), ("P99", "p99"))
+"""The statistics sglang prints per latency, in its order (ITL adds Max)."""
+
+
 def sglang_text(run: LoadRun, backend: str = "dsbench") -> str:
     """The "Serving Benchmark Result" block, as sglang prints it."""
     v = run.summary.values
@@ -47,44 +51,18 @@ def sglang_text(run: LoadRun, backend: str = "dsbench") -> str:
         _row("Peak concurrent requests:", int(v["peak_concurrent_requests"])),
         _row("Total token throughput (tok/s):", v["total_tok_s"], ".2f"),
         _row("Concurrency:", v["concurrency_mean"], ".2f"),
-        _section("End-to-End Latency"),
     ]
-    for label, key in (
-        ("Mean", "mean"),
-        ("Median", "median"),
-        ("P90", "p90"),
-        ("P95", "p95"),
-        ("P99", "p99"),
-    ):
-        lines.append(_row(f"{label} E2E Latency (ms):", v[f"e2e_ms_{key}"], ".2f"))
-    lines.append(_section("Time to First Token"))
-    for label, key in (
-        ("Mean", "mean"),
-        ("Median", "median"),
-        ("P90", "p90"),
-        ("P95", "p95"),
-        ("P99", "p99"),
-    ):
-        lines.append(_row(f"{label} TTFT (ms):", v[f"ttft_ms_{key}"], ".2f"))
-    lines.append(_section("Time per Output Token (excl. 1st token)"))
-    for label, key in (
-        ("Mean", "mean"),
-        ("Median", "median"),
-        ("P90", "p90"),
-        ("P95", "p95"),
-        ("P99", "p99"),
-    ):
-        lines.append(_row(f"{label} TPOT (ms):", v[f"tpot_ms_{key}"], ".2f"))
-    lines.append(_section("Inter-Token Latency"))
-    for label, key in (
-        ("Mean", "mean"),
-        ("Median", "median"),
-        ("P90", "p90"),
-        ("P95", "p95"),
-        ("P99", "p99"),
-        ("Max", "max"),
-    ):
-        lines.append(_row(f"{label} ITL (ms):", v[f"itl_ms_{key}"], ".2f"))
+    sections = (
+        ("e2e", "E2E Latency", "End-to-End Latency"),
+        ("ttft", "TTFT", "Time to First Token"),
+        ("tpot", "TPOT", "Time per Output Token (excl. 1st token)"),
+        ("itl", "ITL", "Inter-Token Latency"),
+    )
+    for prefix, label, heading in sections:
+        lines.append(_section(heading))
+        stats = (*_STATS, ("Max", "max")) if prefix == "itl" else _STATS
+        for stat_label, key in stats:
+            lines.append(_row(f"{stat_label} {label} (ms):", v[f"{prefix}_ms_{key}"], ".2f"))
     lines.append("=" * 50)
     return "\n".join(lines) + "\n"
 

@@ -23,8 +23,9 @@ from pytest_dsbench.load.http import Target
 from pytest_dsbench.load.records import RequestRecord, merge, write_jsonl
 from pytest_dsbench.load.selfcheck import ClientCheck, ClientLimits, check
 from pytest_dsbench.load.tokenizer import Tokenizer
-from pytest_dsbench.load.worker import PlannedRequest, WorkerPlan
+from pytest_dsbench.load.worker import PlannedRequest, WorkerPlan, WorkerResult
 from pytest_dsbench.metrics import GoodputSlo, Summary, summarize
+from pytest_dsbench.progress import Progress
 
 
 class LoadError(RuntimeError):
@@ -86,6 +87,8 @@ class LoadRun:
     raw_path: Path | None = None
     started_at: float = 0.0
     reference: dict[str, Any] | None = None
+    expert_load: dict[str, Any] | None = None
+    """Per-rank / per-expert load during the run (:mod:`pytest_dsbench.load.expert_load`), when exposed."""
 
     @property
     def valid(self) -> bool:
@@ -162,6 +165,26 @@ def _warmup(cfg: LoadConfig, prompt: datasets.Prompt, headers: dict[str, str]) -
         time.sleep(cfg.settle_s)
 
 
+PROGRESS_POLL_S = 0.5
+
+
+def _run_with_progress(executor: Executor, plans: list[WorkerPlan], total: int, name: str) -> list[WorkerResult]:
+    """Run the plans on a helper thread while this (pytest's) thread reports finished requests live."""
+    import multiprocessing as mp
+    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import wait as wait_for
+
+    finished = mp.get_context("spawn").Value("q", 0)
+    for plan in plans:
+        plan.finished = finished
+    with Progress(total, name, "req", step_pct=25) as progress, ThreadPoolExecutor(1) as pool:
+        future = pool.submit(executor.run, plans)
+        while not wait_for([future], timeout=PROGRESS_POLL_S).done:
+            progress.update(int(finished.value))
+        progress.update(int(finished.value))
+        return future.result()
+
+
 def run_load(
     cfg: LoadConfig,
     tokenizer: Tokenizer,
@@ -180,7 +203,7 @@ def run_load(
     gc_enabled = gc.isenabled()
     gc.disable()  # no collector pauses while streams are timed: the client's records hold no cycles
     try:
-        results = (executor or default_executor(len(plans))).run(plans)
+        results = _run_with_progress(executor or default_executor(len(plans)), plans, len(prompts), name)
     finally:
         if gc_enabled:
             gc.enable()

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from time import perf_counter
+from typing import Any
 
 from pytest_dsbench.load.client import parse_stream
 from pytest_dsbench.load.http import Pool, Response, Target
@@ -57,6 +58,8 @@ class WorkerPlan:
     keep_text: bool = True
     warm_connections: int = 0
     deadline_s: float | None = None
+    finished: Any = None
+    """A shared ``multiprocessing.Value`` counting finished requests (for live progress), or None."""
 
 
 @dataclass
@@ -166,6 +169,9 @@ async def _run(plan: WorkerPlan, stats: WorkerStats, pool: Pool) -> list[Request
         else:
             st = perf_counter()
             resp = await pool.request(req.data, plan.timeout_s)
+        if plan.finished is not None:
+            with plan.finished.get_lock():
+                plan.finished.value += 1
         size = sum(len(p) for _, p in resp.pieces)
         stats.bytes_received += size
         if buffered[0] + size > PARSE_BUDGET_BYTES:  # bound memory: read this one back now

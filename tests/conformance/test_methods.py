@@ -19,7 +19,7 @@ import pytest
 
 from pytest_dsbench.engines.base import EngineInfo
 from pytest_dsbench.gate import Gate
-from pytest_dsbench.load.api import LoadContext, baseline_params
+from pytest_dsbench.load.api import LoadContext, baseline_params, record_expert_load
 from pytest_dsbench.methods import ali, deeplink, tencent
 from pytest_dsbench.metrics import metric_samples
 from pytest_dsbench.options import DsbenchOptions
@@ -69,12 +69,14 @@ def test_deeplink_output_throughput(
     dsbench_gate.record(
         "output_tok_s",
         result.output_tok_s,
+        samples=metric_samples(result.run.summary, "output_tok_s"),
         sample_count=result.run.summary.completed,
         limit=entry.output_tok_s_min,
         limit_source=_source(hw_profile, name, "output_tok_s_min"),
         workload=result.run.workload,
     )
     _error_rate(dsbench_gate, hw_profile, result.run, name)
+    record_expert_load(dsbench_gate, result.run)
     dsbench_gate.check()
 
 
@@ -151,6 +153,7 @@ def test_tencent_throughput_with_tpot_within_slo(
     dsbench_gate.record(
         "total_tok_s",
         run.summary["total_tok_s"],
+        samples=metric_samples(run.summary, "total_tok_s"),
         sample_count=run.summary.completed,
         limit=entry.total_tok_s_min,
         limit_source=_source(hw_profile, name, "total_tok_s_min"),
@@ -159,12 +162,14 @@ def test_tencent_throughput_with_tpot_within_slo(
     dsbench_gate.record(
         "qpm",
         run.summary["qpm"],
+        samples=metric_samples(run.summary, "qpm"),
         sample_count=run.summary.completed,
         limit=entry.qpm_min,
         limit_source=_source(hw_profile, name, "qpm_min"),
         workload=run.workload,
     )
     _error_rate(dsbench_gate, hw_profile, run, name)
+    record_expert_load(dsbench_gate, run)
     assert result.files["json"].is_file()
     dsbench_gate.check()
 

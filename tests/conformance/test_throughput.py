@@ -15,7 +15,8 @@ import pytest
 
 from pytest_dsbench.engines.base import EngineInfo
 from pytest_dsbench.gate import Gate
-from pytest_dsbench.load.api import LoadContext, baseline_params, random_dataset, run_workload
+from pytest_dsbench.load.api import LoadContext, baseline_params, random_dataset, record_expert_load, run_workload
+from pytest_dsbench.metrics import metric_samples
 from pytest_dsbench.options import DsbenchOptions
 from pytest_dsbench.thresholds import HwProfile
 
@@ -58,6 +59,7 @@ def test_random_workload_meets_its_throughput_floor(
         dsbench_gate.record(
             metric,
             run.summary[metric],
+            samples=metric_samples(run.summary, metric),
             sample_count=run.summary.completed,
             limit=getattr(entry, key),
             limit_source=f"{source} {key}",
@@ -71,4 +73,5 @@ def test_random_workload_meets_its_throughput_floor(
         limit_source=f"{source} / [slo] error_rate_max",
         workload=run.workload,
     )
+    record_expert_load(dsbench_gate, run)
     dsbench_gate.check()

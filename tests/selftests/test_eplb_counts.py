@@ -279,3 +279,27 @@ def test_accuracy_is_skipped_while_a_routing_patch_is_active() -> None:
     assert accuracy_skip_reason("off") is None and accuracy_skip_reason("observe") is None
     reason = accuracy_skip_reason("reference")
     assert reason is not None and "model outputs are meaningless" in reason
+
+
+MODEL_DEPENDENT = """
+import pytest
+
+@pytest.mark.accuracy
+def test_accuracy():
+    pass
+
+@pytest.mark.fixture_model
+def test_reference_answers():
+    pass
+"""
+
+
+@pytest.mark.parametrize(("mode", "skipped"), [("reference", 2), ("balanced", 2), ("observe", 0), ("off", 0)])
+def test_model_dependent_tests_are_skipped_only_under_a_routing_patch(
+    pytester: pytest.Pytester, mode: str, skipped: int
+) -> None:
+    pytester.makepyfile(MODEL_DEPENDENT)
+    result = pytester.runpytest("--eplb", mode, "-rs")
+    result.assert_outcomes(passed=2 - skipped, skipped=skipped)
+    if skipped:
+        result.stdout.fnmatch_lines([f"*EPLB routing patch '{mode}' is active*"])

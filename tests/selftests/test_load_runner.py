@@ -206,3 +206,18 @@ def test_a_time_limit_stops_sending_and_counts_the_rest_as_unsent(timed_fake: Se
     sent = len(run.records)
     assert 1 <= sent < 10 and run.summary["unsent_requests"] == 10 - sent
     assert run.summary.failed == 0 and run.summary["error_rate"] == 0.0
+
+
+def test_a_load_run_reports_its_progress_while_it_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pytest_dsbench import progress
+
+    monkeypatch.setattr(progress, "_reporter", lambda: None)  # write to stderr, not pytest's terminal
+    monkeypatch.setenv("DSBENCH_PROGRESS", "lines")
+    with ServerProcess.fast_stream(tmp_path / "fast.log", ttft_ms=5, itl_ms=5) as server:
+        cfg = LoadConfig(base_url=server.base_url, model="fast", settle_s=0.0, warmup_requests=0,
+                         dataset=DatasetSpec("random", 8, 8, 8, 1.0), max_concurrency=2)
+        run_load(cfg, CharTokenizer(), name="tencent-c2")
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("[dsbench] tencent-c2:")]
+    assert lines and lines[-1].startswith("[dsbench] tencent-c2: 8/8 req (100%)")

@@ -174,3 +174,24 @@ def test_change_is_positive_when_worse_in_either_direction() -> None:
 def test_unknown_metric_suggests_close_names() -> None:
     with pytest.raises(KeyError, match="Did you mean: tpot_ms_mean"):
         metrics.get("tpot_ms_meen")
+
+
+def test_throughput_samples_are_output_tokens_per_full_one_second_window() -> None:
+    # request 0 streams 4 tokens in window 0; request 1 streams 6 tokens as 3 chunks of 2 (MTP), two in window 1
+    # and one in window 2, which the run's end (2.5 s) leaves partial and so dropped
+    records = [
+        rec(0, 0.0, [0.1, 0.2, 0.3, 0.4], 0.5, usage=4),
+        rec(1, 0.5, [1.2, 1.5, 2.2], 2.5, max_tokens=6, usage=6),
+    ]
+    assert metrics.window_output_tok_s(records) == pytest.approx([4.0, 4.0])
+
+
+def test_throughput_metrics_scale_the_window_samples_by_their_ratio_to_output_throughput() -> None:
+    records = [rec(i, 0.0, [0.5 + i, 1.0 + i, 1.5 + i, 2.0 + i], 2.5 + i) for i in range(3)]
+    s = summarize(records, 4.5)
+    windows = metrics.metric_samples(s, "output_tok_s")
+    assert len(windows) == 4
+    total = metrics.metric_samples(s, "total_tok_s")
+    ratio = s["total_tok_s"] / s["output_tok_s"]
+    assert total == pytest.approx([w * ratio for w in windows])
+    assert metrics.metric_samples(s, "accuracy") == []

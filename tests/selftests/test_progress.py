@@ -26,7 +26,7 @@ def test_without_a_terminal_a_plain_line_is_printed_every_ten_percent() -> None:
         "10/50 req (20%)",
         "15/50 req (30%)",
     ]
-    assert len(lines) == 11, "ten steps and the final line"
+    assert len(lines) == 10, "ten steps; the final line is not said twice"
     assert lines[-1].startswith("[dsbench] decode c=4: 50/50 req (100%)")
 
 
@@ -82,3 +82,10 @@ def test_inside_pytest_lines_reach_the_terminal_while_output_is_captured(pyteste
     )
     result.stdout.no_fnmatch_line("*captured, not shown*")
     assert "\r" not in result.stdout.str()
+
+
+def test_the_final_line_is_printed_only_when_it_says_something_new() -> None:
+    out = io.StringIO()
+    with Progress(10, "partial", stream=out, step_pct=50) as progress:
+        progress.advance(3)  # below the first step: nothing yet
+    assert [line.split(": ", 1)[1].split(",")[0] for line in out.getvalue().splitlines()] == ["3/10 req (30%)"]
