@@ -34,6 +34,8 @@ class OptionSpec:
     env: str | None = None
     choices: tuple[str, ...] | None = None
     metavar: str | None = None
+    bare: str | None = None
+    """The value the flag takes when given without one (``--dsbench-compare`` alone means 'latest')."""
 
     @property
     def dest(self) -> str:
@@ -89,8 +91,8 @@ SPECS: tuple[OptionSpec, ...] = (
                "thresholds/).", None, "DSBENCH_THRESHOLDS", metavar="DIR"),
     OptionSpec("--dsbench-storage", "str", "Result history folder (pytest-benchmark storage; one subfolder per "
                "engine and hw).", ".benchmarks", "DSBENCH_STORAGE", metavar="DIR"),
-    OptionSpec("--dsbench-compare", "str", "Compare results against a stored run: a run id or 'latest'.", None,
-               "DSBENCH_COMPARE", metavar="RUN"),
+    OptionSpec("--dsbench-compare", "str", "Compare results against a stored run: a run id or 'latest' (the "
+               "flag alone).", None, "DSBENCH_COMPARE", metavar="RUN", bare="latest"),
     OptionSpec("--dsbench-regress", "list", "Regression limit METRIC:PCT (repeatable), e.g. "
                "tpot_ms_mean:5. Direction comes from the metric definition.", [], metavar="METRIC:PCT"),
     OptionSpec("--dsbench-force-compare", "bool", "Compare runs even when engine, hw, model or workload "
@@ -124,8 +126,9 @@ def add_options(parser: pytest.Parser) -> None:
                             help=help_text)
             parser.addini(spec.ini, help=spec.help, type="args", default=[])
         else:
+            bare: dict[str, Any] = {} if spec.bare is None else {"nargs": "?", "const": spec.bare}
             group.addoption(spec.flag, action="store", dest=spec.dest, default=None, metavar=spec.metavar,
-                            choices=list(spec.choices) if spec.choices else None, help=help_text)
+                            choices=list(spec.choices) if spec.choices else None, help=help_text, **bare)
             parser.addini(spec.ini, help=spec.help, default=None)
 
 

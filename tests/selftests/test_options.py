@@ -94,3 +94,18 @@ def test_report_header_names_engine_hw_and_mode(pytester: pytest.Pytester) -> No
     pytester.makepyfile("def test_nothing():\n    pass\n")
     result = pytester.runpytest("--hw", "va16")
     result.stdout.fnmatch_lines(["dsbench: engine=vllm hw=va16 (*va16.toml) mode=start (embedded tiny-r1)*"])
+
+
+@pytest.mark.parametrize(("args", "expected"), [(["--dsbench-compare"], "latest"), ([], None)])
+def test_compare_alone_means_the_latest_run(pytester: pytest.Pytester, args: list[str], expected: str | None) -> None:
+    pytester.makepyfile(f"def test_compare(dsbench_options):\n    assert dsbench_options.compare == {expected!r}\n")
+    pytester.runpytest(*args, "-p", "no:cacheprovider", "test_compare_alone_means_the_latest_run.py").assert_outcomes(
+        passed=1
+    )
+
+
+def test_compare_with_a_run_that_is_not_stored_names_what_is(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--dsbench-compare", "0003")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: no stored run '0003': *holds no stored runs. Give a number, a run id, "
+                                 "'latest' or a path to a run file."])
