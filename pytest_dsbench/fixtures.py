@@ -75,7 +75,11 @@ def openai_client(dsbench_engine: EngineInfo, dsbench_options: DsbenchOptions) -
 
 @pytest.fixture
 def async_openai_client(dsbench_engine: EngineInfo, dsbench_options: DsbenchOptions) -> Iterator[httpx.AsyncClient]:
-    """An ``httpx.AsyncClient`` rooted at the engine; use it inside ``asyncio.run`` in the test."""
+    """An ``httpx.AsyncClient`` rooted at the engine; use it inside ``asyncio.run`` in the test.
+
+    Per test, not per session: an async client belongs to the event loop it first ran in, and each
+    ``asyncio.run`` makes a new loop.
+    """
     client = httpx.AsyncClient(
         base_url=dsbench_engine.base_url,
         timeout=timeout(dsbench_options.request_timeout_s),

@@ -15,7 +15,7 @@ from pytest_dsbench._http import auth_headers, join, redact
 from pytest_dsbench.engines.base import EngineInfo, LaunchRequest
 from pytest_dsbench.engines.launcher import EngineProcess, free_port
 from pytest_dsbench.engines.registry import get_adapter
-from pytest_dsbench.errors import DsbenchUsageError, EngineStartError
+from pytest_dsbench.errors import DsbenchUsageError, EngineStartError, MissingExtra
 from pytest_dsbench.options import DsbenchOptions
 from pytest_dsbench.thresholds import HwProfile
 
@@ -98,6 +98,18 @@ def _pick_model(models: list[dict[str, Any]], wanted: str | None, base_url: str)
     raise DsbenchUsageError(f"model {wanted!r} is not served at {base_url}. Served models: {', '.join(ids)}.")
 
 
+def _require_engine_package(module: str, extra: str) -> None:
+    """Start mode with this interpreter: a missing engine package is a usage error naming the extra, not a log
+    tail ending in ``No module named ...`` after the startup wait."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise DsbenchUsageError(
+            f"{MissingExtra(extra, module, f'launching --engine {module}')} (or --engine-python PATH for an "
+            "interpreter that has it, or --base-url URL to attach to a running server)"
+        )
+
+
 @dataclass
 class EngineSession:
     """The engine of this session, plus the process when the suite launched it."""
@@ -163,6 +175,8 @@ class EngineSession:
         host_for_url = "127.0.0.1" if opts.engine_host in ("0.0.0.0", "") else opts.engine_host
         base_url = f"http://{host_for_url}:{port}"
         python = opts.engine_python or sys.executable
+        if opts.engine_python is None:
+            _require_engine_package(adapter.name, adapter.extra)
         env = {**self.hw.launch(opts.engine).env, **self.hw.deployment.engine_env, **opts.engine_env}
         extra_args = list(opts.engine_args)
         counts_path: Path | None = None

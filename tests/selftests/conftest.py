@@ -10,6 +10,7 @@ import httpcore  # noqa: F401  (imported before pytester snapshots sys.modules: 
 import pytest
 
 from pytest_dsbench.testing.fake_engine import FakeConfig, FakeEngineThread
+from pytest_dsbench.testing.fake_process import ServerProcess
 from pytest_dsbench.testing.shim import write_engine_shim
 
 
@@ -43,3 +44,18 @@ def engine_shim(tmp_path: Path) -> Callable[..., Path]:
         return write_engine_shim(tmp_path / "shim", config, spawn_child=spawn_child)
 
     return make
+
+
+@pytest.fixture
+def fake(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
+    """Start fake engines in processes of their own (timing not shared with the client's GIL); all stopped after."""
+    started: list[ServerProcess] = []
+
+    def start(**config: Any) -> ServerProcess:
+        server = ServerProcess.fake_engine({"max_model_len": 4096, **config}, tmp_path / f"fake{len(started)}.log")
+        started.append(server.start())
+        return server
+
+    yield start
+    for server in started:
+        server.stop()

@@ -176,3 +176,64 @@ def test_per_test_artifacts_are_kept_on_failure_and_removed_on_pass(pytester: py
     pytester.runpytest().assert_outcomes(passed=1, failed=1)
     kept = sorted(p.parent.name for p in Path(pytester.path, "dsbench-artifacts", "tests").glob("*/records.jsonl"))
     assert kept == ["test_per_test_artifacts_are_kept_on_failure_and_removed_on_pass.py-test_fails"]
+
+
+def test_engine_args_and_env_reach_the_launched_process(
+    pytester: pytest.Pytester, engine_shim: Callable[..., Path]
+) -> None:
+    shim = engine_shim()
+    pytester.makepyfile(
+        """
+        import os
+        def test_env(dsbench_engine, pytestconfig):
+            from pytest_dsbench.stash import ENGINE_SESSION
+            pid = pytestconfig.stash[ENGINE_SESSION].process.pgid  # the group leader is the engine process
+            environ = open(f"/proc/{pid}/environ", "rb").read().split(b"\\0")
+            assert b"DSBENCH_SELFTEST_FLAG=on" in environ
+        """
+    )
+    result = pytester.runpytest("--engine-python", str(shim), "--model", "/m/x", "--engine-arg=--max-num-seqs=7",
+                                "--engine-env", "DSBENCH_SELFTEST_FLAG=on")
+    result.assert_outcomes(passed=1)
+    command_line = next(Path(pytester.path, "dsbench-artifacts").glob("engine-*.log")).read_text().split("\n", 1)[0]
+    assert command_line.startswith("$ ") and "--max-num-seqs=7" in command_line
+
+
+def test_a_missing_engine_package_is_a_usage_error_naming_the_extra(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(USES_ENGINE)
+    result = pytester.runpytest("--engine", "lmdeploy", "--model", "/m/x")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert ("launching --engine lmdeploy needs the 'lmdeploy' package, which is not installed. Install it with: "
+            "pip install 'pytest-dsbench[lmdeploy]'") in result.stdout.str() + result.stderr.str()
+
+
+def test_eplb_with_base_url_is_a_usage_error(pytester: pytest.Pytester, fake_engine: FakeEngineThread) -> None:
+    pytester.makepyfile(USES_ENGINE)
+    result = pytester.runpytest("--base-url", fake_engine.base_url, "--eplb", "reference")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stdout.fnmatch_lines(["*--eplb installs a routing patch when the suite launches the engine; it cannot be "
+                                 "used with --base-url.*"])
+
+
+def test_gpu_tests_are_skipped_with_the_reason_on_a_machine_without_one(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")  # no nvidia-smi
+    pytester.makepyfile("import pytest\n@pytest.mark.gpu\ndef test_on_gpu():\n    pass\n")
+    result = pytester.runpytest("-rs")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*needs an NVIDIA GPU; none is visible*"])
+
+
+def test_the_async_client_talks_to_the_engine(pytester: pytest.Pytester, fake_engine: FakeEngineThread) -> None:
+    pytester.makepyfile(
+        """
+        import asyncio
+        def test_models(async_openai_client):
+            async def go():
+                async with async_openai_client as client:
+                    return (await client.get("/v1/models")).status_code
+            assert asyncio.run(go()) == 200
+        """
+    )
+    pytester.runpytest("--base-url", fake_engine.base_url).assert_outcomes(passed=1)

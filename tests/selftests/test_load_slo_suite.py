@@ -8,7 +8,6 @@ INVALID.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,20 +40,6 @@ num_prompts = 8
 request_rate = 50.0
 max_concurrency = 8
 """
-
-
-@pytest.fixture
-def fake(tmp_path: Path) -> Iterator[Any]:
-    started: list[ServerProcess] = []
-
-    def start(**config: Any) -> ServerProcess:
-        server = ServerProcess.fake_engine({"max_model_len": 4096, **config}, tmp_path / f"fake{len(started)}.log")
-        started.append(server.start())
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
 
 
 def lit(pattern: str) -> str:

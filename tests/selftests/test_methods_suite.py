@@ -5,7 +5,6 @@ fails a violating one with expected vs actual, and writes its results in the see
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,20 +58,6 @@ num_prompts = 4
 batch_sizes = [128, 256]
 input_tok_s_per_device_min = {prefill_min}
 """
-
-
-@pytest.fixture
-def fake(tmp_path: Path) -> Iterator[Any]:
-    started: list[ServerProcess] = []
-
-    def start(**config: Any) -> ServerProcess:
-        server = ServerProcess.fake_engine({"max_model_len": 4096, **config}, tmp_path / f"fake{len(started)}.log")
-        started.append(server.start())
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
 
 
 def run_methods(
