@@ -211,7 +211,7 @@ def _provenance_rows(prov: dict[str, Any], history: HistorySession) -> list[tupl
     git = prov.get("git") or {}
     return [
         ("engine", f"{prov.get('engine')} {prov.get('engine_version')} ({prov.get('mode')})"),
-        ("model", f"{prov.get('model')} ({prov.get('model_path')})"),
+        ("model", f"{prov.get('model')} ({prov.get('model_path')}), max_model_len {prov.get('max_model_len')}"),
         (
             "hardware",
             f"{prov.get('hw')}: {hw.get('devices')} x {hw.get('accelerator')}, deployment "

@@ -62,7 +62,7 @@ def _file_sha256(path: Path | None) -> str | None:
 
 
 def _redact_env(env: dict[str, str]) -> dict[str, str]:
-    return {k: ("***" if any(w in k.upper() for w in _SECRET_WORDS) else v) for k, v in env.items()}
+    return {k: ("***" if _is_secret_name(k) else v) for k, v in env.items()}
 
 
 def _redact_args(args: list[str] | tuple[str, ...], secrets: list[str | None]) -> list[str]:
@@ -79,9 +79,15 @@ def _redact_args(args: list[str] | tuple[str, ...], secrets: list[str | None]) -
             out.append(arg)
         elif flag in ("--api-key", "--dsbench-api-key"):
             out.append(f"{flag}=***")
+        elif sep and not flag.startswith("-") and _is_secret_name(flag):
+            out.append(f"{flag}=***")  # an environment assignment such as HF_TOKEN=... (--engine-env HF_TOKEN=...)
         else:
             out.append(redact(arg, secrets))
     return out
+
+
+def _is_secret_name(name: str) -> bool:
+    return any(word in name.upper() for word in _SECRET_WORDS)
 
 
 def hw_section(options: DsbenchOptions, profile: HwProfile) -> dict[str, Any]:
@@ -107,7 +113,8 @@ def collect(
     now: _dt.datetime | None = None,
 ) -> dict[str, Any]:
     """Everything recorded about a run; ``engine`` is None when no test used the engine."""
-    secrets: list[str | None] = [options.api_key]
+    secret_env = {k: v for k, v in options.engine_env.items() if _is_secret_name(k)}
+    secrets: list[str | None] = [options.api_key, *secret_env.values()]
     when = (now or _dt.datetime.now(_dt.UTC)).astimezone(_dt.UTC)
     identity: dict[str, Any] = dict(engine.identity()) if engine else {"engine": options.engine}
     launch = list(engine.launch_command) if engine else []

@@ -277,3 +277,34 @@ def test_a_throughput_drop_without_samples_is_caught_against_earlier_runs(
             "over 6 earlier runs (noise *%) p=* < 0.01*"
         ]
     )
+
+
+def test_a_baseline_of_another_hardware_profile_is_a_usage_error(
+    run_against: Callable[..., pytest.RunResult],
+) -> None:
+    run_against(**FAST).assert_outcomes(passed=1)
+    result = run_against("--hw", "h20", "--dsbench-compare", "vllm-cpu/latest", **FAST)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: refusing to compare with run vllm-cpu/0001_*: hw cpu (baseline) vs h20 (this "
+                                 "run)*; pass --dsbench-force-compare to compare anyway"])
+
+
+def test_provenance_records_the_launch_without_its_secrets(
+    pytester: pytest.Pytester, engine_shim: Callable[..., Path]
+) -> None:
+    shim = engine_shim({"api_key": "sk-launch-secret"})
+    pytester.makepyfile(test_measure=MEASURE)
+    result = pytester.runpytest(
+        "--engine-python", str(shim), "--model", "/m/x", "--api-key", "sk-launch-secret",
+        "--engine-arg=--max-num-seqs=7", "--engine-env", "HF_TOKEN=hf-env-secret", "--dsbench-storage", "history",
+        "-p", "no:cacheprovider",
+    )
+    result.assert_outcomes(passed=1)
+    [path] = stored_runs(pytester.path)
+    text = path.read_text()
+    assert "sk-launch-secret" not in text and "hf-env-secret" not in text
+    prov = json.loads(text)["dsbench"]["provenance"]
+    launch = prov["launch_command"]
+    assert launch[launch.index("--api-key") + 1] == "***" and "--max-num-seqs=7" in launch
+    assert prov["engine_args"] == ["--max-num-seqs=7"] and prov["engine_env"]["HF_TOKEN"] == "***"
+    assert prov["max_model_len"] == 4096 and prov["mode"] == "start"
