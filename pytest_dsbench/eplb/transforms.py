@@ -143,7 +143,7 @@ def balanced_topk_ids(
     else:
         place = placement or make_placement("linear", num_experts, ranks)
         sizes = torch.tensor([len(b) for b in place.experts_of_rank], dtype=torch.int64, device=device)
-        width = int(sizes.max())
+        width = max(len(b) for b in place.experts_of_rank)  # from Python: no device-to-host sync
         table = torch.tensor([list(b) + [b[0]] * (width - len(b)) for b in place.experts_of_rank],
                              dtype=torch.int64, device=device)
         ids = table[rank, turn % sizes[rank]]

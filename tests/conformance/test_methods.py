@@ -100,6 +100,7 @@ def test_ali_decode_tpot_and_logged_throughput(
             workload={**run.workload, "batch_size": size},
         )
         _error_rate(dsbench_gate, hw_profile, run, name)
+        record_expert_load(dsbench_gate, run)
     for size, row in result.table.items():
         dsbench_gate.record(
             "decode_tok_s_per_device",
@@ -133,6 +134,7 @@ def test_ali_prefill_input_throughput_per_device(
             workload={**run.workload, "input_len": length},
         )
         _error_rate(dsbench_gate, hw_profile, run, name)
+        record_expert_load(dsbench_gate, run)
     dsbench_gate.check()
 
 

@@ -16,7 +16,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from pytest_dsbench.eplb import lmdeploy_patch, runtime
@@ -214,6 +214,32 @@ def test_balanced_mode_uses_the_ep_size_and_ceil_placement(
         torch.zeros(5, 4, dtype=torch.int64), 3, 16, placement=make_placement("ceil", 16, 3)
     )
     assert all(torch.equal(got, want) for got in ids)
+
+
+@given(
+    tokens=st.integers(1, 24),
+    top_k=st.integers(1, 8),
+    experts=st.sampled_from([8, 16, 32, 64]),
+    ranks=st.integers(1, 16),
+)
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_balanced_adapter_equals_the_balanced_transform_at_both_call_sites(
+    fresh: None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tokens: int,
+    top_k: int,
+    experts: int,
+    ranks: int,
+) -> None:
+    top_k = min(top_k, experts // 2)
+    assume(-(-experts // ranks) * (ranks - 1) < experts)  # LMDeploy's ceil placement leaves no rank empty
+    module = load(tmp_path, monkeypatch, seed=False, config=EplbConfig(mode="balanced", ranks=ranks))
+    want = balanced_topk_ids(
+        torch.zeros(tokens, top_k, dtype=torch.int64), ranks, experts, placement=make_placement("ceil", experts, ranks)
+    )
+    for got in run_both_call_sites(module, tokens, experts, top_k):
+        assert got.dtype == torch.int64 and torch.equal(got, want)
 
 
 def test_capture_buffer_shows_the_patched_routing(
