@@ -277,9 +277,30 @@ def test_weights_are_small_bf16_deepseek_v3() -> None:
     assert (config["kv_lora_rank"], config["qk_rope_head_dim"]) == (512, 64)
     assert config["n_routed_experts"] >= 16 and config["num_experts_per_tok"] >= 4
     assert config["topk_method"] == "noaux_tc" and config["scoring_func"] == "sigmoid"
+    assert config["q_lora_rank"] > 0, "MLA with a compressed query, as DeepSeek-V3"
+    assert config["first_k_dense_replace"] >= 1 and config["n_shared_experts"] >= 1
+    assert 1 < config["topk_group"] < config["n_group"], "group-limited routing actually limits"
+    assert config["routed_scaling_factor"] != 1.0
     assert (folder / "model.safetensors").stat().st_size < 20 * 1024 * 1024
+    from safetensors import safe_open
+
+    with safe_open(str(folder / "model.safetensors"), "pt") as weights:
+        dtypes = {name: weights.get_slice(name).get_dtype() for name in weights.keys()}  # noqa: SIM118
+    not_bf16 = {name for name, dtype in dtypes.items() if dtype != "BF16"}
+    assert not_bf16 == {n for n in dtypes if n.endswith("e_score_correction_bias")}, "bf16, but fp32 bias (as R1)"
     assert reference_path_for(folder) == folder / "reference.jsonl"
     assert reference_path_for(folder.parent) is None and reference_path_for(None) is None
+
+
+@fixture_files
+def test_routing_matters_replacing_it_changes_the_answers() -> None:
+    """The build measured (in transformers) what breaking the routing does: a routing patch such as EPLB's
+    cannot go unnoticed by the reference-output check."""
+    sensitivity = json.loads((fixture_model_dir() / "routing_sensitivity.json").read_text())
+    shifted = sensitivity["experts_shifted_by_one"]
+    assert shifted["tokens_changed"] > 0 and shifted["reference_check_failed"] > 0
+    assert sensitivity["correction_bias_ignored"]["reference_check_failed"] > 0
+    assert sensitivity["experts_whose_zeroing_fails_the_check"] > 0
 
 
 # ------------------------------------------------------------------------------------------------- slow
