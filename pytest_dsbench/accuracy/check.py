@@ -48,7 +48,13 @@ def evaluate(dataset: str, *, engine: EngineInfo, profile: HwProfile, options: D
         outcome.key = key
         cache.store(artifacts_dir, outcome)
     write_samples(folder / SAMPLES_FILE, outcome)
+    write_samples(samples_record_path(artifacts_dir, dataset), outcome)  # kept when the test passes too
     return task, outcome
+
+
+def samples_record_path(artifacts_dir: Path, dataset: str) -> Path:
+    """Where every run's per-sample outputs stay (the per-test folder is removed when the test passes)."""
+    return artifacts_dir / "accuracy" / f"{dataset}.samples.jsonl"
 
 
 def _clip(text: Any, width: int) -> str:

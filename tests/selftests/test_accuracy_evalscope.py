@@ -123,6 +123,8 @@ def test_engine_answering_correctly_passes_and_the_score_is_stored_in_history(
     [entry] = stored_accuracy(pytester)
     assert (entry["stats"]["mean"], entry["stats"]["rounds"]) == (1.0, 20), "per-sample 0/1 scores are stored"
     assert entry["extra_info"]["dsbench"]["workload"]["dataset"] == "arith"
+    kept = pytester.path / "dsbench-artifacts" / "accuracy" / "arith.samples.jsonl"
+    assert len(kept.read_text(encoding="utf-8").splitlines()) == 20, "a passing run keeps its samples too"
 
 
 def test_engine_wrong_on_a_fraction_fails_exactly_when_the_score_is_below_the_floor(
