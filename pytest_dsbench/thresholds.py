@@ -109,6 +109,11 @@ class ThroughputBaseline(_Strict):
     range_ratio: Annotated[float, Field(ge=0, le=1)] | None = None
     search_max_probes: PositiveInt | None = None
     search_time_budget_s: PositiveFloat | None = None
+    dataset: Literal["random", "random-ids", "sharegpt", "fixed"] = Field(
+        default="random", description="prompts of the 'random' and SLO workloads (sharegpt: the file in "
+        "--dsbench-datasets)")
+    burstiness: PositiveFloat | None = Field(
+        default=None, description="gamma arrivals (1 = Poisson, < 1 burstier) at request_rate")
 
 
 class AccuracyFloor(_Strict):

@@ -88,6 +88,36 @@ def random_dataset(
     )
 
 
+def baseline_dataset(ctx: LoadContext, name: str, baseline: Any) -> DatasetSpec:
+    """The prompts of a ``[throughput.NAME]`` entry: its data set, lengths, count, seed and range ratio."""
+    if baseline.dataset == "sharegpt" and ctx.sharegpt_path is None:
+        raise DsbenchUsageError(
+            f"{ctx.profile.path} [throughput.{name}] dataset = 'sharegpt' needs {SHAREGPT_FILE} in the folder "
+            "given by --dsbench-datasets."
+        )
+    return DatasetSpec(
+        name=baseline.dataset,
+        num_prompts=baseline.num_prompts,
+        input_len=baseline.input_len,
+        output_len=baseline.output_len,
+        range_ratio=1.0 if baseline.range_ratio is None else baseline.range_ratio,
+        seed=baseline.seed or 1,
+        dataset_path=ctx.sharegpt_path,
+        sharegpt_output_len=baseline.output_len if baseline.dataset == "sharegpt" else None,
+    )
+
+
+def baseline_arrivals(baseline: Any) -> dict[str, Any]:
+    """Request rate (inf: all at once), burstiness and max concurrency of a ``[throughput.NAME]`` entry."""
+    arrivals: dict[str, Any] = {
+        "request_rate": baseline.request_rate or math.inf,
+        "max_concurrency": baseline.max_concurrency,
+    }
+    if baseline.burstiness is not None:
+        arrivals["burstiness"] = baseline.burstiness
+    return arrivals
+
+
 def run_workload(
     ctx: LoadContext,
     dataset: DatasetSpec,

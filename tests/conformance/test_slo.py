@@ -8,13 +8,11 @@ sample count. A run whose client was the bottleneck errors every test here (INVA
 
 from __future__ import annotations
 
-import math
-
 import pytest
 
 from pytest_dsbench.engines.base import EngineInfo
 from pytest_dsbench.gate import Gate
-from pytest_dsbench.load.api import LoadContext, random_dataset, run_workload, slo_workload
+from pytest_dsbench.load.api import LoadContext, baseline_arrivals, baseline_dataset, run_workload, slo_workload
 from pytest_dsbench.load.runner import LoadRun
 from pytest_dsbench.metrics import metric_samples
 from pytest_dsbench.options import DsbenchOptions
@@ -43,20 +41,8 @@ def slo_run(load_ctx: LoadContext) -> LoadRun:
     if entry is None:
         pytest.skip(f"{load_ctx.profile.path} has no [throughput.*] workload to load the engine for the SLOs")
     name, baseline = entry
-    dataset = random_dataset(
-        load_ctx,
-        baseline.input_len,
-        baseline.output_len,
-        baseline.num_prompts,
-        seed=baseline.seed or 1,
-        range_ratio=1.0 if baseline.range_ratio is None else baseline.range_ratio,
-    )
     return run_workload(
-        load_ctx,
-        dataset,
-        name=f"slo-{name}",
-        request_rate=baseline.request_rate or math.inf,
-        max_concurrency=baseline.max_concurrency,
+        load_ctx, baseline_dataset(load_ctx, name, baseline), name=f"slo-{name}", **baseline_arrivals(baseline)
     )
 
 

@@ -8,14 +8,20 @@ requests fail.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import pytest
 
 from pytest_dsbench.engines.base import EngineInfo
 from pytest_dsbench.gate import Gate
-from pytest_dsbench.load.api import LoadContext, baseline_params, random_dataset, record_expert_load, run_workload
+from pytest_dsbench.load.api import (
+    LoadContext,
+    baseline_arrivals,
+    baseline_dataset,
+    baseline_params,
+    record_expert_load,
+    run_workload,
+)
 from pytest_dsbench.metrics import metric_samples
 from pytest_dsbench.options import DsbenchOptions
 from pytest_dsbench.thresholds import HwProfile
@@ -39,21 +45,8 @@ def test_random_workload_meets_its_throughput_floor(
     baseline: tuple[str, Any], load_ctx: LoadContext, hw_profile: HwProfile, dsbench_gate: Gate
 ) -> None:
     name, entry = baseline
-    dataset = random_dataset(
-        load_ctx,
-        entry.input_len,
-        entry.output_len,
-        entry.num_prompts,
-        seed=entry.seed or 1,
-        range_ratio=1.0 if entry.range_ratio is None else entry.range_ratio,
-    )
-    run = run_workload(
-        load_ctx,
-        dataset,
-        name=f"throughput-{name}",
-        request_rate=entry.request_rate or math.inf,
-        max_concurrency=entry.max_concurrency,
-    )
+    run = run_workload(load_ctx, baseline_dataset(load_ctx, name, entry), name=f"throughput-{name}",
+                       **baseline_arrivals(entry))
     source = f"{hw_profile.path.name if hw_profile.path else hw_profile.hardware.name} [throughput.{name}]"
     for metric, key in FLOORS:
         dsbench_gate.record(

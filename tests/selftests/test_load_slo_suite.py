@@ -47,10 +47,13 @@ def lit(pattern: str) -> str:
     return "".join({"[": "[[]", "]": "[]]"}.get(c, c) for c in pattern)
 
 
-def run_slo(pytester: pytest.Pytester, server: ServerProcess, *args: str, slo: str = "") -> pytest.RunResult:
+def run_slo(
+    pytester: pytest.Pytester, server: ServerProcess, *args: str, slo: str = "", workload: str = ""
+) -> pytest.RunResult:
+    """Run the SLO tests; ``slo`` adds keys to ``[slo]``, ``workload`` to ``[throughput.tencent]``."""
     folder = pytester.path / "profiles"
     folder.mkdir(exist_ok=True)
-    (folder / "fake.toml").write_text(PROFILE.format(slo=slo), encoding="utf-8")
+    (folder / "fake.toml").write_text(PROFILE.format(slo=slo) + workload, encoding="utf-8")
     return pytester.runpytest(
         SLO_TESTS,
         "--base-url",
@@ -75,6 +78,19 @@ def test_compliant_engine_meets_the_slos_and_leaves_raw_records(pytester: pytest
     result.assert_outcomes(passed=3, skipped=4)
     raw = pytester.path / "artifacts" / "load" / "slo-tencent.jsonl"
     assert raw.is_file() and len(raw.read_text().splitlines()) == 1 + 8
+
+
+def test_the_workload_entry_chooses_the_data_set_and_the_arrival_burstiness(
+    pytester: pytest.Pytester, fake: Any
+) -> None:
+    import json
+
+    result = run_slo(pytester, fake(ttft_ms=5, itl_ms=5), "-k", "error_rate",
+                     workload='dataset = "random-ids"\nburstiness = 0.5\n')
+    result.assert_outcomes(passed=1)
+    raw = pytester.path / "artifacts" / "load" / "slo-tencent.jsonl"
+    workload = json.loads(raw.read_text().splitlines()[0])["run"]["workload"]
+    assert workload["dataset"] == "random-ids" and workload["burstiness"] == 0.5
 
 
 def test_engine_slower_than_the_tpot_limit_fails_with_statistic_value_limit_and_samples(

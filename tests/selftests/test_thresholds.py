@@ -108,3 +108,16 @@ def test_accuracy_floor_per_engine_override(tmp_path: Path) -> None:
     profile = thresholds.load("x", _write(tmp_path, text))
     assert profile.accuracy_floor("gsm8k", "sglang") == 0.85
     assert profile.accuracy_floor("gsm8k", "vllm") == 0.9
+
+
+def test_a_throughput_entry_chooses_its_data_set_and_burstiness(tmp_path: Path) -> None:
+    text = MINIMAL + ('[throughput.bursty]\nmethod = "random"\ninput_len = 8\noutput_len = 8\nnum_prompts = 4\n'
+                      'dataset = "random-ids"\nburstiness = 0.5\nrequest_rate = 4.0\n')
+    baseline = thresholds.load("x", _write(tmp_path, text)).throughput["bursty"]
+    assert (baseline.dataset, baseline.burstiness) == ("random-ids", 0.5)
+
+
+def test_an_unknown_data_set_names_the_valid_ones(tmp_path: Path) -> None:
+    text = MINIMAL + '[throughput.t]\nmethod = "random"\ninput_len = 8\noutput_len = 8\nnum_prompts = 4\n'
+    with pytest.raises(ThresholdsError, match="dataset.*'random', 'random-ids', 'sharegpt' or 'fixed'"):
+        thresholds.load("x", _write(tmp_path, text + 'dataset = "c4"\n'))
