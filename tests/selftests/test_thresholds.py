@@ -119,5 +119,5 @@ def test_a_throughput_entry_chooses_its_data_set_and_burstiness(tmp_path: Path) 
 
 def test_an_unknown_data_set_names_the_valid_ones(tmp_path: Path) -> None:
     text = MINIMAL + '[throughput.t]\nmethod = "random"\ninput_len = 8\noutput_len = 8\nnum_prompts = 4\n'
-    with pytest.raises(ThresholdsError, match="dataset.*'random', 'random-ids', 'sharegpt' or 'fixed'"):
+    with pytest.raises(ThresholdsError, match=r"dataset.*'random', 'random-ids', 'sharegpt' or 'fixed'"):
         thresholds.load("x", _write(tmp_path, text + 'dataset = "c4"\n'))
