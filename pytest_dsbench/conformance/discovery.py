@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
 
 from pytest_dsbench.conformance.catalog import REFERENCE, check
 from pytest_dsbench.conformance.common import assert_alive, metric_counters, ok_json, r1_body
@@ -214,3 +217,69 @@ def tokenize_roundtrip(ctx: ApiContext) -> None:
 
     if ctx.counter is not None and not isinstance(ctx.counter, EngineTokenizer):
         expect_eq(ids, ctx.counter.text_ids(text, add_bos=False), f"engine token ids vs {ctx.counter.source}")
+
+
+@check(
+    "A02.models_retrieve",
+    "GET /v1/models/{served id} answers the served model; an unknown id answers 404",
+    severity="SHOULD",
+    requires=("models_retrieve",),
+    faults=("models_retrieve_any_id", "models_retrieve_not_found"),
+    source=f"{REFERENCE} A02; SGLang test_retrieve_model",
+    deviations={
+        "vllm": "0.32 has no GET /v1/models/{id} route (only /v1/models)",
+        "lmdeploy": "no GET /v1/models/{id} route (endpoints/models.py)",
+    },
+)
+def models_retrieve(ctx: ApiContext) -> None:
+    served = ctx.target.model
+    body = ok_json(ctx.api.get(f"/v1/models/{served}"), f"GET /v1/models/{served}")
+    expect_eq(body.get("id"), served, f"GET /v1/models/{served} 'id'")
+    expect_eq(body.get("object"), "model", f"GET /v1/models/{served} 'object'")
+    unknown = "dsbench-no-such-model"
+    reply = ctx.api.get(f"/v1/models/{unknown}")
+    expect(reply.status == 404, f"GET /v1/models/{unknown}", desc("HTTP 404"), desc(reply.describe()))
+
+
+HEALTH_MAX_S = 2.0
+HEALTH_LOAD_STREAMS = 8
+
+
+@check(
+    "A06.health_under_load",
+    f"GET /health answers 200 within {HEALTH_MAX_S:g} s while {HEALTH_LOAD_STREAMS} streams are generating",
+    severity="SHOULD",
+    faults=("health_blocks_under_load",),
+    source=f"{REFERENCE} A06",
+)
+def health_under_load(ctx: ApiContext) -> None:
+    streams = max(2, min(HEALTH_LOAD_STREAMS, ctx.concurrency))
+    polls: list[str] = []
+    bad: list[str] = []
+    with ThreadPoolExecutor(max_workers=streams) as pool:
+        load = [
+            pool.submit(ctx.chat_stream, ctx.tasks[i % len(ctx.tasks)].question, max_tokens=16)
+            for i in range(streams)
+        ]
+        while True:
+            started = time.monotonic()
+            try:
+                reply = ctx.api.get("/health", timeout_s=HEALTH_MAX_S)
+                outcome = f"HTTP {reply.status} after {time.monotonic() - started:.2f} s"
+                if reply.status != 200 or time.monotonic() - started > HEALTH_MAX_S:
+                    bad.append(outcome)
+            except httpx.TimeoutException:
+                outcome = f"no answer within {HEALTH_MAX_S:g} s"
+                bad.append(outcome)
+            polls.append(outcome)
+            if all(f.done() for f in load):
+                break
+            time.sleep(0.2)
+        failed_load = [s.status for s in (f.result() for f in load) if s.status != 200]
+    expect(
+        not bad,
+        f"GET /health polled {len(polls)} time(s) during {streams} concurrent streams",
+        desc(f"HTTP 200 within {HEALTH_MAX_S:g} s every time"),
+        bad[:3],
+    )
+    expect(not failed_load, f"the {streams} concurrent streams", desc("HTTP 200"), failed_load)

@@ -11,8 +11,10 @@ from pytest_dsbench.conformance.common import (
     choice0,
     completion_reference,
     consistent_usage,
+    message_of,
     ok_json,
     r1_body,
+    text_of,
     truncated_reply,
     usage_of,
 )
@@ -306,3 +308,40 @@ def usage_reasoning_tokens(ctx: ApiContext) -> None:
         f"{counted} +- 2",
         count,
     )
+
+
+def _count_tolerance(count: int) -> int:
+    """Re-tokenising detokenised text is not exact: +-2 (``</think>``, EOS) plus 1 % for long outputs."""
+    return max(2, count // 100)
+
+
+@check(
+    "D03.usage_completion_matches_output",
+    "completion_tokens matches the tokenizer's count of the returned text "
+    "(chat: reasoning + </think> + content; completions: text), within +-2 (1 % for long outputs)",
+    severity="SHOULD",
+    faults=("usage_counts_draft_tokens",),
+    source=f"{REFERENCE} D03; [sglang #39826](https://github.com/sgl-project/sglang/issues/39826)",
+)
+def usage_completion_matches_output(ctx: ApiContext) -> None:
+    counter = ctx.tokens()
+    chat = r1_body(ctx)
+    message = message_of(chat, "chat")
+    reasoning = ctx.reasoning_of(message) or ""
+    content = str(message.get("content") or "")
+    chat_count = counter.text_tokens(reasoning, add_bos=False) + counter.text_tokens(content, add_bos=False)
+    if reasoning and content:
+        chat_count += 1  # the </think> the reasoning parser removed
+    completion = completion_reference(ctx)
+    for what, body, counted in (
+        ("chat", chat, chat_count),
+        ("completion", completion, counter.text_tokens(text_of(completion), add_bos=False)),
+    ):
+        reported = usage_of(body, what)["completion_tokens"]
+        margin = _count_tolerance(counted)
+        expect(
+            abs(reported - counted) <= margin,
+            f"{what} usage.completion_tokens vs the returned text ({counter.source})",
+            f"{counted} +- {margin}",
+            reported,
+        )

@@ -1,20 +1,32 @@
-"""P. Robustness and concurrency: mixed concurrent traffic without crash, hang or cross-talk.
+"""P. Robustness and concurrency: mixed concurrent traffic without crash, hang or cross-talk; abandoned
+requests freeing the engine; requests without max_tokens running together; prompts near the context limit.
 
 Concurrency is the hw profile's ``max_concurrency`` (seed 004: 4 on VA16), at most 32.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+import httpx
+
+from pytest_dsbench.conformance.capacity import (
+    StartGate,
+    Timed,
+    client_timeout,
+    long_generation,
+    parallel,
+    running_gauge,
+    timed_stream,
+    wait_for_release,
+)
 from pytest_dsbench.conformance.catalog import REFERENCE, check
 from pytest_dsbench.conformance.client import Reply, StreamReply
-from pytest_dsbench.conformance.common import message_of, r1_body
-from pytest_dsbench.conformance.context import ApiContext, Task
-from pytest_dsbench.conformance.expect import desc, expect, fail, skip
+from pytest_dsbench.conformance.common import choice0, message_of, ok_json, r1_body, usage_of
+from pytest_dsbench.conformance.context import DROP, ApiContext, Task
+from pytest_dsbench.conformance.expect import desc, expect, expect_eq, fail, skip
 
 
 def _distinct_tasks(ctx: ApiContext) -> list[Task]:
@@ -24,12 +36,6 @@ def _distinct_tasks(ctx: ApiContext) -> list[Task]:
         if all(task.answer not in t.answer and t.answer not in task.answer for t in chosen):
             chosen.append(task)
     return chosen
-
-
-def _parallel(calls: Sequence[Callable[[], Any]], workers: int) -> list[Any]:
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(call) for call in calls]
-        return [f.result() for f in futures]
 
 
 @check(
@@ -68,7 +74,7 @@ def concurrent_mixed_load(ctx: ApiContext) -> None:
             n = 2 if "n" in ctx.profile.features else 1  # n > 1 needs sampling: vLLM rejects it when greedy
             call = partial(ctx.chat, task.question, n=n, temperature=0.3, seed=11)
         plan.append((kind, task, prompt, call))
-    results = _parallel([call for *_, call in plan], workers=total)
+    results = parallel([call for *_, call in plan], workers=total)
     wrong: list[str] = []
     for number, ((kind, task, prompt, _), result) in enumerate(zip(plan, results, strict=True)):
         what = f"request {number} ({kind}, {task.question!r})"
@@ -120,7 +126,7 @@ def concurrent_streams_all_terminate(ctx: ApiContext) -> None:
     calls = [
         partial(ctx.chat_stream, ctx.tasks[i % len(ctx.tasks)].question, max_tokens=16) for i in range(total)
     ]
-    streams: list[StreamReply] = _parallel(calls, workers=total)
+    streams: list[StreamReply] = parallel(calls, workers=total)
     unfinished = [
         f"stream {i}: HTTP {s.status}, done={s.stream.done}, timed_out={s.timed_out}"
         for i, s in enumerate(streams)
@@ -150,7 +156,7 @@ def survives_error_storm(ctx: ApiContext) -> None:
     for i in range(total):
         valid = i % 2 == 1
         plan.append((valid, ctx.chat_body(max_tokens=4) if valid else bad_bodies[i % len(bad_bodies)]))
-    replies: list[Reply] = _parallel(
+    replies: list[Reply] = parallel(
         [partial(ctx.api.post, "/v1/chat/completions", body) for _, body in plan], workers=total
     )
     problems = []
@@ -168,4 +174,162 @@ def survives_error_storm(ctx: ApiContext) -> None:
     health = ctx.api.get("/health")
     expect(
         health.status == 200, "GET /health after the error storm", desc("HTTP 200"), desc(health.describe())
+    )
+
+
+CANCEL_CLIENT_TIMEOUT_S = 0.5
+CANCEL_SMALL_TIMEOUT_S = 5.0
+CANCEL_GRACE_S = 3.0
+
+
+def _abandoned_post(ctx: ApiContext, body: dict[str, Any]) -> str:
+    """POST a non-streamed chat and give up after 0.5 s: 'abandoned', or the status when it was faster."""
+    try:
+        response = ctx.api.http.post(
+            "/v1/chat/completions", json=body, timeout=client_timeout(CANCEL_CLIENT_TIMEOUT_S)
+        )
+    except httpx.TimeoutException:
+        return "abandoned"
+    return f"HTTP {response.status_code}"
+
+
+@check(
+    "P03.cancellation_frees_capacity",
+    f"Long non-streamed requests abandoned by their clients after {CANCEL_CLIENT_TIMEOUT_S:g} s free the engine: "
+    f"a small request succeeds within {CANCEL_SMALL_TIMEOUT_S:g} s and the running-request gauge (or the token "
+    f"counter) settles within {CANCEL_GRACE_S:g} s",
+    severity="SHOULD",
+    faults=("disconnect_not_aborted",),
+    source=f"{REFERENCE} P03; vLLM test_request_cancellation; LMDeploy serving.py is_disconnected -> async_abort",
+)
+def cancellation_frees_capacity(ctx: ApiContext) -> None:
+    total = max(4, ctx.concurrency)
+    before = running_gauge(ctx)
+    body = ctx.chat_body(**long_generation(ctx))
+    outcomes = parallel([partial(_abandoned_post, ctx, body) for _ in range(total)], workers=total)
+    errors = [o for o in outcomes if o not in ("abandoned", "HTTP 200")]
+    expect(not errors, f"{total} long requests", desc("HTTP 200 or still running when abandoned"), errors[:3])
+    abandoned = outcomes.count("abandoned")  # 0 on a server fast enough to finish them all in time
+    what = f"{abandoned} of {total} clients gave up on their requests"
+    try:
+        small = ctx.api.post("/v1/chat/completions", ctx.chat_body(max_tokens=4), timeout_s=CANCEL_SMALL_TIMEOUT_S)
+        outcome = small.describe()
+    except httpx.TimeoutException:
+        small, outcome = None, f"no answer within {CANCEL_SMALL_TIMEOUT_S:g} s"
+    expect(
+        small is not None and small.status == 200,
+        f"a small request after {what}",
+        desc(f"HTTP 200 within {CANCEL_SMALL_TIMEOUT_S:g} s"),
+        desc(outcome),
+    )
+    release = wait_for_release(ctx, before[1] if before else None, CANCEL_GRACE_S, what)
+    expect(release.released is not False, f"the engine after {what}", desc("no more work for them"), release.detail)
+
+
+START_STREAMS = 4
+START_TIMEOUT_S = 60.0
+
+
+@check(
+    "P04.omitted_max_tokens_does_not_serialize",
+    f"{START_STREAMS} concurrent chats without max_tokens all start streaming together: their first tokens come "
+    "within max(1 s, twice the fastest first token) of each other, not one after another's end",
+    severity="SHOULD",
+    faults=("omitted_max_tokens_serializes",),
+    source=f"{REFERENCE} P04; SGLang test_large_max_new_tokens",
+)
+def omitted_max_tokens_does_not_serialize(ctx: ApiContext) -> None:
+    gate = StartGate(START_STREAMS)
+    bodies = [
+        ctx.chat_body(ctx.tasks[i % len(ctx.tasks)].question, stream=True, max_tokens=DROP)
+        for i in range(START_STREAMS)
+    ]
+    timed: list[Timed] = parallel(
+        [partial(timed_stream, ctx, body, gate, START_TIMEOUT_S) for body in bodies], START_STREAMS
+    )
+    what = f"{START_STREAMS} concurrent streamed chats without max_tokens"
+    failed = [f"HTTP {t.status} {t.body[:100]!r}" for t in timed if t.status != 200]
+    expect(not failed, what, desc("HTTP 200"), failed)
+    firsts = [t.first_token_s for t in timed]
+    expect(
+        all(f is not None for f in firsts),
+        f"{what}: first tokens",
+        desc(f"a first token on every stream within {START_TIMEOUT_S:g} s"),
+        firsts,
+    )
+    starts = sorted(f for f in firsts if f is not None)
+    limit = max(1.0, 2 * starts[0])
+    expect(
+        starts[-1] - starts[0] <= limit,
+        f"{what}: spread of the first tokens (s after sending: {', '.join(f'{s:.2f}' for s in starts)})",
+        f"<= {limit:.2f} s",
+        round(starts[-1] - starts[0], 2),
+    )
+
+
+NEEDLE = "The secret number is 7481."
+NEEDLE_ANSWER = "7481"
+NEEDLE_QUESTION = "What is the secret number? Answer with the number only."
+HAYSTACK = " The grass is green and the sky is blue."
+
+
+def _needle_messages(ctx: ApiContext, target: int) -> tuple[list[dict[str, Any]], int]:
+    """A one-message chat of about ``target`` prompt tokens: the needle, haystack sentences, the question."""
+    counter = ctx.tokens()
+
+    def build(repeats: int) -> tuple[list[dict[str, Any]], int]:
+        messages = [{"role": "user", "content": f"{NEEDLE}{HAYSTACK * repeats}\n\n{NEEDLE_QUESTION}"}]
+        return messages, counter.chat_tokens(messages)
+
+    _, small = build(4)
+    _, large = build(20)
+    per_repeat = max(1e-9, (large - small) / 16)
+    repeats = max(0, int(4 + (target - small) / per_repeat))
+    messages, count = build(repeats)
+    while count > target and repeats > 0:
+        repeats -= max(1, int((count - target) / per_repeat))
+        messages, count = build(max(0, repeats))
+    return messages, count
+
+
+@check(
+    "P05.long_context_near_limit",
+    "A chat filling 90-92 % of the context (capped by the deployment's max_input_len) is served: prompt_tokens "
+    "exact, an answer generated, and the needle found (real models)",
+    severity="SHOULD",
+    faults=("long_prompt_empty_output",),
+    source=f"{REFERENCE} P05; [sglang #5734](https://github.com/sgl-project/sglang/issues/5734)",
+)
+def long_context_near_limit(ctx: ApiContext) -> None:
+    context = ctx.target.max_model_len
+    target = min(int(0.92 * context), context - 32, ctx.target.max_input_len or context)
+    messages, prompt_tokens = _needle_messages(ctx, target)
+    share = f"{prompt_tokens} prompt tokens, {100 * prompt_tokens / context:.1f} % of {context}"
+    params: dict[str, Any] = {"max_tokens": context - prompt_tokens}
+    if ctx.task_only_model:  # the fixture model cannot find needles: only show that it serves and generates
+        params["max_tokens"] = min(16, context - prompt_tokens)
+        if "min_tokens" in ctx.profile.features and ctx.profile.min_tokens_param:
+            params[ctx.profile.min_tokens_param] = min(8, params["max_tokens"])
+    body = ok_json(
+        ctx.api.post("/v1/chat/completions", ctx.chat_body(messages=messages, **params)),
+        f"chat of {share}",
+    )
+    usage = usage_of(body, f"chat of {share}")
+    expect_eq(usage["prompt_tokens"], prompt_tokens, f"chat of {share}: usage.prompt_tokens ({ctx.tokens().source})")
+    least = int(params.get(ctx.profile.min_tokens_param or "", 1))
+    expect(
+        usage["completion_tokens"] >= least,
+        f"chat of {share}: usage.completion_tokens",
+        f">= {least}",
+        usage["completion_tokens"],
+    )
+    if ctx.task_only_model:
+        return
+    message = message_of(body, f"chat of {share}")
+    content = str(message.get("content") or "")
+    expect(
+        NEEDLE_ANSWER in content,
+        f"chat of {share}: message.content (finish_reason {choice0(body, 'chat').get('finish_reason')!r})",
+        desc(f"the needle {NEEDLE_ANSWER!r}"),
+        content,
     )

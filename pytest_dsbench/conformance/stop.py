@@ -191,3 +191,66 @@ def stop_with_reasoning(ctx: ApiContext) -> None:
         desc("no think-tag fragment"),
         content,
     )
+
+
+def _inside_token_stop(ctx: ApiContext, text: str) -> tuple[int, str]:
+    """(position, one-character stop string) in the middle of a word of the reference, at the character's first
+    occurrence, preferably 3+ characters in and one the tokenizer shows to be a single token lying inside a
+    longer token of the text (the case the check is about)."""
+    head = text.split("</think>")[0]
+    candidates = [
+        (p, c) for p, c in enumerate(head) if p >= 1 and c.isalpha() and head[p - 1].isalpha() and text.find(c) == p
+    ]
+    candidates.sort(key=lambda pc: (pc[0] < 3, pc[0]))
+    if not candidates:
+        skip("no letter in the middle of a word of the reference completion to use as a stop string")
+    counter = ctx.counter
+    if counter is None:
+        return candidates[0]
+    total = counter.text_tokens(text, add_bos=False)
+    fallback: tuple[int, str] | None = None
+    for p, c in candidates:
+        if counter.text_tokens(c, add_bos=False) != 1:
+            continue
+        if counter.text_tokens(text[:p], add_bos=False) + counter.text_tokens(text[p:], add_bos=False) > total:
+            return p, c  # splitting the text here splits a token: the stop string lies inside it
+        fallback = fallback or (p, c)
+    if fallback is None:
+        skip("no single-token letter in the middle of a word of the reference completion")
+    return fallback
+
+
+@check(
+    "F04.stop_does_not_truncate_neighbouring_text",
+    "A single-token stop string inside a longer token of the greedy reference "
+    "cuts exactly before itself: the characters of that token before it are kept",
+    severity="SHOULD",
+    greedy_retries=2,
+    faults=("stop_cuts_whole_token", "stop_string_in_output"),
+    source=f"{REFERENCE} F04; LMDeploy Tokenizer.indexes_containing_token; "
+    "[lmdeploy #1731](https://github.com/InternLM/lmdeploy/issues/1731)",
+    deviations={"lmdeploy": "stops on any vocab token containing a rare stop string, cutting the token whole"},
+)
+def stop_does_not_truncate_neighbouring_text(ctx: ApiContext) -> None:
+    text = _reference_text(ctx)
+    position, stop = _inside_token_stop(ctx, text)
+    body = ok_json(ctx.completion(max_tokens=ctx.answer_max_tokens, stop=[stop]), f"completion with stop [{stop!r}]")
+    expect_eq(
+        text_of(body),
+        text[:position],
+        f"completion with stop [{stop!r}] (inside the word {_word_at(text, position)!r}): text "
+        "(the reference up to the stop string)",
+    )
+    expect_eq(
+        choice0(body, "completion").get("finish_reason"), "stop", f"completion with stop [{stop!r}] finish_reason"
+    )
+
+
+def _word_at(text: str, position: int) -> str:
+    start = position
+    while start > 0 and text[start - 1].isalnum():
+        start -= 1
+    end = position
+    while end < len(text) and text[end].isalnum():
+        end += 1
+    return text[start:end]

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
+from pytest_dsbench.conformance.capacity import (
+    abandon_stream,
+    long_generation,
+    parallel,
+    running_gauge,
+    wait_for_release,
+)
 from pytest_dsbench.conformance.catalog import REFERENCE, check
-from pytest_dsbench.conformance.client import StreamReply
+from pytest_dsbench.conformance.client import ChoiceStream, StreamReply
 from pytest_dsbench.conformance.common import (
     choice0,
     completion_reference,
     completion_stream,
     consistent_usage,
     message_of,
+    ok_json,
     ok_stream,
     r1_body,
     r1_stream,
@@ -20,7 +29,7 @@ from pytest_dsbench.conformance.common import (
     usage_of,
 )
 from pytest_dsbench.conformance.context import ApiContext
-from pytest_dsbench.conformance.expect import desc, expect, expect_eq, fail
+from pytest_dsbench.conformance.expect import desc, expect, expect_eq, fail, skip
 
 
 def _streams(ctx: ApiContext) -> list[tuple[str, str, StreamReply]]:
@@ -293,3 +302,93 @@ def stream_usage_n_gt_1(ctx: ApiContext) -> None:
     reasons = sorted(r for c in stream.choices().values() for r in c.finish_reasons)
     expect_eq(reasons, ["length", "length"], "streamed n=2 finish reasons with max_tokens=6")
     expect_eq(usage["completion_tokens"], 12, "streamed n=2 usage.completion_tokens (2 choices x 6 tokens)")
+
+
+UTF8_COMPLETION_PROMPT = "以下是一首关于春天的中文短诗，每行后面有一个表情符号：\n"
+UTF8_CHAT_PROMPT = "用中文写一句关于春天的话，并在句末加一个表情符号 🌸。"
+REPLACEMENT = "\ufffd"
+
+
+def _without_cut_character(text: str, finish_reason: Any) -> str:
+    """A generation cut by max_tokens may end inside a multi-byte character: ignore a trailing U+FFFD then."""
+    return text.rstrip(REPLACEMENT) if finish_reason == "length" else text
+
+
+@check(
+    "G07.stream_utf8_integrity",
+    "Streamed multi-byte (CJK, emoji) output has no U+FFFD in any delta and joins to the non-streamed text",
+    severity="SHOULD",
+    greedy_retries=2,
+    faults=("stream_splits_multibyte",),
+    source=f"{REFERENCE} G07; [vmlx-swift PR #148](https://github.com/osaurus-ai/vmlx-swift/pull/148)",
+)
+def stream_utf8_integrity(ctx: ApiContext) -> None:
+    if ctx.task_only_model:
+        skip(
+            "the served model is the fixture model, which writes only its tasks' ASCII text; multi-byte output "
+            "needs a real model"
+        )
+    body = ok_json(ctx.completion(UTF8_COMPLETION_PROMPT, max_tokens=16), "completion of a Chinese prompt")
+    reason = choice0(body, "completion").get("finish_reason")
+    text = _without_cut_character(text_of(body), reason)
+    if text.isascii():
+        skip(f"the model answered the Chinese prompt in ASCII ({text[:40]!r}): no multi-byte output to check")
+    stream = ok_stream(
+        ctx.completion_stream(UTF8_COMPLETION_PROMPT, max_tokens=16), "streamed completion of a Chinese prompt"
+    )
+    pieces = [piece for _, piece in (stream.choices().get(0) or _empty_choice()).sequence]
+    _check_pieces(pieces, text, reason, "streamed completion of a Chinese prompt")
+    message = message_of(ok_json(ctx.chat(UTF8_CHAT_PROMPT, max_tokens=16), "chat in Chinese"), "chat in Chinese")
+    chat_stream = ok_stream(ctx.chat_stream(UTF8_CHAT_PROMPT, max_tokens=16), "streamed chat in Chinese")
+    choice = chat_stream.choices().get(0) or _empty_choice()
+    reason = choice.finish_reasons[-1] if choice.finish_reasons else None
+    for key in ("content", ctx.profile.reasoning_field):
+        pieces = [piece for kind, piece in choice.sequence if kind == key]
+        _check_pieces(pieces, str(message.get(key) or ""), reason, f"streamed chat in Chinese, '{key}' deltas")
+
+
+def _empty_choice() -> ChoiceStream:
+    return ChoiceStream(index=0)
+
+
+def _check_pieces(pieces: list[str], expected: str, finish_reason: Any, what: str) -> None:
+    joined = _without_cut_character("".join(pieces), finish_reason)
+    broken = [p for p in pieces[:-1] if REPLACEMENT in p] + [
+        p for p in pieces[-1:] if REPLACEMENT in _without_cut_character(p, finish_reason)
+    ]
+    expect(not broken, f"{what}", desc("no U+FFFD replacement character in any delta"), broken[:3])
+    expect_eq(joined.strip(), expected.strip(), f"{what} joined (the non-streamed text)")
+
+
+DISCONNECT_STREAMS = 8
+DISCONNECT_GRACE_S = 3.0
+
+
+@check(
+    "G10.stream_client_disconnect_aborts",
+    f"{DISCONNECT_STREAMS} long streams closed by the client after 3 events stop generating: the engine's "
+    f"running-request gauge (or its token counter) settles within {DISCONNECT_GRACE_S:g} s",
+    severity="SHOULD",
+    faults=("disconnect_not_aborted",),
+    source=f"{REFERENCE} G10; vLLM test_request_cancellation",
+)
+def stream_client_disconnect_aborts(ctx: ApiContext) -> None:
+    streams = max(2, min(DISCONNECT_STREAMS, ctx.concurrency))
+    before = running_gauge(ctx)
+    body = ctx.chat_body(stream=True, **long_generation(ctx))
+    results = parallel(
+        [partial(abandon_stream, ctx, body, 3, ctx.api.request_timeout_s) for _ in range(streams)], streams
+    )
+    failed = [r.status for r in results if r.status != 200]
+    expect(not failed, f"{streams} long streams", desc("HTTP 200"), failed)
+    if all(r.finished for r in results):
+        skip("every stream ended within 3 events: nothing was left to abort")
+    what = f"{streams} clients closed their streams"
+    release = wait_for_release(ctx, before[1] if before else None, DISCONNECT_GRACE_S, what)
+    if release.released is None:
+        reply = ctx.api.post("/v1/chat/completions", ctx.chat_body(max_tokens=4), timeout_s=5.0)
+        expect(
+            reply.status == 200, f"a small request after {what}", desc("HTTP 200 within 5 s"), desc(reply.describe())
+        )
+        return
+    expect(bool(release.released), f"the engine after {what}", desc("no more work for them"), release.detail)

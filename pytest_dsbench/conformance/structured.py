@@ -267,3 +267,108 @@ def tool_result_roundtrip(ctx: ApiContext) -> None:
     expect_eq(
         choice0(body, "tool result chat").get("finish_reason"), "stop", "tool result chat finish_reason"
     )
+
+
+TIME_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_time",
+        "description": "Current local time in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+TWO_CITY_QUESTION = "What's the weather in Paris and in Rome? Call the tool once for each city."
+
+
+def _tool_calls(body: dict[str, Any], what: str) -> list[dict[str, Any]]:
+    calls = message_of(body, what).get("tool_calls") or []
+    expect(isinstance(calls, list), f"{what} message.tool_calls", desc("a list or null"), calls)
+    return list(calls)
+
+
+@check(
+    "M03.tool_choice_none",
+    "tool_choice 'none' with tools given: no tool_calls, finish_reason stop or length",
+    severity="SHOULD",
+    requires=("tools",),
+    faults=("tool_choice_none_ignored",),
+    source=f"{REFERENCE} M03",
+)
+def tool_choice_none(ctx: ApiContext) -> None:
+    what = "tool chat with tool_choice 'none'"
+    body = ok_json(
+        ctx.api.post(
+            "/v1/chat/completions", ctx.chat_body(TOOL_QUESTION, tools=[WEATHER_TOOL], tool_choice="none")
+        ),
+        what,
+    )
+    expect_eq(_tool_calls(body, what), [], f"{what} message.tool_calls")
+    reason = choice0(body, what).get("finish_reason")
+    expect(reason in ("stop", "length"), f"{what} finish_reason", desc("stop or length"), reason)
+
+
+@check(
+    "M04.tool_choice_named_or_required",
+    "A named tool_choice calls that tool, and 'required' calls a tool, even for a question that needs none",
+    severity="SHOULD",
+    requires=("tools",),
+    faults=("tool_choice_named_ignored", "tool_choice_required_ignored"),
+    source=f"{REFERENCE} M04",
+)
+def tool_choice_named_or_required(ctx: ApiContext) -> None:
+    named = {"type": "function", "function": {"name": "get_weather"}}
+    for what, tools, choice in (
+        ("tool chat with a named tool_choice get_weather", [TIME_TOOL, WEATHER_TOOL], named),
+        ("tool chat with tool_choice 'required'", [WEATHER_TOOL], "required"),
+    ):
+        body = ok_json(
+            ctx.api.post("/v1/chat/completions", ctx.chat_body(ctx.task.question, tools=tools, tool_choice=choice)),
+            f"{what} (question {ctx.task.question!r})",
+        )
+        calls = _tool_calls(body, what)
+        expect(bool(calls), f"{what} (question {ctx.task.question!r}) message.tool_calls", desc("a call"), calls)
+        for call in calls:
+            expect_eq((call.get("function") or {}).get("name"), "get_weather", f"{what}: function.name")
+            _valid_arguments((call.get("function") or {}).get("arguments"), what)
+
+
+def _two_city_calls(ctx: ApiContext, **params: Any) -> list[dict[str, Any]]:
+    body = ctx.chat_body(TWO_CITY_QUESTION, tools=[WEATHER_TOOL], tool_choice="auto", **params)
+    what = "tool chat about two cities" + (" with parallel_tool_calls=false" if params else "")
+    return _tool_calls(ok_json(ctx.api.post("/v1/chat/completions", body), what), what)
+
+
+@check(
+    "M06.parallel_tool_calls_false",
+    "parallel_tool_calls=false returns at most one tool call, even when the question asks for two",
+    severity="SHOULD",
+    requires=("tools",),
+    faults=("parallel_tool_calls_ignored",),
+    source=f"{REFERENCE} M06; LMDeploy maybe_filter_parallel_tool_calls",
+)
+def parallel_tool_calls_false(ctx: ApiContext) -> None:
+    calls = _two_city_calls(ctx, parallel_tool_calls=False)
+    expect(
+        len(calls) <= 1,
+        "tool chat about two cities with parallel_tool_calls=false: tool calls",
+        desc("at most one"),
+        [(c.get("function") or {}).get("arguments") for c in calls],
+    )
+
+
+@check(
+    "M07.tool_call_ids_unique",
+    "Tool-call ids are unique within a response and across responses",
+    severity="SHOULD",
+    requires=("tools",),
+    faults=("tool_call_id_constant",),
+    source=f"{REFERENCE} M07; {REFERENCE} C06",
+)
+def tool_call_ids_unique(ctx: ApiContext) -> None:
+    calls = _two_city_calls(ctx)
+    expect(bool(calls), "tool chat about two cities message.tool_calls", desc("at least one call"), calls)
+    ids = [c.get("id") for c in calls]
+    expect(len(set(ids)) == len(ids), "tool-call ids within the two-city response", desc("distinct"), ids)
+    other = [c.get("id") for c in message_of(_tool_reply(ctx), "tool chat").get("tool_calls") or []]
+    shared = sorted(set(ids) & set(other), key=str)
+    expect(not shared, "tool-call ids of two responses", desc("no id in both"), shared)

@@ -28,7 +28,7 @@ PROFILE = EngineProfile(
             "https://github.com/InternLM/lmdeploy/issues/1631",
         ),
     ),
-    features=frozenset({"ignore_eos", "metrics", "min_tokens", "n", "reasoning", "tokenize"}),
+    features=frozenset({"ignore_eos", "metrics", "min_tokens", "n", "reasoning", "tokenize", "top_k"}),
 )
 
 

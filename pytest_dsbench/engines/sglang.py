@@ -21,8 +21,8 @@ PROFILE = EngineProfile(
     min_tokens_param="min_new_tokens",
     routed_experts=True,
     decode_log_format="sglang",
-    features=frozenset({"ignore_eos", "logprobs", "metrics", "min_tokens", "n", "reasoning", "seed",
-                        "structured_output", "tokenize", "tools"}),
+    features=frozenset({"ignore_eos", "logit_bias", "logprobs", "metrics", "min_tokens", "models_retrieve", "n",
+                        "reasoning", "seed", "structured_output", "tokenize", "tools", "top_k"}),
 )
 
 

@@ -29,8 +29,8 @@ PROFILE = EngineProfile(
             "https://github.com/vllm-project/vllm/pull/49743",
         ),
     ),
-    features=frozenset({"ignore_eos", "logprobs", "metrics", "min_tokens", "n", "reasoning", "seed",
-                        "structured_output", "tokenize"}),
+    features=frozenset({"ignore_eos", "logit_bias", "logprobs", "metrics", "min_tokens", "n", "reasoning", "seed",
+                        "structured_output", "tokenize", "top_k"}),
 )
 
 

@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import json
 import os
-import random
 import sys
 import threading
 import time
@@ -27,9 +26,11 @@ from typing import Any
 
 from aiohttp import web
 
+from pytest_dsbench.testing import fake_load
 from pytest_dsbench.testing import fake_tokens as tok
 from pytest_dsbench.testing.fake_faults import FAULTS, unknown
 from pytest_dsbench.testing.fake_model import FakeModel, Output, Request, filler
+from pytest_dsbench.testing.fake_responses import ResponseBuilding
 from pytest_dsbench.testing.fake_validation import RequestValidation, _Invalid
 
 
@@ -71,7 +72,7 @@ class FakeConfig:
         return fault in self.faults
 
 
-class FakeEngine(RequestValidation):
+class FakeEngine(RequestValidation, ResponseBuilding):
     """The aiohttp application and its state."""
 
     config: FakeConfig
@@ -86,11 +87,13 @@ class FakeEngine(RequestValidation):
         self.prompt_tokens_total = 0
         self.generation_tokens_total = 0
         self.tokens_streamed = 0
+        self.serial_lock = asyncio.Lock()
         self.started = time.monotonic()
         self.app = web.Application(middlewares=[self._auth])
         r = self.app.router
         r.add_get("/health", self.health)
         r.add_get("/v1/models", self.models)
+        r.add_get("/v1/models/{model_id:.+}", self.model_card)
         r.add_get("/version", self.version)
         r.add_get("/metrics", self.metrics)
         r.add_post("/tokenize", self.tokenize)
@@ -153,6 +156,7 @@ class FakeEngine(RequestValidation):
             return web.Response(status=503, text="loading")
         if self.config.has("health_bad_status"):
             return web.Response(status=500, text="engine error")
+        await fake_load.wait_for_health(self)
         return web.Response(status=200)
 
     async def models(self, request: web.Request) -> web.Response:
@@ -172,6 +176,19 @@ class FakeEngine(RequestValidation):
             entry.pop("owned_by")
             listing = "models"
         return web.json_response({"object": listing, "data": [entry]})
+
+    async def model_card(self, request: web.Request) -> web.Response:
+        """``GET /v1/models/{id}`` as SGLang serves it (vLLM 0.32 and LMDeploy have no such route)."""
+        model_id = request.match_info["model_id"]
+        known = model_id == self.config.model
+        if self.config.has("models_retrieve_not_found"):
+            known = False
+        elif self.config.has("models_retrieve_any_id"):
+            known = True
+        if not known:
+            return self.error(404, f"The model `{model_id}` does not exist.", "NotFoundError", "model")
+        card = {"id": self.config.model, "object": "model", "created": int(self.started)}
+        return web.json_response(card | {"owned_by": self.config.engine, "root": self.config.model})
 
     async def version(self, request: web.Request) -> web.Response:
         return web.json_response({"version": self.config.version})
@@ -279,6 +296,9 @@ class FakeEngine(RequestValidation):
         n = 1 if self.config.has("n_ignored") else int(body.get("n", 1))
         stop = body.get("stop") or []
         messages = body.get("messages") or []
+        temperature = float(body.get("temperature", 1.0))
+        if temperature == 0 and self.config.has("zero_temperature_replaced_by_default"):
+            temperature = 0.6  # `request.temperature or generation_config["temperature"]`
         outs: list[tuple[int, Output, str]] = []
         for p_index, (text, question, _count) in enumerate(prompts):
             req = Request(
@@ -286,7 +306,7 @@ class FakeEngine(RequestValidation):
                 prompt_text=text,
                 question=question,
                 max_tokens=max_tokens,
-                temperature=float(body.get("temperature", 1.0)),
+                temperature=temperature,
                 seed=body.get("seed"),
                 stop=[stop] if isinstance(stop, str) else list(stop),
                 ignore_eos=bool(body.get("ignore_eos")),
@@ -294,7 +314,10 @@ class FakeEngine(RequestValidation):
                 body=body,
                 messages=messages,
             )
-            outs += [(p_index * n + j, self.model.generate(req, j), text) for j in range(n)]
+            generated = [self.model.generate(req, j) for j in range(n)]
+            if self.config.has("n_choices_identical"):
+                generated = [generated[0]] * n
+            outs += [(p_index * n + j, out, text) for j, out in enumerate(generated)]
         if self.config.has("usage_prompt_counted_per_choice"):
             prompt_tokens *= n
         self.running += 1
@@ -302,21 +325,25 @@ class FakeEngine(RequestValidation):
         self.generation_tokens_total += sum(o.completion_tokens for _, o, _ in outs) - (
             len(outs) if self.config.has("metrics_generation_undercount") else 0
         )
+        longest = max(o.completion_tokens for _, o, _ in outs)
+        delay_s = fake_load.generation_delay_s(self, explicit, longest)
         try:
-            if body.get("stream") or (
-                not body.get("stream")
-                and "stream_options" in body
-                and self.config.has("stream_options_starts_stream")
-            ):
-                from pytest_dsbench.testing.fake_stream import stream_response
+            async with fake_load.admission(self, explicit):
+                if body.get("stream") or (
+                    not body.get("stream")
+                    and "stream_options" in body
+                    and self.config.has("stream_options_starts_stream")
+                ):
+                    from pytest_dsbench.testing.fake_stream import stream_response
 
-                self.streams_started += 1
-                return await stream_response(self, request, body, outs, prompt_tokens, chat)
-            await asyncio.sleep(
-                (self.config.ttft_ms + self.config.itl_ms * max(o.completion_tokens - 1 for _, o, _ in outs))
-                / 1000
-            )
-            return web.json_response(self.full_response(body, outs, prompt_tokens, chat))
+                    self.streams_started += 1
+                    return await stream_response(
+                        self, request, body, outs, prompt_tokens, chat, extra_delay_s=delay_s
+                    )
+                await asyncio.sleep(
+                    (self.config.ttft_ms + self.config.itl_ms * max(0, longest - 1)) / 1000 + delay_s
+                )
+                return web.json_response(self.full_response(body, outs, prompt_tokens, chat))
         finally:
             self.running -= 1
             self._tick()
@@ -330,110 +357,6 @@ class FakeEngine(RequestValidation):
         await response.write(f"data: {json.dumps(payload)}\n\ndata: [DONE]\n\n".encode())
         await response.write_eof()
         return response
-
-    # -- response bodies -------------------------------------------------------------------------------------
-    def response_id(self, prefix: str) -> str:
-        return (
-            f"{prefix}-fixed"
-            if self.config.has("constant_response_id")
-            else f"{prefix}-{random.getrandbits(48):x}"
-        )
-
-    def usage(self, outs: list[tuple[int, Output, str]], prompt_tokens: int, chat: bool) -> dict[str, Any]:
-        completion = sum(o.completion_tokens for _, o, _ in outs)
-        usage: dict[str, Any] = {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion,
-            "total_tokens": prompt_tokens + completion + (1 if self.config.has("usage_total_wrong") else 0),
-        }
-        if chat and not self.config.has("reasoning_tokens_missing"):
-            reasoning = (
-                0 if self.config.has("reasoning_tokens_zero") else sum(o.reasoning_tokens for _, o, _ in outs)
-            )
-            if self.config.reasoning_usage_path == "reasoning_tokens":
-                usage["reasoning_tokens"] = reasoning
-            else:
-                usage["completion_tokens_details"] = {"reasoning_tokens": reasoning}
-        return usage
-
-    def reasoning_key(self) -> str:
-        field_name = self.config.reasoning_field
-        if self.config.has("reasoning_field_renamed"):
-            return "reasoning_content" if field_name == "reasoning" else "reasoning"
-        return field_name
-
-    def split_reasoning(self, out: Output, body: dict[str, Any]) -> tuple[str | None, str | None]:
-        """(reasoning, content) of a chat output, as the engine's R1 reasoning parser would give them."""
-        text = out.text
-        if self.config.has("no_reasoning_split"):
-            return None, text
-        if tok.END_THINK not in text:
-            reasoning = text.removeprefix(tok.THINK)
-            return reasoning, reasoning if self.config.has("content_copies_reasoning_on_length") else None
-        reasoning, _, content = text.partition(tok.END_THINK)
-        if self.config.has("think_tag_in_content"):
-            content = tok.END_THINK + content
-        if body.get("stop") and self.config.has("stop_breaks_reasoning_split"):
-            content = "/think>" + content
-        if (
-            self.config.has("json_in_reasoning")
-            and body.get("response_format", {}).get("type", "text") != "text"
-        ):
-            return reasoning.removeprefix(tok.THINK) + content, None
-        return reasoning.removeprefix(tok.THINK), content
-
-    def chat_message(self, out: Output, body: dict[str, Any]) -> dict[str, Any]:
-        reasoning, content = self.split_reasoning(out, body)
-        message: dict[str, Any] = {"role": "assistant", "content": content, self.reasoning_key(): reasoning}
-        if out.tool_calls and not self.config.has("tool_calls_in_content"):
-            message["content"] = None
-            message["tool_calls"] = out.tool_calls
-        return message
-
-    def finish_reason(self, out: Output) -> str:
-        if out.finish_reason == "tool_calls" and (
-            self.config.has("tool_finish_reason_stop") or self.config.has("tool_calls_in_content")
-        ):
-            return "stop"
-        return out.finish_reason
-
-    def full_response(
-        self, body: dict[str, Any], outs: list[tuple[int, Output, str]], prompt_tokens: int, chat: bool
-    ) -> dict[str, Any]:
-        choices = []
-        shift = 1 if self.config.has("choice_index_wrong") else 0
-        want_logprobs = body.get("logprobs") or self.config.has("logprobs_always")
-        for index, out, prompt in outs:
-            choice: dict[str, Any] = {
-                "index": index + shift,
-                "finish_reason": self.finish_reason(out),
-                "logprobs": None,
-            }
-            if chat:
-                choice["message"] = self.chat_message(out, body)
-                if want_logprobs:
-                    top = int(body.get("top_logprobs") or 0)
-                    choice["logprobs"] = {"content": self.model.chat_logprobs(out, top)}
-            else:
-                choice["text"] = (prompt if body.get("echo") else "") + out.text
-                if body.get("logprobs") is not None or self.config.has("logprobs_always"):
-                    top = int(body.get("logprobs") or 0)
-                    choice["logprobs"] = self.model.completion_logprobs(out, top, len(prompt))
-            if out.stop_hit is not None:
-                choice["stop_reason"] = out.stop_hit
-            choices.append(choice)
-        reply: dict[str, Any] = {
-            "id": self.response_id("chatcmpl" if chat else "cmpl"),
-            "object": ("chat.completions" if self.config.has("chat_object_wrong") else "chat.completion")
-            if chat
-            else ("completion" if self.config.has("completion_object_wrong") else "text_completion"),
-            "created": str(int(time.time())) if self.config.has("created_not_int") else int(time.time()),
-            "model": self.config.model + ("-other" if self.config.has("wrong_response_model") else ""),
-            "choices": choices,
-        }
-        if not self.config.has("missing_usage"):
-            reply["usage"] = self.usage(outs, prompt_tokens, chat)
-        return reply
 
 
 def build_app(config: FakeConfig) -> web.Application:

@@ -12,9 +12,12 @@ FAULTS: dict[str, str] = {
     "never_healthy": "/health and /v1/models answer 503 forever",
     "exit_during_startup": "the process exits with an error while 'loading'",
     "health_bad_status": "/health answers 500 while generation works",
+    "health_blocks_under_load": "/health waits until no generation runs (generations take 2.5 s)",
     # discovery and metrics
     "models_list_bad_shape": "/v1/models entries lack owned_by and the list object is 'models'",
     "models_max_model_len_wrong": "/v1/models reports max_model_len + 1",
+    "models_retrieve_any_id": "GET /v1/models/{id} answers 200 with the served model for any id",
+    "models_retrieve_not_found": "GET /v1/models/{id} answers 404 for the served model too",
     "wrong_response_model": "responses name another model than the served one",
     "metrics_missing_token_counters": "/metrics has no prompt/generation token counters",
     "metrics_generation_undercount": "the generation-token counter misses one token per request",
@@ -61,6 +64,7 @@ FAULTS: dict[str, str] = {
     "reasoning_tokens_missing": "usage has no reasoning token count",
     "reasoning_tokens_zero": "usage reports 0 reasoning tokens (vLLM 0.32 with R1, vllm PR #49743)",
     "reasoning_tokens_exceed_completion": "the reasoning token count is larger than completion_tokens",
+    "usage_counts_draft_tokens": "completion_tokens counts rejected speculative drafts too (twice the output)",
     # length control
     "finish_reason_stop_on_length": "output cut by max_tokens reports finish_reason 'stop'",
     "empty_output_on_length": "output cut by max_tokens is empty",
@@ -77,6 +81,7 @@ FAULTS: dict[str, str] = {
     "stop_list_first_only": "only the first stop string of a list is honoured",
     "stream_stop_leak": "streams emit the first character of the matched stop string",
     "stop_breaks_reasoning_split": "any stop parameter leaks '/think>' into content",
+    "stop_cuts_whole_token": "a one-character stop string cuts at the start of the word (token) containing it",
     # streaming
     "stream_content_type_wrong": "streams are served as application/json",
     "no_done": "streams end without data: [DONE]",
@@ -95,6 +100,8 @@ FAULTS: dict[str, str] = {
     "duplicate_usage_chunk": "the usage chunk is sent twice",
     "usage_on_finish_chunk": "usage rides on the finish chunk instead of a chunk with empty choices",
     "stream_usage_off_by_one": "the streamed usage reports one completion token more",
+    "stream_splits_multibyte": "streamed deltas carry U+FFFD for every non-ASCII character (partial UTF-8)",
+    "disconnect_not_aborted": "generation (25 ms/token, up to 5 s) goes on after the client disconnected",
     # n, prompts, logprobs, determinism
     "n_ignored": "n > 1 returns one choice",
     "choice_index_wrong": "choices are numbered from 1",
@@ -110,6 +117,13 @@ FAULTS: dict[str, str] = {
     "completion_logprobs_misaligned": "completions text_offset has one entry fewer than tokens",
     "greedy_nondeterministic": "temperature 0 output changes between identical requests",
     "seed_ignored": "seeded sampling differs between identical requests",
+    "n_choices_identical": "n > 1 sampled choices are copies of the first",
+    "echo_logprobs_prompt_missing": "completions echo=true returns logprobs for the generated tokens only",
+    "stream_logprobs_differ": "streamed logprobs are computed one position off (values differ from non-stream)",
+    "top_k_ignored": "top_k is ignored (top_k=1 at temperature 1 samples)",
+    "zero_temperature_replaced_by_default": "an explicit temperature 0 is replaced by the default 0.6",
+    "penalties_ignored": "frequency_penalty and presence_penalty are ignored",
+    "logit_bias_ignored": "logit_bias is ignored",
     # structured output and tools
     "reject_response_format_text": "response_format {'type':'text'} answers 400",
     "ignore_response_format": "response_format json_object/json_schema is ignored",
@@ -118,6 +132,11 @@ FAULTS: dict[str, str] = {
     "tool_finish_reason_stop": "tool calls end with finish_reason 'stop'",
     "stream_tool_args_empty": "streamed tool-call arguments are '{}'",
     "tool_result_rejected": "a tool result message answers 400",
+    "tool_choice_none_ignored": "tool_choice 'none' still calls tools",
+    "tool_choice_named_ignored": "a named tool_choice is treated as 'auto'",
+    "tool_choice_required_ignored": "tool_choice 'required' is treated as 'auto'",
+    "parallel_tool_calls_ignored": "parallel_tool_calls=false still returns several calls",
+    "tool_call_id_constant": "every tool call has the id 'call_0'",
     # reasoning and template
     "reasoning_field_renamed": "reasoning comes in the other key than the engine profile declares",
     "no_reasoning_split": "reasoning is not separated: everything is in content",
@@ -133,6 +152,8 @@ FAULTS: dict[str, str] = {
     # concurrency
     "cross_talk": "each response answers the previous request's question",
     "stream_hang_under_concurrency": "every second concurrent stream stops before [DONE] and hangs",
+    "omitted_max_tokens_serializes": "requests without max_tokens run one at a time (30 ms/token)",
+    "long_prompt_empty_output": "prompts of 85 % of the context or more get an empty answer (sglang #5734)",
 }
 
 

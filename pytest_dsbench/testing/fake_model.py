@@ -18,11 +18,14 @@ from pytest_dsbench.testing import fake_tokens as tok
 
 _ARITH = re.compile(r"what is (-?\d+) ?(\+|\*|x|times|plus|minus|-) ?(-?\d+)\??", re.IGNORECASE)
 _NO_STOP = "\x00"
+_NEEDLE = re.compile(r"secret number is (\d+)", re.IGNORECASE)
+_CITY = re.compile(r"\bin ([A-Z][a-z]+)")
+_MULTIBYTE_WORDS = ("春天", "花开", "世界", "你好", "🌸", "Привет", "мир", "ελληνικά")
 
 
-def filler(seed_text: str, n_chars: int) -> str:
+def filler(seed_text: str, n_chars: int, words: tuple[str, ...] | None = None) -> str:
     """Deterministic pseudo-text for a seed: words chosen by a hash, cut to ``n_chars``."""
-    words = ("alpha", "beta", "gamma", "delta", "sigma", "omega", "kappa", "theta")
+    words = words or ("alpha", "beta", "gamma", "delta", "sigma", "omega", "kappa", "theta")
     digest = hashlib.sha256(seed_text.encode()).digest()
     out: list[str] = []
     i = 0
@@ -113,6 +116,9 @@ class FakeModel:
             bucket = int(hashlib.sha256(question.encode()).hexdigest(), 16) % 10000 / 10000
             if bucket < self.config.wrong_fraction:
                 answer = answer + "0"
+        needle = _NEEDLE.search(question)
+        if answer is None and needle and "what is the secret number" in question.lower():
+            answer = needle.group(1)
         if answer is None:
             answer = arithmetic_answer(question)
         if answer is None:
@@ -122,35 +128,67 @@ class FakeModel:
             answer = previous if previous is not None else answer
         return str(answer)
 
-    def tool_call(self, req: Request) -> dict[str, Any] | None:
+    def tool_calls(self, req: Request) -> list[dict[str, Any]]:
+        """The calls a DeepSeek model with a tool parser makes: ``auto`` calls a tool the question is about,
+        ``required`` any tool, a named choice that tool, ``none`` nothing; one call per city asked about unless
+        ``parallel_tool_calls`` is false."""
         tools = req.body.get("tools") or []
         choice = req.body.get("tool_choice", "auto")
         last_role = req.messages[-1].get("role") if req.messages else None
-        if not tools or choice == "none" or last_role == "tool":
-            return None
-        name = choice.get("function", {}).get("name") if isinstance(choice, dict) else None
-        tool = next((t for t in tools if t.get("function", {}).get("name") == name), tools[0])
-        function = tool.get("function", {})
-        arguments = json.dumps(instance_for(function.get("parameters", {"type": "object"})))
-        return {
-            "id": f"call_{random.getrandbits(40):x}",
-            "type": "function",
-            "function": {"name": function.get("name", "tool"), "arguments": arguments},
-        }
+        if not tools or last_role == "tool" or (choice == "none" and not self.has("tool_choice_none_ignored")):
+            return []
+        named = choice.get("function", {}).get("name") if isinstance(choice, dict) else None
+        if (named and self.has("tool_choice_named_ignored")) or (
+            choice == "required" and self.has("tool_choice_required_ignored")
+        ):
+            named, choice = None, "auto"
+        question = req.question.lower()
+        relevant = [t for t in tools if any(w in question for w in _tool_words(t))]
+        if named:
+            chosen = next((t for t in tools if t.get("function", {}).get("name") == named), tools[0])
+        elif relevant or choice == "required":
+            chosen = (relevant or tools)[0]
+        else:
+            return []
+        function = chosen.get("function", {})
+        cities = _CITY.findall(req.question)
+        parallel = req.body.get("parallel_tool_calls") is not False or self.has("parallel_tool_calls_ignored")
+        calls = []
+        for number in range(max(1, len(cities)) if parallel else 1):
+            arguments = instance_for(function.get("parameters", {"type": "object"}))
+            if cities and isinstance(arguments, dict) and "city" in arguments:
+                arguments["city"] = cities[number]
+            call_id = "call_0" if self.has("tool_call_id_constant") else f"call_{random.getrandbits(40):x}"
+            calls.append(
+                {
+                    "id": call_id,
+                    "type": "function",
+                    "function": {"name": function.get("name", "tool"), "arguments": json.dumps(arguments)},
+                }
+            )
+        return calls
 
-    def script(self, req: Request, index: int) -> tuple[str, dict[str, Any] | None]:
-        """The full text before max_tokens/stop, and the tool call it encodes (chat only)."""
-        greedy = req.temperature == 0 or (req.seed is not None and not self.has("seed_ignored"))
+    def script(self, req: Request, index: int) -> tuple[str, list[dict[str, Any]]]:
+        """The full text before max_tokens/stop, and the tool calls it encodes (chat only)."""
+        top_k = req.body.get("top_k")
+        temperature = 0.0 if top_k == 1 and not self.has("top_k_ignored") else req.temperature
+        greedy = temperature == 0 or (req.seed is not None and not self.has("seed_ignored"))
         salt = "" if greedy else f"{random.random()}"
-        if req.temperature == 0 and self.has("greedy_nondeterministic"):
+        if temperature == 0 and self.has("greedy_nondeterministic"):
             salt = f"{random.random()}"
-        seed_text = f"{req.prompt_text}|{req.seed}|{'' if req.temperature == 0 else index}|{salt}"
+        penalties = [req.body.get(k) or 0 for k in ("frequency_penalty", "presence_penalty")]
+        if any(penalties) and not self.has("penalties_ignored"):
+            salt += f"|penalised {penalties}"  # penalised sampling writes other text
+        seed_text = f"{req.prompt_text}|{req.seed}|{'' if temperature == 0 else index}|{salt}"
         if not req.chat:
-            return filler(seed_text, 60), None
-        call = self.tool_call(req)
+            multibyte = not req.prompt_text.isascii()
+            return filler(seed_text, 60 if not multibyte else 30, _MULTIBYTE_WORDS if multibyte else None), []
+        calls = self.tool_calls(req)
         reasoning = self.config.reasoning
-        if call is not None:
-            return f"{reasoning}{tok.END_THINK}\n\n{tok.render_tool_calls([call])}", call
+        if salt:  # sampling varies the text from its first token on
+            reasoning = f"{filler(seed_text, 8).capitalize()}. {reasoning}"
+        if calls:
+            return f"{reasoning}{tok.END_THINK}\n\n{tok.render_tool_calls(calls)}", calls
         last = req.messages[-1] if req.messages else {}
         if last.get("role") == "tool":
             answer = f"The weather is {tok.message_text(last.get('content'))}."
@@ -161,7 +199,7 @@ class FakeModel:
         text = f"{reasoning}{tok.END_THINK}\n\n{answer}"
         if self.has("think_tag_in_content"):
             text = f"{tok.THINK}{text}"
-        return text, None
+        return text, []
 
     def structured_answer(self, body: dict[str, Any]) -> str | None:
         fmt = body.get("response_format") or {}
@@ -175,15 +213,17 @@ class FakeModel:
 
     # -- length, stop, usage --------------------------------------------------------------------------------
     def generate(self, req: Request, index: int) -> Output:
-        full, call = self.script(req, index)
+        if self.has("long_prompt_empty_output") and tok.count(req.prompt_text) >= 0.85 * self.config.max_model_len:
+            return Output("", "stop", 0, [])
+        full, calls = self.script(req, index)
         if req.ignore_eos and not self.has("ignore_eos_ignored"):
             while tok.count(full) < req.max_tokens:
                 full += " " + filler(full, 20)
         if req.min_tokens and not self.has("min_tokens_ignored"):
             while tok.count(full) < req.min_tokens:
                 full += " " + filler(full, 10)
-        pieces = tok.tokenize(full)
-        finish = "tool_calls" if call is not None else "stop"
+        pieces = self.apply_logit_bias(tok.tokenize(full), req.body.get("logit_bias"))
+        finish = "tool_calls" if calls else "stop"
         budget = req.max_tokens
         if self.has("max_tokens_excludes_reasoning") and req.chat and tok.END_THINK in pieces:
             budget += pieces.index(tok.END_THINK) + 1
@@ -191,13 +231,15 @@ class FakeModel:
         if req.stop and not self.has("stop_ignored"):
             kept, hit, needed = self.apply_stop(pieces, req.stop)
             if hit is not None and needed <= budget:
-                pieces, stop_hit, finish, call = kept, hit, "stop", None
+                pieces, stop_hit, finish, calls = kept, hit, "stop", []
         if stop_hit is None and len(pieces) > budget:
-            pieces, finish, call = pieces[:budget], "length", None
+            pieces, finish, calls = pieces[:budget], "length", []
         if finish == "length" and self.has("empty_output_on_length"):
             pieces = []
         text = "".join(pieces)
         completion_tokens = len(pieces) + (1 if self.has("usage_off_by_one") else 0)
+        if self.has("usage_counts_draft_tokens"):
+            completion_tokens *= 2  # rejected speculative (MTP) drafts counted as generated
         reasoning_tokens = 0
         if req.chat:
             reasoning_part = text.split(tok.END_THINK)[0]
@@ -207,9 +249,20 @@ class FakeModel:
             if self.has("reasoning_tokens_exceed_completion"):
                 reasoning_tokens = completion_tokens + 5
         finish = self.relabel(finish)
-        return Output(
-            text, finish, completion_tokens, pieces, reasoning_tokens, [call] if call else [], stop_hit
-        )
+        return Output(text, finish, completion_tokens, pieces, reasoning_tokens, calls, stop_hit)
+
+    def apply_logit_bias(self, pieces: list[str], logit_bias: Any) -> list[str]:
+        """A bias of -100 bans a token: the model writes the next character instead."""
+        if not isinstance(logit_bias, dict) or self.has("logit_bias_ignored"):
+            return pieces
+        banned = set()
+        for key, value in logit_bias.items():
+            try:
+                if float(value) <= -100:
+                    banned.add(int(key))
+            except (TypeError, ValueError):
+                continue
+        return [chr(ord(p) + 1) if len(p) == 1 and tok.token_id(p) in banned else p for p in pieces]
 
     def relabel(self, finish: str) -> str:
         if finish == "length" and self.has("finish_reason_stop_on_length"):
@@ -236,6 +289,9 @@ class FakeModel:
         if not hits:
             return pieces, None, 0
         position, matched = min(hits)
+        if len(matched) == 1 and self.has("stop_cuts_whole_token"):
+            while position > 0 and flat[position - 1].isalnum():
+                position -= 1  # LMDeploy stops on any vocab token containing the stop string
         match_end = position + len(matched)
         keep_chars = match_end if self.has("stop_string_in_output") else position
         kept: list[str] = []
@@ -294,3 +350,9 @@ class FakeModel:
             "top_logprobs": [{c["token"]: c["logprob"] for c in e["top_logprobs"]} for e in entries],
             "text_offset": offsets,
         }
+
+
+def _tool_words(tool: dict[str, Any]) -> list[str]:
+    """What a question must mention for ``auto`` to call the tool: 'get_weather' -> ['weather']."""
+    name = str(tool.get("function", {}).get("name", ""))
+    return [w for w in name.lower().split("_") if w and w not in ("get", "set", "tool")]

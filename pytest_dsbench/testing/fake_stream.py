@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from typing import TYPE_CHECKING, Any
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from pytest_dsbench.testing import fake_tokens as tok
+from pytest_dsbench.testing.fake_load import keeps_generating_after_disconnect
 from pytest_dsbench.testing.fake_model import Output
 
 if TYPE_CHECKING:
@@ -73,13 +75,31 @@ async def stream_response(
     outs: list[tuple[int, Output, str]],
     prompt_tokens: int,
     chat: bool,
+    *,
+    extra_delay_s: float = 0.0,
 ) -> web.StreamResponse:
-    """Write the SSE response for ``outs`` (one entry per choice)."""
-    config = engine.config
-    has = config.has
-    content_type = "application/json" if has("stream_content_type_wrong") else "text/event-stream"
+    """Write the SSE response for ``outs`` (one entry per choice); ``extra_delay_s`` is spread over the tokens
+    (the load faults of :mod:`fake_load`). A client that goes away aborts the generation."""
+    content_type = "application/json" if engine.config.has("stream_content_type_wrong") else "text/event-stream"
     response = web.StreamResponse(headers={"Content-Type": content_type, "Cache-Control": "no-cache"})
     await response.prepare(request)
+    with contextlib.suppress(ConnectionResetError):  # the client disconnected: stop generating
+        await _write_stream(engine, request, response, body, outs, prompt_tokens, chat, extra_delay_s)
+    return response
+
+
+async def _write_stream(
+    engine: FakeEngine,
+    request: web.Request,
+    response: web.StreamResponse,
+    body: dict[str, Any],
+    outs: list[tuple[int, Output, str]],
+    prompt_tokens: int,
+    chat: bool,
+    extra_delay_s: float,
+) -> None:
+    config = engine.config
+    has = config.has
     cid = engine.response_id("chatcmpl" if chat else "cmpl")
     created = int(time.time())
     obj = (
@@ -97,8 +117,18 @@ async def stream_response(
             "total_tokens": usage["total_tokens"] + 1,
         }
 
+    client_gone = False
+
     async def send(payload: dict[str, Any]) -> None:
-        await response.write(f"{prefix}data: {json.dumps(payload)}\n\n".encode())
+        nonlocal client_gone
+        if client_gone:
+            return
+        try:
+            await response.write(f"{prefix}data: {json.dumps(payload)}\n\n".encode())
+        except ConnectionResetError:
+            if not keeps_generating_after_disconnect(engine):
+                raise  # the client went away: abort the generation
+            client_gone = True  # the fault: keep generating for nobody
 
     def chunk(choices: list[dict[str, Any]], chunk_id: str = cid) -> dict[str, Any]:
         payload: dict[str, Any] = {
@@ -115,6 +145,7 @@ async def stream_response(
     hang = has("stream_hang_under_concurrency") and engine.streams_started % 2 == 0
     await asyncio.sleep(config.ttft_ms / 1000)
     step = max(1, config.tokens_per_chunk)
+    extra_itl_s = extra_delay_s / max(1, max(len(out.pieces) for _, out, _ in outs))
     want_logprobs = chat and body.get("logprobs")
     top = int(body.get("top_logprobs") or 0)
     for number, (index, out, prompt) in enumerate(outs):
@@ -124,9 +155,13 @@ async def stream_response(
         for kind, pieces in _segments(engine, out, body, chat):
             for start in range(0, len(pieces), step):
                 if sent > 0:
-                    await asyncio.sleep((config.itl_ms + config.itl_ms_per_running * engine.running) / 1000)
+                    await asyncio.sleep(
+                        (config.itl_ms + config.itl_ms_per_running * engine.running) / 1000 + extra_itl_s
+                    )
                 group = pieces[start : start + step]
                 piece = "".join(group)
+                if has("stream_splits_multibyte"):  # a detokenizer that flushes partial UTF-8 sequences
+                    piece = "".join(c if c.isascii() else "\ufffd" for c in piece)
                 if chat:
                     delta: dict[str, Any] = {}
                     if sent == 0 and not has("no_role_in_first_chunk"):
@@ -136,9 +171,11 @@ async def stream_response(
                     delta[engine.reasoning_key() if kind == "reasoning" else "content"] = piece
                     choice: dict[str, Any] = {"index": wire_index, "delta": delta, "finish_reason": None}
                     if want_logprobs:
+                        shift = 1 if has("stream_logprobs_differ") else 0
                         choice["logprobs"] = {
                             "content": [
-                                engine.model.logprob_entry(p, position + i, top) for i, p in enumerate(group)
+                                engine.model.logprob_entry(p, position + i + shift, top)
+                                for i, p in enumerate(group)
                             ]
                         }
                 else:
@@ -150,24 +187,24 @@ async def stream_response(
                 sent += 1
             if hang and number == 0 and sent >= 1:
                 await _hang(request)
-                return response
+                return
         if chat and out.tool_calls and not has("tool_calls_in_content"):
-            call = out.tool_calls[0]
-            arguments = "{}" if has("stream_tool_args_empty") else call["function"]["arguments"]
-            first = {
-                "index": 0,
-                "id": call["id"],
-                "type": "function",
-                "function": {"name": call["function"]["name"], "arguments": ""},
-            }
-            delta = {"tool_calls": [first]} | ({"role": "assistant"} if sent == 0 else {})
-            await send(chunk([{"index": wire_index, "delta": delta, "finish_reason": None}]))
-            for start in range(0, len(arguments), 5):
-                part = {"index": 0, "function": {"arguments": arguments[start : start + 5]}}
-                await send(
-                    chunk([{"index": wire_index, "delta": {"tool_calls": [part]}, "finish_reason": None}])
-                )
-            sent += 1
+            for call_index, call in enumerate(out.tool_calls):
+                arguments = "{}" if has("stream_tool_args_empty") else call["function"]["arguments"]
+                first = {
+                    "index": call_index,
+                    "id": call["id"],
+                    "type": "function",
+                    "function": {"name": call["function"]["name"], "arguments": ""},
+                }
+                delta = {"tool_calls": [first]} | ({"role": "assistant"} if sent == 0 else {})
+                await send(chunk([{"index": wire_index, "delta": delta, "finish_reason": None}]))
+                for start in range(0, len(arguments), 5):
+                    part = {"index": call_index, "function": {"arguments": arguments[start : start + 5]}}
+                    await send(
+                        chunk([{"index": wire_index, "delta": {"tool_calls": [part]}, "finish_reason": None}])
+                    )
+                sent += 1
         if chat and sent == 0:
             delta = {} if has("no_role_in_first_chunk") else {"role": "assistant"}
             await send(
@@ -197,9 +234,10 @@ async def stream_response(
         await send(usage_chunk)
         if has("duplicate_usage_chunk"):
             await send(usage_chunk)
+    if client_gone:
+        return
     if not has("no_done"):
         await response.write(b"data: [DONE]\n" if has("sse_unterminated_last_event") else b"data: [DONE]\n\n")
         if has("data_after_done"):
             await send(chunk([]))
     await response.write_eof()
-    return response

@@ -36,6 +36,9 @@ def run(check_id: str, profile: EngineProfile, faults: tuple[str, ...] = (), **c
         "D07.usage_reasoning_tokens",
         "B05.context_overflow_prompt_plus_max_tokens",
         "N01.reasoning_present_and_separated",
+        "A02.models_retrieve",
+        "K03.temperature0_equals_topk1",
+        "K07.logit_bias_ban",
     ],
 )
 def test_sglang_style_server_passes_under_the_sglang_profile(check_id: str) -> None:
@@ -97,3 +100,42 @@ def test_without_a_token_counter_token_checks_skip_saying_how_to_get_one() -> No
         ctx.counter, ctx.counter_error = None, "no token counter: pass --tokenizer PATH"
         with pytest.raises(CheckSkipped, match="--tokenizer PATH"):
             catalog.get("D05.usage_prompt_tokens_chat_exact").func(ctx)
+
+
+@pytest.mark.parametrize(
+    ("engine", "check_id", "feature"),
+    [
+        ("vllm", "A02.models_retrieve", "models_retrieve"),
+        ("lmdeploy", "A02.models_retrieve", "models_retrieve"),
+        ("lmdeploy", "K07.logit_bias_ban", "logit_bias"),
+        ("lmdeploy", "J07.echo_completions", "logprobs"),
+        ("lmdeploy", "I04.n_with_seed", "seed"),
+        ("vllm", "M06.parallel_tool_calls_false", "tools"),
+    ],
+)
+def test_a_check_the_engine_profile_lacks_a_feature_for_skips_naming_it(
+    engine: str, check_id: str, feature: str, fake_engine: Any
+) -> None:
+    import httpx
+
+    from pytest_dsbench.conformance.selftest import fake_context
+    from pytest_dsbench.engines.registry import ADAPTERS
+
+    with httpx.Client(base_url=fake_engine.base_url, timeout=5) as client:
+        ctx = fake_context(fake_engine, ADAPTERS[engine].profile, client=client)
+        with pytest.raises(pytest.skip.Exception, match=rf"does not support feature\(s\): .*\b{feature}\b"):
+            catalog.run(check_id, ctx)
+
+
+def test_on_the_fixture_model_utf8_streaming_skips_and_the_long_context_check_needs_no_needle() -> None:
+    with fake_check_context() as ctx:
+        ctx.task_only_model = True
+        with pytest.raises(CheckSkipped, match="fixture model"):
+            catalog.get("G07.stream_utf8_integrity").func(ctx)
+        catalog.get("P05.long_context_near_limit").func(ctx)
+
+
+def test_long_context_check_stays_within_the_deployments_max_input_len() -> None:
+    with fake_check_context(max_input_len=700) as ctx:
+        ctx.target = dataclasses.replace(ctx.target, max_input_len=700)
+        catalog.get("P05.long_context_near_limit").func(ctx)  # the fake rejects prompts over 700 tokens

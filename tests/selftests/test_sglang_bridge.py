@@ -286,3 +286,25 @@ def test_reference_check_fails_when_the_official_tool_disagrees(
             "* vs 111, * vs 111, * vs 111)*"
         ]
     )
+
+
+SLO_TESTS = str(Path(__file__).resolve().parents[1] / "conformance" / "test_slo.py")
+SLO_PROFILE = PROFILE + "[slo]\ntpot_ms_mean_max = {limit}\n"
+
+
+@pytest.mark.parametrize(("limit", "outcome"), [(50.0, "passed"), (10.0, "failed")])
+def test_load_generator_sglang_puts_the_official_numbers_through_the_slo_tests(
+    pytester: pytest.Pytester, fake_venv: Path, tmp_path: Path, limit: float, outcome: str
+) -> None:
+    tok = tokenizer_dir(tmp_path / "tok")
+    (pytester.path / "fake.toml").write_text(SLO_PROFILE.format(limit=limit), encoding="utf-8")
+    with ServerProcess.fake_engine({"ttft_ms": 10, "itl_ms": 5}, tmp_path / "fake.log") as server:
+        result = pytester.runpytest(
+            SLO_TESTS, "-k", "tpot_ms_mean", "--load-generator", "sglang", "--base-url", server.base_url,
+            "--tokenizer", str(tok), "--hw", "fake", "--dsbench-thresholds", str(pytester.path),
+            "--dsbench-artifacts", str(pytester.path / "artifacts"), "-p", "no:cacheprovider",
+        )
+    result.assert_outcomes(**{outcome: 1})
+    # the fake official tool reports a mean TPOT of 12.5 ms whatever the engine does
+    result.stdout.fnmatch_lines(["*tpot_ms_mean (ms)*12.5*"])
+    assert json.loads((tmp_path / "fake-argv.json").read_text())["argv"][:2] == ["-m", "sglang.bench_serving"]
