@@ -28,6 +28,7 @@ from typing import Any
 
 from pytest_dsbench import _atomic
 from pytest_dsbench._http import redact
+from pytest_dsbench.errors import DsbenchUsageError
 from pytest_dsbench.load.records import RequestRecord
 from pytest_dsbench.load.runner import LoadConfig, LoadRun
 from pytest_dsbench.load.tokenizer import load_tokenizer
@@ -192,7 +193,14 @@ def _dataset_args(cfg: LoadConfig) -> list[str]:
 
 def command(cfg: LoadConfig, python: Path, tokenizer_path: str, output_file: Path) -> list[str]:
     """The ``sglang.bench_serving`` command line for ``cfg`` (completions -> ``vllm`` backend, chat ->
-    ``vllm-chat``)."""
+    ``vllm-chat``). A workload the tool cannot express is refused rather than run differently; a time limit
+    (``max_duration_s``, the tencent search's budget) is only checked between runs."""
+    if cfg.burstiness != 1.0:
+        raise DsbenchUsageError(
+            f"--load-generator sglang: sglang.bench_serving {SGLANG_VERSION} has no burstiness option, the "
+            f"workload asks for burstiness {cfg.burstiness:g}; use this suite's client (--load-generator dsbench) "
+            "or Poisson arrivals (burstiness 1)."
+        )
     cmd = [
         str(python),
         "-m",

@@ -308,3 +308,10 @@ def test_load_generator_sglang_puts_the_official_numbers_through_the_slo_tests(
     # the fake official tool reports a mean TPOT of 12.5 ms whatever the engine does
     result.stdout.fnmatch_lines(["*tpot_ms_mean (ms)*12.5*"])
     assert json.loads((tmp_path / "fake-argv.json").read_text())["argv"][:2] == ["-m", "sglang.bench_serving"]
+
+
+def test_a_workload_the_official_tool_cannot_express_is_refused() -> None:
+    from pytest_dsbench.errors import DsbenchUsageError
+
+    with pytest.raises(DsbenchUsageError, match="has no burstiness option, the workload asks for burstiness 0.5"):
+        command(cfg(request_rate=4.0, burstiness=0.5), Path("py"), "/tok", Path("o"))
