@@ -237,3 +237,25 @@ def test_the_async_client_talks_to_the_engine(pytester: pytest.Pytester, fake_en
         """
     )
     pytester.runpytest("--base-url", fake_engine.base_url).assert_outcomes(passed=1)
+
+
+ENGINE_MARKED = """
+import pytest
+
+@pytest.mark.only_engine("sglang")
+def test_sglang_only():
+    pass
+
+@pytest.mark.requires("tools")
+def test_needs_tools():
+    pass
+"""
+
+
+def test_engine_specific_tests_are_skipped_with_the_reason_on_other_engines(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(ENGINE_MARKED)
+    result = pytester.runpytest("--engine", "vllm", "-rs")
+    result.assert_outcomes(skipped=2)
+    result.stdout.fnmatch_lines(["*only for engine(s) sglang; this is vllm*",
+                                 "*engine vllm does not support feature(s): tools*"])
+    pytester.runpytest("--engine", "sglang").assert_outcomes(passed=2)
