@@ -151,6 +151,28 @@ def load_token_lengths(path: Path | None = None) -> list[dict[str, Any]]:
     return list(json.loads(path.read_text(encoding="utf-8"))["prompts"])
 
 
+def prompt_token_mismatches(client: Any, model: str, prompts: Sequence[dict[str, Any]], endpoint: str) -> list[str]:
+    """``usage.prompt_tokens`` against the lengths counted when the fixture was built (one line per prompt that
+    differs). ``endpoint``: ``completions`` (text + BOS) or ``chat`` (the R1 template around one user turn)."""
+    wrong = []
+    for prompt in prompts:
+        body: dict[str, Any] = {"model": model, "max_tokens": 1, "temperature": 0.0}
+        if endpoint == "chat":
+            body["messages"] = [{"role": "user", "content": prompt["text"]}]
+            expected = prompt["chat_prompt_tokens"]
+        else:
+            body["prompt"] = prompt["text"]
+            expected = prompt["completion_prompt_tokens"]
+        response = client.post("/v1/chat/completions" if endpoint == "chat" else "/v1/completions", json=body)
+        if response.status_code != 200:
+            wrong.append(f"{prompt['name']}: {endpoint} answered HTTP {response.status_code}: {response.text[:200]}")
+            continue
+        got = (response.json().get("usage") or {}).get("prompt_tokens")
+        if got != expected:
+            wrong.append(f"{prompt['name']}: expected {expected} prompt tokens ({endpoint}), got {got}")
+    return wrong
+
+
 # ---------------------------------------------------------------------------------------------- requests
 def completions_request(rows: Sequence[ReferenceRow], model: str) -> dict[str, Any]:
     """One batched greedy ``/v1/completions`` request for every reference prompt, sent as token ids.

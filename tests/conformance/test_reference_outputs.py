@@ -24,6 +24,8 @@ from pytest_dsbench.reference_outputs import (
     completions_from_response,
     completions_request,
     load_reference,
+    load_token_lengths,
+    prompt_token_mismatches,
     reference_path_for,
     summarize,
 )
@@ -133,3 +135,14 @@ def test_chat_answers_split_reasoning_from_content(
                 f"{field}={reasoning!r} content={content!r}"
             )
     assert not failures, summarize(failures, len(_chat_sample(reference_rows)))
+
+
+@pytest.mark.parametrize("endpoint", ["completions", "chat"])
+def test_usage_prompt_tokens_equal_the_known_lengths(
+    endpoint: str, dsbench_engine: EngineInfo, openai_client: httpx.Client, reference_rows: list[ReferenceRow]
+) -> None:
+    """Prompts of lengths counted when the fixture was built: usage.prompt_tokens must equal them exactly (one
+    BOS, the chat template's tokens, no double BOS), with no tokenizer of the suite's own in between."""
+    prompts = [p for p in load_token_lengths() if p["raw_tokens"] <= 128]  # the long ones cost time, not coverage
+    wrong = prompt_token_mismatches(openai_client, dsbench_engine.model, prompts, endpoint)
+    assert not wrong, summarize(wrong, len(prompts))

@@ -35,6 +35,7 @@ from pytest_dsbench.reference_outputs import (
     load_reference,
     load_token_lengths,
     parse_token,
+    prompt_token_mismatches,
     reference_path_for,
     summarize,
 )
@@ -383,3 +384,33 @@ def test_real_vllm_reproduces_reference_and_a_zeroed_expert_does_not(tmp_path: P
     failures = compare_all(rows, corrupted)
     assert failures, f"zeroing expert {target} went unnoticed by the reference comparison"
     assert all("expected" in f and "got" in f for f in failures), failures[:3]
+
+
+@pytest.mark.parametrize("endpoint", ["completions", "chat"])
+def test_prompt_token_counts_fail_on_a_server_that_adds_a_second_bos(endpoint: str) -> None:
+    prompts = [p for p in load_token_lengths() if p["name"] in ("hello", "exact-16")]
+
+    def double_bos(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        text = body["messages"][0]["content"] if "messages" in body else body["prompt"]
+        known = next(p for p in prompts if p["text"] == text)
+        counted = known["chat_prompt_tokens" if "messages" in body else "completion_prompt_tokens"]
+        return httpx.Response(200, json={"usage": {"prompt_tokens": counted + 1}})
+
+    client = httpx.Client(base_url="http://fake", transport=httpx.MockTransport(double_bos))
+    key = "chat_prompt_tokens" if endpoint == "chat" else "completion_prompt_tokens"
+    assert prompt_token_mismatches(client, "tiny-r1", prompts, endpoint) == [
+        f"{p['name']}: expected {p[key]} prompt tokens ({endpoint}), got {p[key] + 1}" for p in prompts
+    ]
+
+
+def test_prompt_token_counts_pass_on_a_server_that_counts_like_the_fixture() -> None:
+    prompts = load_token_lengths()
+
+    def exact(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        known = next(p for p in prompts if p["text"] == body["prompt"])
+        return httpx.Response(200, json={"usage": {"prompt_tokens": known["completion_prompt_tokens"]}})
+
+    client = httpx.Client(base_url="http://fake", transport=httpx.MockTransport(exact))
+    assert prompt_token_mismatches(client, "tiny-r1", prompts, "completions") == []

@@ -313,5 +313,5 @@ def test_load_generator_sglang_puts_the_official_numbers_through_the_slo_tests(
 def test_a_workload_the_official_tool_cannot_express_is_refused() -> None:
     from pytest_dsbench.errors import DsbenchUsageError
 
-    with pytest.raises(DsbenchUsageError, match="has no burstiness option, the workload asks for burstiness 0.5"):
+    with pytest.raises(DsbenchUsageError, match=r"has no burstiness option, the workload asks for burstiness 0\.5"):
         command(cfg(request_rate=4.0, burstiness=0.5), Path("py"), "/tok", Path("o"))
