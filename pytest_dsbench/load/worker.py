@@ -23,8 +23,8 @@ from pathlib import Path
 from time import perf_counter
 from typing import Any
 
-from pytest_dsbench.load.client import parse_stream
 from pytest_dsbench.load.http import Pool, Response, Target
+from pytest_dsbench.load.readback import parse_stream
 from pytest_dsbench.load.records import RequestRecord
 
 PROBE_INTERVAL_S = 0.005
@@ -134,7 +134,7 @@ async def _run(plan: WorkerPlan, stats: WorkerStats, pool: Pool) -> list[Request
             await asyncio.sleep(delay)
 
     def to_record(req: PlannedRequest, dispatched: float, st: float, resp: Response) -> RequestRecord:
-        parsed = parse_stream(resp, chat=plan.chat)
+        parsed = parse_stream(resp, chat=plan.chat, origin=base)  # times from the run's start
         stats.events += parsed.events
         return RequestRecord(
             index=req.index,
@@ -144,9 +144,9 @@ async def _run(plan: WorkerPlan, stats: WorkerStats, pool: Pool) -> list[Request
             scheduled_s=req.scheduled_s,
             dispatched_s=dispatched - base,
             start_s=st - base,
-            chunk_s=[t - base for t in parsed.chunk_s],
-            answer_s=None if parsed.answer_s is None else parsed.answer_s - base,
-            end_s=(parsed.end_s or resp.end_s or perf_counter()) - base,
+            chunk_s=parsed.chunk_s,
+            answer_s=parsed.answer_s,
+            end_s=parsed.end_s if resp.end_s or parsed.events else perf_counter() - base,
             success=not parsed.error,
             error=parsed.error,
             http_status=resp.status,

@@ -12,7 +12,7 @@ import pytest
 from pytest_dsbench.errors import DsbenchUsageError
 from pytest_dsbench.load import arrivals
 from pytest_dsbench.load.datasets import DatasetSpec, build, random_lens
-from pytest_dsbench.load.tokenizer import CharTokenizer, HfTokenizer, load_tokenizer
+from pytest_dsbench.load.tokenizer import CharTokenizer, HfTokenizer, encoded_lengths, load_tokenizer
 
 CHARS = CharTokenizer()
 
@@ -84,6 +84,12 @@ def test_random_ids_is_sglangs_construction_byte_for_byte(bpe_dir: Path) -> None
     prompts = build(DatasetSpec("random-ids", 3, 40, 8, 0.5, seed=9), tok)
     assert [p.text for p in prompts] == expected
     assert [(p.prompt_len, p.output_len) for p in prompts] == list(zip(in_lens, out_lens, strict=True))
+
+
+def test_batched_retokenization_counts_what_encode_counts(bpe_dir: Path) -> None:
+    texts = ["r1 tok tok the model", "", "héllo wörld <bos> 日本語\n\n x", " " * 7]
+    for tok in (HfTokenizer(bpe_dir), CharTokenizer()):
+        assert encoded_lengths(tok, texts) == [len(tok.encode(t)) for t in texts]
 
 
 def test_tokens_the_server_adds_are_taken_off_like_sglang(bpe_dir: Path) -> None:
