@@ -207,12 +207,31 @@ async def _run(plan: WorkerPlan, stats: WorkerStats, pool: Pool) -> list[Request
     return sorted(records, key=lambda r: r.index)
 
 
+def raise_open_files_limit() -> int:
+    """Raise this process's soft limit on open files to the hard limit (as sglang.bench_serving does): every
+    stream holds a socket, and the common default of 1024 would cap a worker near a thousand streams."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on POSIX
+        return -1
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 65535)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    return int(soft)
+
+
 def run_worker(plan: WorkerPlan, ready: Callable[[], float | None] | None = None) -> WorkerResult:
     """Run one worker to completion in the calling thread (it must not have a running event loop).
 
     ``ready`` (optional) is called once the worker is set up (loop built, connections open); it may block
     until all workers are ready and return the agreed ``start_wall``.
     """
+    raise_open_files_limit()
     restore = None
     if plan.cpu_affinity and hasattr(os, "sched_setaffinity"):
         restore = os.sched_getaffinity(0)

@@ -221,3 +221,17 @@ def test_a_load_run_reports_its_progress_while_it_runs(
         run_load(cfg, CharTokenizer(), name="tencent-c2")
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("[dsbench] tencent-c2:")]
     assert lines and lines[-1].startswith("[dsbench] tencent-c2: 8/8 req (100%)")
+
+
+def test_a_worker_raises_its_open_files_limit_to_the_hard_limit() -> None:
+    import resource
+
+    from pytest_dsbench.load.worker import raise_open_files_limit
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(256, hard), hard))
+        raised = raise_open_files_limit()
+        assert raised == resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= min(hard, 65535) > 256
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
