@@ -94,7 +94,7 @@ class Progress:
         self._last_step = 0
         self._closed = False
         self._live_width = 0
-        self._last_line = ""
+        self._last_said: tuple[int, int] | None = None  # (done, failed) of the last line written
         self.mode: Mode = self._choose_mode()
 
     # -- mode and output -------------------------------------------------------------------------------------
@@ -111,7 +111,7 @@ class Progress:
         return "live" if callable(isatty) and isatty() else "lines"
 
     def _write(self, text: str, *, live: bool, final: bool = False) -> None:
-        self._last_line = text
+        self._last_said = (self.done, self.failed)
         reporter = _reporter() if self._stream is None else None
         if reporter is not None:
             capman = reporter.config.pluginmanager.get_plugin("capturemanager")
@@ -185,13 +185,9 @@ class Progress:
             if self._closed:
                 return
             self._closed = True
-            final = self.line()
-            if self.mode == "live" or (self.mode == "lines" and self._unsaid(final)):
-                self._write(final, live=self.mode == "live", final=True)
-
-    def _unsaid(self, text: str) -> bool:
-        """Whether ``text`` differs from the last line written, ignoring the elapsed time and rate."""
-        return text.split(", ")[0] != self._last_line.split(", ")[0]
+            said = (self.done, self.failed) == self._last_said
+            if self.mode == "live" or (self.mode == "lines" and not said):
+                self._write(self.line(), live=self.mode == "live", final=True)
 
     def __enter__(self) -> Progress:
         return self

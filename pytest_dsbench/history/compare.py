@@ -334,6 +334,19 @@ class Comparator:
             return None
         return f"refusing to compare with run {self.baseline.label}: {'; '.join(diffs)}; {FORCE_HINT}"
 
+    def _unjudged(self, result: MetricResult, *, refused: str | None = None, note: str = "") -> Comparison:
+        """A comparison that stops before any test: refused, or with nothing to compare with."""
+        return Comparison(
+            test_id=result.test_id,
+            metric=result.metric,
+            unit=result.unit,
+            value=result.value,
+            baseline_run=self.baseline.label,
+            refused=refused,
+            note=note,
+            confidence=self.confidence,
+        )
+
     def compare(self, result: MetricResult) -> Comparison:
         """Judge ``result`` (with its ``sample_values``) against the baseline; never raises for data
         reasons."""
@@ -343,15 +356,7 @@ class Comparator:
         refusal = self._identity_refusal()
         forced_note = ""
         if refusal and not self.force:
-            return Comparison(
-                test_id=result.test_id,
-                metric=result.metric,
-                unit=result.unit,
-                value=result.value,
-                baseline_run=label,
-                refused=refusal,
-                confidence=self.confidence,
-            )
+            return self._unjudged(result, refused=refusal)
         if refusal:
             forced_note = "forced: " + refusal.split(": ", 1)[1].split(f"; {FORCE_HINT}")[0]
         entry, candidates = match(self.baseline, result.test_id, result.metric, result.workload, occurrence)
@@ -362,29 +367,13 @@ class Comparator:
                 f"({', '.join(diff)}); {FORCE_HINT}"
             )
             if not self.force:
-                return Comparison(
-                    test_id=result.test_id,
-                    metric=result.metric,
-                    unit=result.unit,
-                    value=result.value,
-                    baseline_run=label,
-                    refused=message,
-                    confidence=self.confidence,
-                )
+                return self._unjudged(result, refused=message)
             entry = candidates[0]
             forced_note = "; ".join(
                 filter(None, [forced_note, f"forced: workload differs ({', '.join(diff)})"])
             )
         if entry is None:
-            return Comparison(
-                test_id=result.test_id,
-                metric=result.metric,
-                unit=result.unit,
-                value=result.value,
-                baseline_run=label,
-                note="no baseline result for this test and metric",
-                confidence=self.confidence,
-            )
+            return self._unjudged(result, note="no baseline result for this test and metric")
         out = judge(
             test_id=result.test_id,
             metric=result.metric,

@@ -67,27 +67,6 @@ class LoadContext:
         return self.options.load_workers
 
 
-def random_dataset(
-    ctx: LoadContext,
-    input_len: int,
-    output_len: int,
-    num_prompts: int,
-    *,
-    seed: int = 1,
-    range_ratio: float = 1.0,
-) -> DatasetSpec:
-    """sglang's ``random`` data set (ShareGPT source text when ``--dsbench-datasets`` has the file)."""
-    return DatasetSpec(
-        name="random",
-        num_prompts=num_prompts,
-        input_len=input_len,
-        output_len=output_len,
-        range_ratio=range_ratio,
-        seed=seed,
-        dataset_path=ctx.sharegpt_path,
-    )
-
-
 def baseline_dataset(ctx: LoadContext, name: str, baseline: Any) -> DatasetSpec:
     """The prompts of a ``[throughput.NAME]`` entry: its data set, lengths, count, seed and range ratio."""
     if baseline.dataset == "sharegpt" and ctx.sharegpt_path is None:
