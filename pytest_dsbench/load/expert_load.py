@@ -10,7 +10,7 @@ engine exposes no routing and the run reports no load.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ class ExpertLoadProbe:
     counts_path: Path
     settle_s: float = 1.0
     timeout_s: float = 15.0
-    _before: CountsReport | None = None
+    _before: CountsReport | None = field(default=None, init=False, repr=False)
 
     def start(self) -> ExpertLoadProbe:
         self._before = _read_or_none(self.counts_path)
