@@ -25,7 +25,6 @@ copy of that reading).
 
 from __future__ import annotations
 
-import json
 from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,15 +33,12 @@ from itertools import accumulate, compress
 from operator import add, itemgetter
 from typing import Any
 
+import orjson
+
 from pytest_dsbench.load.http import Response
 
-_loads: Callable[[bytes], Any]
-try:  # orjson (optional) reads a chunk several times faster than json
-    import orjson
-
-    _loads = orjson.loads
-except ImportError:  # pragma: no cover - depends on the environment
-    _loads = json.loads
+_loads: Callable[[bytes], Any] = orjson.loads
+"""Reads a chunk several times faster than :func:`json.loads`."""
 
 MAX_RUN_ATTEMPTS = 64
 """Bulk attempts that find no run, per response, before the rest is read event by event."""
