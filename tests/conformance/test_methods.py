@@ -20,6 +20,7 @@ import pytest
 from pytest_dsbench.engines.base import EngineInfo
 from pytest_dsbench.gate import Gate
 from pytest_dsbench.load.api import LoadContext, baseline_params, record_expert_load
+from pytest_dsbench.load.runner import LoadRun
 from pytest_dsbench.methods import ali, deeplink, tencent
 from pytest_dsbench.metrics import metric_samples
 from pytest_dsbench.options import DsbenchOptions
@@ -50,7 +51,25 @@ def _source(profile: HwProfile, name: str, key: str) -> str:
     return f"{profile.path.name if profile.path else profile.hardware.name} [throughput.{name}] {key}"
 
 
-def _error_rate(gate: Gate, profile: HwProfile, run: Any, name: str) -> None:
+def _record(
+    gate: Gate, run: LoadRun, metric: str, limit: float | None, limit_source: str, value: float | None = None
+) -> None:
+    """Record one of a load run's metrics (its own value unless ``value`` says otherwise) with its samples."""
+    samples = metric_samples(run.summary, metric)
+    gate.record(
+        metric,
+        run.summary[metric] if value is None else value,
+        samples=samples,
+        # a latency's samples are its requests; a throughput's are 1-s windows, so count the requests behind them
+        sample_count=None if "_ms_" in metric else run.summary.completed,
+        limit=limit,
+        limit_source=limit_source,
+        workload=run.workload,
+    )
+
+
+def _record_health(gate: Gate, profile: HwProfile, run: LoadRun, name: str) -> None:
+    """What every load run records besides its method's metrics: the error rate against the SLO, expert load."""
     gate.record(
         "error_rate",
         run.summary["error_rate"],
@@ -59,6 +78,7 @@ def _error_rate(gate: Gate, profile: HwProfile, run: Any, name: str) -> None:
         limit_source=_source(profile, name, "/ [slo] error_rate_max"),
         workload=run.workload,
     )
+    record_expert_load(gate, run)
 
 
 def test_deeplink_output_throughput(
@@ -66,17 +86,9 @@ def test_deeplink_output_throughput(
 ) -> None:
     name, entry = deeplink_entry
     result = deeplink.run(load_ctx, name, entry)
-    dsbench_gate.record(
-        "output_tok_s",
-        result.output_tok_s,
-        samples=metric_samples(result.run.summary, "output_tok_s"),
-        sample_count=result.run.summary.completed,
-        limit=entry.output_tok_s_min,
-        limit_source=_source(hw_profile, name, "output_tok_s_min"),
-        workload=result.run.workload,
-    )
-    _error_rate(dsbench_gate, hw_profile, result.run, name)
-    record_expert_load(dsbench_gate, result.run)
+    limit_source = _source(hw_profile, name, "output_tok_s_min")
+    _record(dsbench_gate, result.run, "output_tok_s", entry.output_tok_s_min, limit_source, value=result.output_tok_s)
+    _record_health(dsbench_gate, hw_profile, result.run, name)
     dsbench_gate.check()
 
 
@@ -99,8 +111,7 @@ def test_ali_decode_tpot_and_logged_throughput(
             samples=metric_samples(run.summary, "tpot_ms_mean"),
             workload={**run.workload, "batch_size": size},
         )
-        _error_rate(dsbench_gate, hw_profile, run, name)
-        record_expert_load(dsbench_gate, run)
+        _record_health(dsbench_gate, hw_profile, run, name)
     for size, row in result.table.items():
         dsbench_gate.record(
             "decode_tok_s_per_device",
@@ -133,8 +144,7 @@ def test_ali_prefill_input_throughput_per_device(
             limit_source=_source(hw_profile, name, "input_tok_s_per_device_min"),
             workload={**run.workload, "input_len": length},
         )
-        _error_rate(dsbench_gate, hw_profile, run, name)
-        record_expert_load(dsbench_gate, run)
+        _record_health(dsbench_gate, hw_profile, run, name)
     dsbench_gate.check()
 
 
@@ -144,34 +154,11 @@ def test_tencent_throughput_with_tpot_within_slo(
     name, entry = tencent_entry
     result = tencent.run_fixed(load_ctx, name, entry)
     run = result.run
-    dsbench_gate.record(
-        "tpot_ms_mean",
-        run.summary["tpot_ms_mean"],
-        samples=metric_samples(run.summary, "tpot_ms_mean"),
-        limit=hw_profile.slo.tpot_ms_mean_max,
-        limit_source=f"{_source(hw_profile, name, '')}/ [slo] tpot_ms_mean_max",
-        workload=run.workload,
-    )
-    dsbench_gate.record(
-        "total_tok_s",
-        run.summary["total_tok_s"],
-        samples=metric_samples(run.summary, "total_tok_s"),
-        sample_count=run.summary.completed,
-        limit=entry.total_tok_s_min,
-        limit_source=_source(hw_profile, name, "total_tok_s_min"),
-        workload=run.workload,
-    )
-    dsbench_gate.record(
-        "qpm",
-        run.summary["qpm"],
-        samples=metric_samples(run.summary, "qpm"),
-        sample_count=run.summary.completed,
-        limit=entry.qpm_min,
-        limit_source=_source(hw_profile, name, "qpm_min"),
-        workload=run.workload,
-    )
-    _error_rate(dsbench_gate, hw_profile, run, name)
-    record_expert_load(dsbench_gate, run)
+    tpot_source = f"{_source(hw_profile, name, '')}/ [slo] tpot_ms_mean_max"
+    _record(dsbench_gate, run, "tpot_ms_mean", hw_profile.slo.tpot_ms_mean_max, tpot_source)
+    _record(dsbench_gate, run, "total_tok_s", entry.total_tok_s_min, _source(hw_profile, name, "total_tok_s_min"))
+    _record(dsbench_gate, run, "qpm", entry.qpm_min, _source(hw_profile, name, "qpm_min"))
+    _record_health(dsbench_gate, hw_profile, run, name)
     assert result.files["json"].is_file()
     dsbench_gate.check()
 

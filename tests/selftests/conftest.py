@@ -1,4 +1,5 @@
-"""Shared helpers for the self-tests: fake engines in-process or behind an engine-interpreter shim."""
+"""Shared helpers for the self-tests: fake engines in-process or behind an engine-interpreter shim, and inner
+pytest runs of a conformance test file against a server on a small hardware profile named ``fake``."""
 
 from __future__ import annotations
 
@@ -59,3 +60,40 @@ def fake(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     yield start
     for server in started:
         server.stop()
+
+
+CONFORMANCE = Path(__file__).resolve().parents[1] / "conformance"
+"""The conformance suite's test files, which the inner runs execute."""
+
+FAKE_HARDWARE = """schema_version = 1
+[hardware]
+name = "fake"
+accelerator = "fake"
+devices = {devices}
+memory_gib_per_device = 1
+"""
+
+
+@pytest.fixture
+def run_on_fake_hw(pytester: pytest.Pytester) -> Callable[..., pytest.RunResult]:
+    """Run ``tests/conformance/<test_file>`` in an inner pytest, attached to ``base_url``, with ``--hw fake``.
+
+    ``profile`` is the hardware profile below its ``[hardware]`` table (``[deployment]``, ``[slo]``,
+    ``[throughput.*]``); results go to ``<pytester.path>/artifacts``; ``args`` are passed on.
+    """
+
+    def run(
+        test_file: str, base_url: str, profile: str, *args: str, devices: int = 1, tokenizer: str = "chars"
+    ) -> pytest.RunResult:
+        folder = pytester.path / "profiles"
+        folder.mkdir(exist_ok=True)
+        (folder / "fake.toml").write_text(FAKE_HARDWARE.format(devices=devices) + profile, encoding="utf-8")
+        return pytester.runpytest(
+            str(CONFORMANCE / test_file),
+            *("--base-url", base_url, "--tokenizer", tokenizer, "--hw", "fake"),
+            *("--dsbench-thresholds", str(folder), "--dsbench-artifacts", str(pytester.path / "artifacts")),
+            *("-p", "no:cacheprovider", "-rfEs"),
+            *args,
+        )
+
+    return run

@@ -8,23 +8,16 @@ INVALID.
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from pytest_dsbench.testing.fake_process import ServerProcess
 
-SLO_TESTS = str(Path(__file__).resolve().parents[1] / "conformance" / "test_slo.py")
+Runner = Callable[..., pytest.RunResult]
 
-PROFILE = """
-schema_version = 1
-[hardware]
-name = "fake"
-accelerator = "fake"
-devices = 1
-memory_gib_per_device = 1
-[deployment]
+PROFILE = """[deployment]
 max_model_len = 4096
 max_input_len = 2048
 max_concurrency = 8
@@ -47,46 +40,33 @@ def lit(pattern: str) -> str:
     return "".join({"[": "[[]", "]": "[]]"}.get(c, c) for c in pattern)
 
 
-def run_slo(
-    pytester: pytest.Pytester, server: ServerProcess, *args: str, slo: str = "", workload: str = ""
-) -> pytest.RunResult:
-    """Run the SLO tests; ``slo`` adds keys to ``[slo]``, ``workload`` to ``[throughput.tencent]``."""
-    folder = pytester.path / "profiles"
-    folder.mkdir(exist_ok=True)
-    (folder / "fake.toml").write_text(PROFILE.format(slo=slo) + workload, encoding="utf-8")
-    return pytester.runpytest(
-        SLO_TESTS,
-        "--base-url",
-        server.base_url,
-        "--tokenizer",
-        "chars",
-        "--hw",
-        "fake",
-        "--dsbench-thresholds",
-        str(folder),
-        "--dsbench-artifacts",
-        str(pytester.path / "artifacts"),
-        "-p",
-        "no:cacheprovider",
-        "-rfEs",
-        *args,
-    )
+@pytest.fixture
+def run_slo(run_on_fake_hw: Runner) -> Runner:
+    """Run the SLO tests against a server: ``slo`` adds keys to ``[slo]``, ``workload`` to ``[throughput.tencent]``."""
+
+    def run(server: ServerProcess, *args: str, slo: str = "", workload: str = "") -> pytest.RunResult:
+        return run_on_fake_hw("test_slo.py", server.base_url, PROFILE.format(slo=slo) + workload, *args)
+
+    return run
 
 
-def test_compliant_engine_meets_the_slos_and_leaves_raw_records(pytester: pytest.Pytester, fake: Any) -> None:
-    result = run_slo(pytester, fake(ttft_ms=10, itl_ms=10))
+def test_compliant_engine_meets_the_slos_and_leaves_raw_records(
+    pytester: pytest.Pytester, run_slo: Runner, fake: Any
+) -> None:
+    result = run_slo(fake(ttft_ms=10, itl_ms=10))
     result.assert_outcomes(passed=3, skipped=4)
     raw = pytester.path / "artifacts" / "load" / "slo-tencent.jsonl"
     assert raw.is_file() and len(raw.read_text().splitlines()) == 1 + 8
 
 
 def test_the_workload_entry_chooses_the_data_set_and_the_arrival_burstiness(
-    pytester: pytest.Pytester, fake: Any
+    pytester: pytest.Pytester, run_slo: Runner, fake: Any
 ) -> None:
     import json
 
-    result = run_slo(pytester, fake(ttft_ms=5, itl_ms=5), "-k", "error_rate",
-                     workload='dataset = "random-ids"\nburstiness = 0.5\n')
+    result = run_slo(
+        fake(ttft_ms=5, itl_ms=5), "-k", "error_rate", workload='dataset = "random-ids"\nburstiness = 0.5\n'
+    )
     result.assert_outcomes(passed=1)
     raw = pytester.path / "artifacts" / "load" / "slo-tencent.jsonl"
     workload = json.loads(raw.read_text().splitlines()[0])["run"]["workload"]
@@ -94,40 +74,40 @@ def test_the_workload_entry_chooses_the_data_set_and_the_arrival_burstiness(
 
 
 def test_engine_slower_than_the_tpot_limit_fails_with_statistic_value_limit_and_samples(
-    pytester: pytest.Pytester, fake: Any
+    run_slo: Runner, fake: Any
 ) -> None:
-    result = run_slo(pytester, fake(ttft_ms=10, itl_ms=80), "-k", "tpot_ms_mean")
+    result = run_slo(fake(ttft_ms=10, itl_ms=80), "-k", "tpot_ms_mean")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         [lit("*tpot_ms_mean = 8* ms, limit <= 50 ms (fake.toml [slo] tpot_ms_mean_max); 8 samples*")]
     )
 
 
-def test_ttft_p99_over_its_limit_fails(pytester: pytest.Pytester, fake: Any) -> None:
-    result = run_slo(pytester, fake(ttft_ms=300, itl_ms=5), "-k", "ttft_ms_p99", slo="ttft_ms_p99_max = 100.0")
+def test_ttft_p99_over_its_limit_fails(run_slo: Runner, fake: Any) -> None:
+    result = run_slo(fake(ttft_ms=300, itl_ms=5), "-k", "ttft_ms_p99", slo="ttft_ms_p99_max = 100.0")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([lit("*ttft_ms_p99 = 3* ms, limit <= 100 ms (fake.toml [slo] ttft_ms_p99_max)*")])
 
 
-def test_failed_requests_fail_the_error_rate_slo(pytester: pytest.Pytester, fake: Any) -> None:
+def test_failed_requests_fail_the_error_rate_slo(run_slo: Runner, fake: Any) -> None:
     server = fake(ttft_ms=5, itl_ms=5, faults=["stream_hang_under_concurrency"])
-    result = run_slo(pytester, server, "-k", "error_rate", "--request-timeout", "2")
+    result = run_slo(server, "-k", "error_rate", "--request-timeout", "2")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*error_rate = 0.* fraction, limit <= 0 fraction*; 8 samples*"])
 
 
-def test_usage_that_differs_from_max_tokens_under_ignore_eos_fails(pytester: pytest.Pytester, fake: Any) -> None:
-    result = run_slo(pytester, fake(itl_ms=2, faults=["stream_usage_off_by_one"]), "-k", "usage")
+def test_usage_that_differs_from_max_tokens_under_ignore_eos_fails(run_slo: Runner, fake: Any) -> None:
+    result = run_slo(fake(itl_ms=2, faults=["stream_usage_off_by_one"]), "-k", "usage")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*expected 16 completion tokens, got 17*"])
 
 
 @pytest.mark.parametrize(("itl_ms", "outcome"), [(5, "passed"), (60, "failed")])
 def test_goodput_floor_counts_requests_meeting_every_per_request_limit(
-    pytester: pytest.Pytester, fake: Any, itl_ms: int, outcome: str
+    run_slo: Runner, fake: Any, itl_ms: int, outcome: str
 ) -> None:
     slo = "goodput_tpot_ms_max = 30.0\ngoodput_fraction_min = 0.9"
-    result = run_slo(pytester, fake(itl_ms=itl_ms), "-k", "goodput", slo=slo)
+    result = run_slo(fake(itl_ms=itl_ms), "-k", "goodput", slo=slo)
     result.assert_outcomes(**{outcome: 1})
     if outcome == "failed":
         result.stdout.fnmatch_lines(["*goodput_fraction = 0 fraction, limit >= 0.9 fraction*"])
@@ -152,10 +132,12 @@ def pytest_unconfigure(config):
 """
 
 
-def test_starved_client_errors_the_slo_tests_as_invalid_never_passes(pytester: pytest.Pytester, fake: Any) -> None:
+def test_starved_client_errors_the_slo_tests_as_invalid_never_passes(
+    pytester: pytest.Pytester, run_slo: Runner, fake: Any
+) -> None:
     pytester.makepyfile(gilhog=HOG)
     pytester.syspathinsert()
-    result = run_slo(pytester, fake(ttft_ms=10, itl_ms=10), "-p", "gilhog")
+    result = run_slo(fake(ttft_ms=10, itl_ms=10), "-p", "gilhog")
     outcomes = result.parseoutcomes()
     assert outcomes.get("passed", 0) == 0 and outcomes.get("errors", 0) >= 1, outcomes
     result.stdout.fnmatch_lines(["*INVALID run, the load generator was the bottleneck: *event-loop lag p*"])

@@ -5,6 +5,7 @@ fails a violating one with expected vs actual, and writes its results in the see
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,16 +13,9 @@ import pytest
 
 from pytest_dsbench.testing.fake_process import ServerProcess
 
-METHOD_TESTS = str(Path(__file__).resolve().parents[1] / "conformance" / "test_methods.py")
+Runner = Callable[..., pytest.RunResult]
 
-PROFILE = """
-schema_version = 1
-[hardware]
-name = "fake"
-accelerator = "fake"
-devices = 2
-memory_gib_per_device = 1
-[deployment]
+PROFILE = """[deployment]
 max_model_len = 4096
 max_input_len = 2048
 max_concurrency = 32
@@ -60,45 +54,33 @@ input_tok_s_per_device_min = {prefill_min}
 """
 
 
-def run_methods(
-    pytester: pytest.Pytester,
-    server: ServerProcess,
-    *args: str,
-    max_concurrency: int = 8,
-    deeplink_min: float = 1.0,
-    prefill_min: float = 1.0,
-) -> pytest.RunResult:
-    folder = pytester.path / "profiles"
-    folder.mkdir(exist_ok=True)
-    profile = PROFILE.format(max_concurrency=max_concurrency, deeplink_min=deeplink_min, prefill_min=prefill_min)
-    (folder / "fake.toml").write_text(profile, encoding="utf-8")
-    return pytester.runpytest(
-        METHOD_TESTS,
-        "--base-url",
-        server.base_url,
-        "--tokenizer",
-        "chars",
-        "--hw",
-        "fake",
-        "--dsbench-thresholds",
-        str(folder),
-        "--dsbench-artifacts",
-        str(pytester.path / "artifacts"),
-        "--engine-log",
-        str(server.log),
-        "-p",
-        "no:cacheprovider",
-        "-rfEs",
-        *args,
-    )
+@pytest.fixture
+def run_methods(run_on_fake_hw: Runner) -> Runner:
+    """Run the method tests against a server (which also serves as the engine log the ali decode test parses)."""
+
+    def run(
+        server: ServerProcess,
+        *args: str,
+        max_concurrency: int = 8,
+        deeplink_min: float = 1.0,
+        prefill_min: float = 1.0,
+    ) -> pytest.RunResult:
+        profile = PROFILE.format(max_concurrency=max_concurrency, deeplink_min=deeplink_min, prefill_min=prefill_min)
+        return run_on_fake_hw(
+            "test_methods.py", server.base_url, profile, "--engine-log", str(server.log), *args, devices=2
+        )
+
+    return run
 
 
 def methods_dir(pytester: pytest.Pytester) -> Path:
     return pytester.path / "artifacts" / "load" / "methods"
 
 
-def test_compliant_engine_passes_every_method_and_writes_the_seed_formats(pytester: pytest.Pytester, fake: Any) -> None:
-    result = run_methods(pytester, fake(ttft_ms=5, itl_ms=5, decode_log_interval_s=0.1))
+def test_compliant_engine_passes_every_method_and_writes_the_seed_formats(
+    pytester: pytest.Pytester, run_methods: Runner, fake: Any
+) -> None:
+    result = run_methods(fake(ttft_ms=5, itl_ms=5, decode_log_interval_s=0.1))
     result.assert_outcomes(passed=5)
     out = methods_dir(pytester)
     log = (out / "deeplink" / "speed_in64_out16_n8.log").read_text()
@@ -123,28 +105,28 @@ def test_compliant_engine_passes_every_method_and_writes_the_seed_formats(pytest
     assert search["best"] == 8 and len(search["probes"]) == 1  # the top of the range passes: one probe
 
 
-def test_engine_that_logs_no_decode_throughput_fails_ali_decode(pytester: pytest.Pytester, fake: Any) -> None:
-    result = run_methods(pytester, fake(itl_ms=2), "-k", "ali_decode")
+def test_engine_that_logs_no_decode_throughput_fails_ali_decode(run_methods: Runner, fake: Any) -> None:
+    result = run_methods(fake(itl_ms=2), "-k", "ali_decode")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*no decode-throughput line in *fake0.log while the ali decode runs ran*"])
 
 
-def test_deeplink_below_its_floor_fails_naming_value_and_floor(pytester: pytest.Pytester, fake: Any) -> None:
-    result = run_methods(pytester, fake(itl_ms=2), "-k", "deeplink", deeplink_min=1e6)
+def test_deeplink_below_its_floor_fails_naming_value_and_floor(run_methods: Runner, fake: Any) -> None:
+    result = run_methods(fake(itl_ms=2), "-k", "deeplink", deeplink_min=1e6)
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         ["*output_tok_s = * tok/s, limit >= 1e+06 tok/s (fake.toml *deeplink* output_tok_s_min); 8 samples*"]
     )
 
 
-def test_prefill_below_its_floor_fails(pytester: pytest.Pytester, fake: Any) -> None:
-    result = run_methods(pytester, fake(itl_ms=2), "-k", "prefill", prefill_min=1e7)
+def test_prefill_below_its_floor_fails(run_methods: Runner, fake: Any) -> None:
+    result = run_methods(fake(itl_ms=2), "-k", "prefill", prefill_min=1e7)
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*input_tok_s_per_device = * tok/s, limit >= 1e+07 tok/s*"])
 
 
-def test_tencent_on_a_slow_engine_fails_tpot_and_finds_no_concurrency(pytester: pytest.Pytester, fake: Any) -> None:
-    result = run_methods(pytester, fake(itl_ms=70), "-k", "tencent", max_concurrency=4)
+def test_tencent_on_a_slow_engine_fails_tpot_and_finds_no_concurrency(run_methods: Runner, fake: Any) -> None:
+    result = run_methods(fake(itl_ms=70), "-k", "tencent", max_concurrency=4)
     result.assert_outcomes(failed=2)
     result.stdout.fnmatch_lines(
         [
@@ -154,9 +136,11 @@ def test_tencent_on_a_slow_engine_fails_tpot_and_finds_no_concurrency(pytester: 
     )
 
 
-def test_tencent_search_finds_where_tpot_crosses_the_limit(pytester: pytest.Pytester, fake: Any) -> None:
+def test_tencent_search_finds_where_tpot_crosses_the_limit(
+    pytester: pytest.Pytester, run_methods: Runner, fake: Any
+) -> None:
     server = fake(itl_ms=4, itl_ms_per_running=8)  # TPOT ~ 4 + 8 x requests running: crosses 50 ms near 6
-    result = run_methods(pytester, server, "-k", "largest_concurrency", max_concurrency=24)
+    result = run_methods(server, "-k", "largest_concurrency", max_concurrency=24)
     result.assert_outcomes(passed=1)
     search = json.loads((methods_dir(pytester) / "tencent" / "tencent-search.json").read_text())
     probes = search["probes"]

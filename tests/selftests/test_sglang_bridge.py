@@ -9,6 +9,7 @@ import os
 import stat
 import statistics
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -238,15 +239,7 @@ def test_official_tool_and_this_client_agree_with_the_servers_own_timing(
     assert 0.0 <= ours_error <= max(theirs_error, 0.0) + 2.0, (ours_error, theirs_error)
 
 
-REFERENCE_TEST = str(Path(__file__).resolve().parents[1] / "conformance" / "test_throughput_reference.py")
-PROFILE = """
-schema_version = 1
-[hardware]
-name = "fake"
-accelerator = "fake"
-devices = 1
-memory_gib_per_device = 1
-[deployment]
+PROFILE = """[deployment]
 max_model_len = 4096
 max_input_len = 2048
 [throughput.tencent]
@@ -259,26 +252,11 @@ max_concurrency = 4
 
 
 def test_reference_check_fails_when_the_official_tool_disagrees(
-    pytester: pytest.Pytester, fake_venv: Path, tmp_path: Path
+    run_on_fake_hw: Callable[..., pytest.RunResult], fake_venv: Path, tmp_path: Path
 ) -> None:
-    tok = tokenizer_dir(tmp_path / "tok")
-    (pytester.path / "fake.toml").write_text(PROFILE, encoding="utf-8")
+    tok = str(tokenizer_dir(tmp_path / "tok"))
     with ServerProcess.fake_engine({"ttft_ms": 10, "itl_ms": 5}, tmp_path / "fake.log") as server:
-        result = pytester.runpytest(
-            REFERENCE_TEST,
-            "--base-url",
-            server.base_url,
-            "--tokenizer",
-            str(tok),
-            "--hw",
-            "fake",
-            "--dsbench-thresholds",
-            str(pytester.path),
-            "--dsbench-artifacts",
-            str(pytester.path / "artifacts"),
-            "-p",
-            "no:cacheprovider",
-        )
+        result = run_on_fake_hw("test_throughput_reference.py", server.base_url, PROFILE, tokenizer=tok)
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         [
@@ -288,21 +266,18 @@ def test_reference_check_fails_when_the_official_tool_disagrees(
     )
 
 
-SLO_TESTS = str(Path(__file__).resolve().parents[1] / "conformance" / "test_slo.py")
 SLO_PROFILE = PROFILE + "[slo]\ntpot_ms_mean_max = {limit}\n"
 
 
 @pytest.mark.parametrize(("limit", "outcome"), [(50.0, "passed"), (10.0, "failed")])
 def test_load_generator_sglang_puts_the_official_numbers_through_the_slo_tests(
-    pytester: pytest.Pytester, fake_venv: Path, tmp_path: Path, limit: float, outcome: str
+    run_on_fake_hw: Callable[..., pytest.RunResult], fake_venv: Path, tmp_path: Path, limit: float, outcome: str
 ) -> None:
-    tok = tokenizer_dir(tmp_path / "tok")
-    (pytester.path / "fake.toml").write_text(SLO_PROFILE.format(limit=limit), encoding="utf-8")
+    tok = str(tokenizer_dir(tmp_path / "tok"))
     with ServerProcess.fake_engine({"ttft_ms": 10, "itl_ms": 5}, tmp_path / "fake.log") as server:
-        result = pytester.runpytest(
-            SLO_TESTS, "-k", "tpot_ms_mean", "--load-generator", "sglang", "--base-url", server.base_url,
-            "--tokenizer", str(tok), "--hw", "fake", "--dsbench-thresholds", str(pytester.path),
-            "--dsbench-artifacts", str(pytester.path / "artifacts"), "-p", "no:cacheprovider",
+        profile = SLO_PROFILE.format(limit=limit)
+        result = run_on_fake_hw(
+            "test_slo.py", server.base_url, profile, "-k", "tpot_ms_mean", "--load-generator", "sglang", tokenizer=tok
         )
     result.assert_outcomes(**{outcome: 1})
     # the fake official tool reports a mean TPOT of 12.5 ms whatever the engine does
