@@ -87,6 +87,8 @@ class Slo(_Strict):
     goodput_tpot_ms_max: PositiveFloat | None = None
     goodput_e2e_ms_max: PositiveFloat | None = None
     goodput_fraction_min: Annotated[float, Field(ge=0, le=1)] | None = None
+    health_latency_s_max: PositiveFloat = Field(
+        default=2.0, description="longest GET /health may take while streams generate (API check A06)")
 
 
 class ThroughputBaseline(_Strict):

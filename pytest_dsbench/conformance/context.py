@@ -113,6 +113,8 @@ class ApiContext:
     counter_error: str | None = None
     answer_max_tokens: int = 0
     concurrency: int = 32
+    health_latency_s_max: float = 2.0
+    """The hardware profile's ``[slo] health_latency_s_max``: how long GET /health may take under load."""
     task_only_model: bool = False
     """True for the fixture model: it answers its own tasks and nothing else (no free text, no JSON)."""
     memo_store: dict[str, Any] = field(default_factory=dict)

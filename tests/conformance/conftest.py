@@ -51,4 +51,5 @@ def api(
     )
     ctx = ApiContext.create(target, openai_client, dsbench_options.request_timeout_s)
     ctx.concurrency = min(MAX_CHECK_CONCURRENCY, deployment.max_concurrency or MAX_CHECK_CONCURRENCY)
+    ctx.health_latency_s_max = hw_profile.slo.health_latency_s_max
     return ctx
