@@ -21,6 +21,12 @@ class EngineDied(Exception):
     """The engine process the suite started exited while tests were still running."""
 
 
+class InvalidRun(Exception):
+    """The client, not the server, limited a load run: its numbers must not be judged (an error, never a pass).
+
+    Raised where tests take their load runs (fixtures), so the test errors; reported as its message alone."""
+
+
 class MissingExtra(ImportError):
     """An optional heavy dependency is not installed; the message names the extra to install."""
 

@@ -138,7 +138,11 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport,
                                                                                           pytest.TestReport]:
+    from pytest_dsbench.errors import InvalidRun
+
     report = yield
+    if call.excinfo is not None and call.excinfo.errisinstance(InvalidRun):
+        report.longrepr = str(call.excinfo.value)  # the message says it all: no traceback wall
     setattr(item, f"rep_{report.when}", report)
     return report
 

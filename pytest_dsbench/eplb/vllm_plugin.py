@@ -145,7 +145,11 @@ def install(config: EplbConfig, router_mod: Any, simulator_mod: Any) -> RoutingR
                                                                              config.mode))
         _let_dynamo_skip_simulator_warning(simulator_mod)
     orig_init = base.__init__
-    orig_select = base.select_experts
+    # vLLM 0.20.x defines select_experts on BaseRouter (a FusedMoERouter subclass that every router, the simulator
+    # included, derives from); later releases define it on FusedMoERouter. Wrap the class that really defines it.
+    owner = next((c for c in simulator_mod.RoutingSimulatorRouter.__mro__
+                  if "select_experts" in vars(c) and issubclass(c, base)), base)
+    orig_select = owner.select_experts
     counter = iter(range(1 << 30))
 
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
@@ -153,18 +157,17 @@ def install(config: EplbConfig, router_mod: Any, simulator_mod: Any) -> RoutingR
         self._dsbench_layer = next(counter)  # construction order == layer order
         _check_router(self, config, simulator_mod)
 
-    def select_experts(self: Any, hidden_states: torch.Tensor, router_logits: torch.Tensor,
-                       topk_indices_dtype: torch.dtype | None = None, *,
-                       input_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        weights, ids = orig_select(self, hidden_states, router_logits, topk_indices_dtype=topk_indices_dtype,
-                                   input_ids=input_ids)
+    def select_experts(self: Any, hidden_states: torch.Tensor, router_logits: torch.Tensor, *args: Any,
+                       **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        # Pass-through: 0.20.x has no topk_indices_dtype parameter, later releases do.
+        weights, ids = orig_select(self, hidden_states, router_logits, *args, **kwargs)
         if config.counts_path is not None or config.strict:
             ids = torch.ops.dsbench_eplb.observe(ids, int(getattr(self, "_dsbench_layer", 0)),
                                                  _num_physical_experts(self))
         return weights, ids
 
     base.__init__ = __init__
-    base.select_experts = select_experts
+    owner.select_experts = select_experts
     base._dsbench_eplb_patched = True
     log.warning("dsbench EPLB patch active in pid %d: mode=%s ranks=%s counts=%s", os.getpid(), config.mode,
                 config.ranks or "EP size", config.counts_path)

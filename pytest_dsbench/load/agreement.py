@@ -2,9 +2,10 @@
 
 Each round pairs one run of ours with one of the reference tool's, back to back, so drift of the engine or the
 host hits both alike. Per metric, the median over rounds of the relative difference must be within a limit.
-A metric that misses it by no more than this suite's own rounds spread among themselves (and they spread by more
-than the limit) cannot be said to disagree: the host is too noisy to measure it that finely, and the verdict on
-it is *inconclusive*. A miss larger than that spread is a disagreement, however noisy the host.
+A metric that misses it by no more than either tool's rounds spread among themselves cannot be said to disagree:
+the same engine on the same host varied that much between runs of one client, so the host is too noisy to
+measure the difference that finely, and the verdict on it is *inconclusive*. A miss larger than both spreads is
+a disagreement, however noisy the host.
 """
 
 from __future__ import annotations
@@ -33,9 +34,18 @@ class Agreement:
 
     @property
     def own_spread_pct(self) -> float:
-        """(max - min) / mean of this suite's own rounds, in percent: the noise floor of the comparison."""
-        mean = statistics.fmean(self.ours)
-        return (max(self.ours) - min(self.ours)) / mean * 100 if mean else 0.0
+        """(max - min) / mean of this suite's own rounds, in percent."""
+        return _spread_pct(self.ours)
+
+    @property
+    def their_spread_pct(self) -> float:
+        """(max - min) / mean of the reference tool's rounds, in percent."""
+        return _spread_pct(self.theirs)
+
+    @property
+    def noise_pct(self) -> float:
+        """The comparison's noise floor: the larger of the two tools' round-to-round spreads."""
+        return max(self.own_spread_pct, self.their_spread_pct)
 
     @property
     def agrees(self) -> bool:
@@ -43,11 +53,16 @@ class Agreement:
 
     @property
     def inconclusive(self) -> bool:
-        """Missed the limit, but by no more than this suite's own rounds differ among themselves."""
-        return not self.agrees and self.diff_pct <= self.own_spread_pct
+        """Missed the limit, but by no more than either tool's rounds differ among themselves."""
+        return not self.agrees and self.diff_pct <= self.noise_pct
 
     def rounds_text(self) -> str:
         return ", ".join(f"{a:.4g} vs {b:.4g}" for a, b in zip(self.ours, self.theirs, strict=True))
+
+
+def _spread_pct(values: Sequence[float]) -> float:
+    mean = statistics.fmean(values)
+    return (max(values) - min(values)) / mean * 100 if mean else 0.0
 
 
 def compare_rounds(

@@ -14,20 +14,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pytest_dsbench.engines.base import EngineInfo
-from pytest_dsbench.errors import DsbenchUsageError
+from pytest_dsbench.errors import DsbenchUsageError, InvalidRun
 from pytest_dsbench.gate import Gate
 from pytest_dsbench.load.datasets import SHAREGPT_FILE, DatasetSpec
 from pytest_dsbench.load.expert_load import ExpertLoadProbe
 from pytest_dsbench.load.expert_load import save as save_expert_load
 from pytest_dsbench.load.runner import LoadConfig, LoadError, LoadRun, run_load
 from pytest_dsbench.load.tokenizer import load_tokenizer
-from pytest_dsbench.metrics import GoodputSlo
+from pytest_dsbench.metrics import GoodputSlo, metric_samples
 from pytest_dsbench.options import DsbenchOptions
 from pytest_dsbench.thresholds import HwProfile
-
-
-class InvalidRun(Exception):
-    """The client, not the server, limited the run: its numbers must not be judged (an error, never a pass)."""
 
 
 @dataclass(frozen=True)
@@ -160,6 +156,35 @@ def run_workload(
         assert run.client is not None
         raise InvalidRun(f"{name}: {run.client.message()} (records: {run.raw_path})")
     return run
+
+
+def record_run_metric(
+    gate: Gate, run: LoadRun, metric: str, limit: float | None, limit_source: str, value: float | None = None
+) -> None:
+    """Record one of a load run's metrics (its own value unless ``value`` says otherwise) with its samples."""
+    gate.record(
+        metric,
+        run.summary[metric] if value is None else value,
+        samples=metric_samples(run.summary, metric),
+        # a latency's samples are its requests; a throughput's are 1-s windows, so count the requests behind them
+        sample_count=None if "_ms_" in metric else run.summary.completed,
+        limit=limit,
+        limit_source=limit_source,
+        workload=run.workload,
+    )
+
+
+def record_run_health(gate: Gate, run: LoadRun, error_rate_max: float, limit_source: str) -> None:
+    """What every load run records besides its own metrics: the error rate against its limit, and expert load."""
+    gate.record(
+        "error_rate",
+        run.summary["error_rate"],
+        sample_count=len(run.records),
+        limit=error_rate_max,
+        limit_source=limit_source,
+        workload=run.workload,
+    )
+    record_expert_load(gate, run)
 
 
 def record_expert_load(gate: Gate, run: LoadRun) -> None:

@@ -8,18 +8,21 @@ size
 * tencent (seed 003): the fixed 128/128/128 run (mean TPOT within the SLO, total tok/s and QPM floors) and the
   search for the largest concurrency that keeps mean TPOT within the SLO.
 
-Results are also written in the seeds' own formats under ``<artifacts>/load/methods/``.
+Results are also written in the seeds' own formats under ``<artifacts>/load/methods/``. Each method's load
+runs happen in a fixture, so a run whose client was the bottleneck (INVALID) errors the test, as in the SLO
+tests, and is never judged.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pytest_dsbench.engines.base import EngineInfo
 from pytest_dsbench.gate import Gate
-from pytest_dsbench.load.api import LoadContext, baseline_params, record_expert_load
+from pytest_dsbench.load.api import LoadContext, baseline_params, record_run_health, record_run_metric
 from pytest_dsbench.load.runner import LoadRun
 from pytest_dsbench.methods import ali, deeplink, tencent
 from pytest_dsbench.metrics import metric_samples
@@ -51,59 +54,78 @@ def _source(profile: HwProfile, name: str, key: str) -> str:
     return f"{profile.path.name if profile.path else profile.hardware.name} [throughput.{name}] {key}"
 
 
-def _record(
-    gate: Gate, run: LoadRun, metric: str, limit: float | None, limit_source: str, value: float | None = None
-) -> None:
-    """Record one of a load run's metrics (its own value unless ``value`` says otherwise) with its samples."""
-    samples = metric_samples(run.summary, metric)
-    gate.record(
-        metric,
-        run.summary[metric] if value is None else value,
-        samples=samples,
-        # a latency's samples are its requests; a throughput's are 1-s windows, so count the requests behind them
-        sample_count=None if "_ms_" in metric else run.summary.completed,
-        limit=limit,
-        limit_source=limit_source,
-        workload=run.workload,
-    )
-
-
 def _record_health(gate: Gate, profile: HwProfile, run: LoadRun, name: str) -> None:
-    """What every load run records besides its method's metrics: the error rate against the SLO, expert load."""
-    gate.record(
-        "error_rate",
-        run.summary["error_rate"],
-        sample_count=len(run.records),
-        limit=profile.slo.error_rate_max,
-        limit_source=_source(profile, name, "/ [slo] error_rate_max"),
-        workload=run.workload,
+    record_run_health(gate, run, profile.slo.error_rate_max, _source(profile, name, "/ [slo] error_rate_max"))
+
+
+# -- the runs (set-up) ----------------------------------------------------------------------------------------
+@pytest.fixture
+def deeplink_result(deeplink_entry: tuple[str, Any], load_ctx: LoadContext) -> deeplink.DeeplinkResult:
+    name, entry = deeplink_entry
+    return deeplink.run(load_ctx, name, entry)
+
+
+@pytest.fixture
+def engine_logs(dsbench_engine: EngineInfo) -> list[Path]:
+    logs = [p for p in dsbench_engine.log_paths if p.is_file()]
+    if not logs:
+        pytest.skip("ali decode reads the engine's log: pass --engine-log PATH in attach mode")
+    return logs
+
+
+@pytest.fixture
+def ali_decode_result(
+    ali_decode_entry: tuple[str, Any], load_ctx: LoadContext, dsbench_engine: EngineInfo, engine_logs: list[Path]
+) -> ali.AliDecodeResult:
+    return ali.run_decode(
+        load_ctx, ali_decode_entry[1], engine_logs, log_format=dsbench_engine.profile.decode_log_format
     )
-    record_expert_load(gate, run)
 
 
+@pytest.fixture
+def ali_prefill_result(ali_prefill_entry: tuple[str, Any], load_ctx: LoadContext) -> ali.AliPrefillResult:
+    return ali.run_prefill(load_ctx, ali_prefill_entry[1])
+
+
+@pytest.fixture
+def tencent_result(tencent_entry: tuple[str, Any], load_ctx: LoadContext) -> tencent.TencentResult:
+    name, entry = tencent_entry
+    return tencent.run_fixed(load_ctx, name, entry)
+
+
+@pytest.fixture
+def tencent_search(
+    tencent_entry: tuple[str, Any], load_ctx: LoadContext, hw_profile: HwProfile
+) -> tencent.SearchResult:
+    name, entry = tencent_entry
+    slo = hw_profile.slo
+    return tencent.run_search(load_ctx, name, entry, limit_ms=slo.tpot_ms_mean_max, error_rate_max=slo.error_rate_max)
+
+
+# -- the verdicts ---------------------------------------------------------------------------------------------
 def test_deeplink_output_throughput(
-    deeplink_entry: tuple[str, Any], load_ctx: LoadContext, hw_profile: HwProfile, dsbench_gate: Gate
+    deeplink_entry: tuple[str, Any], deeplink_result: deeplink.DeeplinkResult, hw_profile: HwProfile, dsbench_gate: Gate
 ) -> None:
     name, entry = deeplink_entry
-    result = deeplink.run(load_ctx, name, entry)
-    limit_source = _source(hw_profile, name, "output_tok_s_min")
-    _record(dsbench_gate, result.run, "output_tok_s", entry.output_tok_s_min, limit_source, value=result.output_tok_s)
-    _record_health(dsbench_gate, hw_profile, result.run, name)
+    run = deeplink_result.run
+    source = _source(hw_profile, name, "output_tok_s_min")
+    record_run_metric(
+        dsbench_gate, run, "output_tok_s", entry.output_tok_s_min, source, value=deeplink_result.output_tok_s
+    )
+    _record_health(dsbench_gate, hw_profile, run, name)
     dsbench_gate.check()
 
 
 def test_ali_decode_tpot_and_logged_throughput(
     ali_decode_entry: tuple[str, Any],
-    load_ctx: LoadContext,
+    ali_decode_result: ali.AliDecodeResult,
+    engine_logs: list[Path],
     dsbench_engine: EngineInfo,
     hw_profile: HwProfile,
     dsbench_gate: Gate,
 ) -> None:
-    name, entry = ali_decode_entry
-    logs = [p for p in dsbench_engine.log_paths if p.is_file()]
-    if not logs:
-        pytest.skip("ali decode reads the engine's log: pass --engine-log PATH in attach mode")
-    result = ali.run_decode(load_ctx, entry, logs, log_format=dsbench_engine.profile.decode_log_format)
+    name = ali_decode_entry[0]
+    result = ali_decode_result
     for size, run in result.runs.items():
         dsbench_gate.record(
             "tpot_ms_mean",
@@ -121,7 +143,7 @@ def test_ali_decode_tpot_and_logged_throughput(
         )
     if not result.samples:
         dsbench_gate.fail(
-            f"no decode-throughput line in {', '.join(map(str, logs))} while the ali decode runs ran "
+            f"no decode-throughput line in {', '.join(map(str, engine_logs))} while the ali decode runs ran "
             f"(expected {dsbench_engine.profile.decode_log_format}-format lines such as SGLang "
             "'Decode batch ... gen throughput' or vLLM/LMDeploy 'Avg generation throughput'; vLLM logs "
             "every VLLM_LOG_STATS_INTERVAL s and not with --disable-log-stats)"
@@ -130,12 +152,14 @@ def test_ali_decode_tpot_and_logged_throughput(
 
 
 def test_ali_prefill_input_throughput_per_device(
-    ali_prefill_entry: tuple[str, Any], load_ctx: LoadContext, hw_profile: HwProfile, dsbench_gate: Gate
+    ali_prefill_entry: tuple[str, Any],
+    ali_prefill_result: ali.AliPrefillResult,
+    hw_profile: HwProfile,
+    dsbench_gate: Gate,
 ) -> None:
     name, entry = ali_prefill_entry
-    result = ali.run_prefill(load_ctx, entry)
-    for length, value in result.input_tok_s_per_device.items():
-        run = result.runs[length]
+    for length, value in ali_prefill_result.input_tok_s_per_device.items():
+        run = ali_prefill_result.runs[length]
         dsbench_gate.record(
             "input_tok_s_per_device",
             value,
@@ -149,26 +173,27 @@ def test_ali_prefill_input_throughput_per_device(
 
 
 def test_tencent_throughput_with_tpot_within_slo(
-    tencent_entry: tuple[str, Any], load_ctx: LoadContext, hw_profile: HwProfile, dsbench_gate: Gate
+    tencent_entry: tuple[str, Any], tencent_result: tencent.TencentResult, hw_profile: HwProfile, dsbench_gate: Gate
 ) -> None:
     name, entry = tencent_entry
-    result = tencent.run_fixed(load_ctx, name, entry)
-    run = result.run
+    run = tencent_result.run
     tpot_source = f"{_source(hw_profile, name, '')}/ [slo] tpot_ms_mean_max"
-    _record(dsbench_gate, run, "tpot_ms_mean", hw_profile.slo.tpot_ms_mean_max, tpot_source)
-    _record(dsbench_gate, run, "total_tok_s", entry.total_tok_s_min, _source(hw_profile, name, "total_tok_s_min"))
-    _record(dsbench_gate, run, "qpm", entry.qpm_min, _source(hw_profile, name, "qpm_min"))
+    record_run_metric(dsbench_gate, run, "tpot_ms_mean", hw_profile.slo.tpot_ms_mean_max, tpot_source)
+    record_run_metric(
+        dsbench_gate, run, "total_tok_s", entry.total_tok_s_min, _source(hw_profile, name, "total_tok_s_min")
+    )
+    record_run_metric(dsbench_gate, run, "qpm", entry.qpm_min, _source(hw_profile, name, "qpm_min"))
     _record_health(dsbench_gate, hw_profile, run, name)
-    assert result.files["json"].is_file()
+    assert tencent_result.files["json"].is_file()
     dsbench_gate.check()
 
 
 def test_tencent_largest_concurrency_within_tpot_slo(
-    tencent_entry: tuple[str, Any], load_ctx: LoadContext, hw_profile: HwProfile, dsbench_gate: Gate
+    tencent_entry: tuple[str, Any], tencent_search: tencent.SearchResult, hw_profile: HwProfile, dsbench_gate: Gate
 ) -> None:
-    name, entry = tencent_entry
+    name = tencent_entry[0]
+    result = tencent_search
     limit = hw_profile.slo.tpot_ms_mean_max
-    result = tencent.run_search(load_ctx, name, entry, limit_ms=limit, error_rate_max=hw_profile.slo.error_rate_max)
     history = ", ".join(
         f"c={p.concurrency}: {p.value:.2f} ms ({p.samples} req){'' if p.passed else ' FAIL'}" for p in result.probes
     )

@@ -97,3 +97,30 @@ def run_on_fake_hw(pytester: pytest.Pytester) -> Callable[..., pytest.RunResult]
         )
 
     return run
+
+
+GIL_HOG = """
+import sys, threading
+
+_stop = threading.Event()
+
+def _hog():
+    while not _stop.is_set():
+        sum(range(20000))
+
+def pytest_configure(config):
+    sys.setswitchinterval(0.1)
+    threading.Thread(target=_hog, daemon=True).start()
+
+def pytest_unconfigure(config):
+    _stop.set()
+    sys.setswitchinterval(0.005)
+"""
+
+
+@pytest.fixture
+def starve_client(pytester: pytest.Pytester) -> tuple[str, ...]:
+    """Inner-run arguments loading a plugin that hogs the interpreter, so the load client falls behind."""
+    pytester.makepyfile(gilhog=GIL_HOG)
+    pytester.syspathinsert()
+    return ("-p", "gilhog")

@@ -30,9 +30,14 @@ def test_a_miss_inside_our_own_spread_is_inconclusive() -> None:
     assert agreements[0].inconclusive and inconclusive_only(agreements)
 
 
-def test_a_miss_larger_than_our_own_spread_is_a_disagreement_however_noisy() -> None:
-    (ttft,) = compare_rounds(rounds(ttft=[90, 110, 100]), rounds(ttft=[300, 300, 300]), ["ttft"], 3.0)
-    assert ttft.own_spread_pct == pytest.approx(20.0) and not ttft.inconclusive
+def test_a_miss_inside_the_reference_tools_spread_is_inconclusive() -> None:
+    (tpot,) = compare_rounds(rounds(tpot=[24, 24, 24.5]), rounds(tpot=[28, 21, 27]), ["tpot"], 3.0)
+    assert tpot.own_spread_pct < tpot.diff_pct <= tpot.their_spread_pct and tpot.inconclusive
+
+
+def test_a_miss_larger_than_both_spreads_is_a_disagreement_however_noisy() -> None:
+    (ttft,) = compare_rounds(rounds(ttft=[90, 110, 100]), rounds(ttft=[270, 330, 300]), ["ttft"], 3.0)
+    assert ttft.noise_pct == pytest.approx(20.0) and not ttft.inconclusive
 
 
 def test_one_steady_miss_makes_the_whole_comparison_a_failure_whatever_else_is_noisy() -> None:

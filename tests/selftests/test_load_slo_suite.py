@@ -113,31 +113,10 @@ def test_goodput_floor_counts_requests_meeting_every_per_request_limit(
         result.stdout.fnmatch_lines(["*goodput_fraction = 0 fraction, limit >= 0.9 fraction*"])
 
 
-HOG = """
-import sys, threading
-
-_stop = threading.Event()
-
-def _hog():
-    while not _stop.is_set():
-        sum(range(20000))
-
-def pytest_configure(config):
-    sys.setswitchinterval(0.1)
-    threading.Thread(target=_hog, daemon=True).start()
-
-def pytest_unconfigure(config):
-    _stop.set()
-    sys.setswitchinterval(0.005)
-"""
-
-
 def test_starved_client_errors_the_slo_tests_as_invalid_never_passes(
-    pytester: pytest.Pytester, run_slo: Runner, fake: Any
+    run_slo: Runner, fake: Any, starve_client: tuple[str, ...]
 ) -> None:
-    pytester.makepyfile(gilhog=HOG)
-    pytester.syspathinsert()
-    result = run_slo(fake(ttft_ms=10, itl_ms=10), "-p", "gilhog")
+    result = run_slo(fake(ttft_ms=10, itl_ms=10), *starve_client)
     outcomes = result.parseoutcomes()
     assert outcomes.get("passed", 0) == 0 and outcomes.get("errors", 0) >= 1, outcomes
     result.stdout.fnmatch_lines(["*INVALID run, the load generator was the bottleneck: *event-loop lag p*"])

@@ -148,3 +148,13 @@ def test_tencent_search_finds_where_tpot_crosses_the_limit(
     assert 4 <= search["best"] < 24, search
     assert all(p["passed"] == (p["concurrency"] <= search["best"]) for p in probes), probes  # a clean boundary
     assert all(p["samples"] >= 16 for p in probes) and search["stopped"] in ("converged", "max_probes (6)")
+
+
+def test_starved_client_errors_the_method_tests_as_invalid_never_judges_them(
+    run_methods: Runner, fake: Any, starve_client: tuple[str, ...]
+) -> None:
+    result = run_methods(fake(ttft_ms=10, itl_ms=10), "-k", "deeplink or tencent_throughput", *starve_client)
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("passed", 0) == 0 and outcomes.get("failed", 0) == 0, outcomes
+    assert outcomes.get("errors", 0) == 2, outcomes
+    result.stdout.fnmatch_lines(["*INVALID run, the load generator was the bottleneck: *"])
