@@ -312,7 +312,7 @@ class CounterWriter:
     """Engine-side accumulator + throttled atomic flusher. ``snapshot`` returns the JSON payload; a daemon
     thread writes it every ``flush_s`` while dirty, and ``flush()`` writes it now (also at exit)."""
 
-    def __init__(self, path: Path, meta: dict[str, Any], snapshot: Callable[[], list[dict[str, Any]]],
+    def __init__(self, path: Path, meta: dict[str, Any], snapshot: Callable[[], list[dict[str, Any]] | None],
                  flush_s: float = 0.5) -> None:
         self.path = shard_path(path, os.getpid())
         self.meta = dict(meta)
@@ -336,9 +336,14 @@ class CounterWriter:
                 self.flush()
 
     def flush(self) -> None:
-        """Write the current histograms atomically (a reader never sees a torn file)."""
+        """Write the current histograms atomically (a reader never sees a torn file). A snapshot of None (not
+        now: the engine is capturing a CUDA graph) writes nothing and leaves the writer dirty for the next round."""
         with self._lock:
             self._dirty.clear()
+            layers = self._snapshot()
+            if layers is None:
+                self._dirty.set()
+                return
             payload = {"format": FORMAT, "version": VERSION, "pid": os.getpid(), "updated_unix": time.time(),
-                       **self.meta, "layers": self._snapshot()}
+                       **self.meta, "layers": layers}
             write_json(self.path, payload)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pytest_dsbench.eplb.capture import GUARD
 from pytest_dsbench.eplb.counts import CounterWriter
 from pytest_dsbench.eplb.transforms import (
     PLACEMENTS,
@@ -129,6 +130,7 @@ class RoutingRecorder:
         self._placements: dict[int, Placement] = {}
         self._lock = threading.Lock()
         self._writer: CounterWriter | None = None
+        GUARD.install()
 
     @property
     def ranks(self) -> int:
@@ -199,9 +201,12 @@ class RoutingRecorder:
         if writer is not None:
             writer.mark_dirty()
 
-    def snapshot(self) -> list[dict[str, Any]]:
-        """JSON-ready per-layer histograms (host copies, taken under the lock)."""
-        with self._lock:
+    def snapshot(self) -> list[dict[str, Any]] | None:
+        """JSON-ready per-layer histograms (host copies, taken under the lock); None while a CUDA graph is being
+        captured, when a host copy would break the capture (see :mod:`capture`)."""
+        with GUARD.outside_capture() as safe, self._lock:
+            if not safe:
+                return None
             out = []
             for layer in sorted(self._layers):
                 st = self._layers[layer]

@@ -9,12 +9,14 @@ environment and, unless the mode is ``off``:
   ``VLLM_MOE_ROUTING_SIMULATION_STRATEGY``; ``create_fused_moe_router`` then builds a
   ``RoutingSimulatorRouter`` for every MoE layer, ahead of the platform router (also on CPU, before
   ``CPURouter``), and forces a modular backend, so ``select_experts`` really produces the ids the experts run.
-* every active mode (``observe`` too): wraps ``FusedMoERouter.select_experts`` (the single method the modular
-  MoE runner calls) to record the final ids (after EPLB mapping and dtype conversion) per layer, and to
-  verify on the first call of each layer that the router really is the simulator with our strategy.
+* every active mode (``observe`` too): wraps ``select_experts`` where the router classes define it
+  (``FusedMoERouter`` in 0.32, ``BaseRouter`` in 0.20; the single method the modular MoE runner calls) to
+  record the final ids (after EPLB mapping and dtype conversion) per layer, and verifies at construction that
+  each router really is the simulator with our strategy.
 
-Version gate: the router layout (``fused_moe/router/``) of vLLM 0.2x-0.3x; checked on 0.32.0 (CPU build) and
-against the 0.33.0 sources in eplb.md. Older layouts (static ``FusedMoE.select_experts``, <= ~0.11) raise.
+Version gate: the router layout (``fused_moe/router/``) of vLLM 0.2x-0.3x; run on 0.32.0 (CPU build) and 0.20.1
+(CUDA, H100, CUDA graphs and eager), and checked against the 0.33.0 sources in eplb.md. Older layouts (static
+``FusedMoE.select_experts``, <= ~0.11) raise.
 Failures raise :class:`EplbPatchError` inside ``register()``: vLLM does not catch exceptions raised there,
 so the engine exits instead of serving unpatched routing.
 """

@@ -246,3 +246,38 @@ def test_balanced_mode_uses_the_dp_offset_when_asked(
     want = transform_topk_ids("balanced", torch.zeros(2, 4, dtype=torch.int32), 4, 16, offset=12)
     assert torch.equal(ids, want)
     runtime.active_recorder().flush()
+
+
+def test_vllm_020_layout_where_a_base_router_defines_select_experts_is_counted(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """vLLM 0.20.x: ``BaseRouter(FusedMoERouter)`` defines ``select_experts`` without ``topk_indices_dtype``; a
+    wrapper on ``FusedMoERouter`` would never run there (seen on an H100: the patch routed, the counter stayed
+    empty)."""
+    from types import SimpleNamespace
+
+    class FusedMoERouter:
+        def __init__(self, experts: int) -> None:
+            self.global_num_experts = experts
+
+        def select_experts(self, hidden_states: Any, router_logits: Any) -> Any:
+            raise NotImplementedError
+
+    class BaseRouter(FusedMoERouter):
+        def select_experts(self, hidden_states: Any, router_logits: Any) -> Any:
+            weights, ids = torch.topk(router_logits, 2, dim=-1)
+            return weights, ids.to(torch.int32)
+
+    class RoutingSimulatorRouter(BaseRouter):
+        pass
+
+    monkeypatch.setattr(runtime, "_ACTIVE", runtime._ACTIVE)
+    router_mod = SimpleNamespace(FusedMoERouter=FusedMoERouter)
+    simulator_mod = SimpleNamespace(RoutingSimulatorRouter=RoutingSimulatorRouter)
+    counts = tmp_path / "counts.json"
+    recorder = vllm_plugin.install(EplbConfig(mode="observe", ranks=2, counts_path=counts), router_mod, simulator_mod)
+    router = RoutingSimulatorRouter(8)
+    _, ids = router.select_experts(torch.randn(5, 4), torch.randn(5, 8))
+    recorder.flush()
+    got = read_counts(counts)
+    assert got.layers[0].slots == 10 and sum(got.layers[0].counts) == 10 and ids.shape == (5, 2)

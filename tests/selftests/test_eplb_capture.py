@@ -1,0 +1,101 @@
+"""The routing counter never copies to the host while the engine captures a CUDA graph (a host sync from the
+flusher thread invalidates the capture and kills the engine): captures wait for a snapshot in progress, and
+the flusher skips rounds while a capture is open, writing again once it closes."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_dsbench.eplb.capture import CaptureGuard
+from pytest_dsbench.eplb.counts import CounterWriter
+
+
+class FakeGraph:
+    """Stands in for torch.cuda.CUDAGraph: records what happened, can fail to begin."""
+
+    events: list[str]
+
+    def capture_begin(self, pool: Any = None, capture_error_mode: str = "global") -> None:
+        if capture_error_mode == "fail":
+            raise RuntimeError("capture could not begin")
+        self.events.append("begin")
+
+    def capture_end(self) -> None:
+        self.events.append("end")
+
+
+@pytest.fixture
+def graph_class() -> type[FakeGraph]:
+    return type("Graph", (FakeGraph,), {"events": []})
+
+
+def test_no_snapshot_while_a_capture_is_open(graph_class: type[FakeGraph]) -> None:
+    guard = CaptureGuard()
+    assert guard.install(graph_class)
+    graph = graph_class()
+    graph.capture_begin(capture_error_mode="global")
+    with guard.outside_capture() as safe:
+        assert not safe
+    graph.capture_end()
+    with guard.outside_capture() as safe:
+        assert safe
+    assert graph.events == ["begin", "end"]
+
+
+def test_a_capture_waits_for_a_snapshot_in_progress(graph_class: type[FakeGraph]) -> None:
+    guard = CaptureGuard()
+    guard.install(graph_class)
+    graph = graph_class()
+    began = threading.Event()
+    capture = threading.Thread(target=lambda: (graph.capture_begin(), began.set()))
+    with guard.outside_capture() as safe:
+        assert safe
+        capture.start()
+        assert not began.wait(0.2), "the capture began during a snapshot"
+    assert began.wait(5)
+    capture.join()
+    assert guard.open_captures == 1
+
+
+def test_a_capture_that_fails_to_begin_does_not_stop_snapshots_forever(graph_class: type[FakeGraph]) -> None:
+    guard = CaptureGuard()
+    guard.install(graph_class)
+    with pytest.raises(RuntimeError, match="capture could not begin"):
+        graph_class().capture_begin(capture_error_mode="fail")
+    assert guard.open_captures == 0
+
+
+def test_installing_twice_wraps_once(graph_class: type[FakeGraph]) -> None:
+    guard = CaptureGuard()
+    guard.install(graph_class)
+    wrapped = graph_class.capture_begin
+    guard.install(graph_class)
+    assert graph_class.capture_begin is wrapped
+
+
+def test_the_writer_skips_a_round_during_a_capture_and_writes_after(tmp_path: Path) -> None:
+    guard = CaptureGuard()
+    graph_class = type("Graph", (FakeGraph,), {"events": []})
+    guard.install(graph_class)
+
+    def snapshot() -> list[dict[str, Any]] | None:
+        with guard.outside_capture() as safe:
+            return [{"layer": 0, "counts": [1, 2]}] if safe else None
+
+    writer = CounterWriter(tmp_path / "counts.json", {"engine": "fake"}, snapshot, flush_s=0.05)
+    graph = graph_class()
+    graph.capture_begin()
+    writer.mark_dirty()
+    time.sleep(0.3)
+    assert not writer.path.exists(), "the writer copied counts during a capture"
+    graph.capture_end()
+    deadline = time.monotonic() + 5
+    while not writer.path.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert json.loads(writer.path.read_text())["layers"] == [{"layer": 0, "counts": [1, 2]}]
