@@ -151,7 +151,8 @@ class EngineSession:
             name=opts.engine, version=version, base_url=opts.base_url, model=str(model["id"]),
             model_path=model_path, tokenizer_path=opts.tokenizer or model_path,
             max_model_len=_int_or_none(model.get("max_model_len")) or self.hw.deployment.max_model_len,
-            profile=adapter.profile, mode="attach", log_paths=opts.engine_logs, api_key=opts.api_key,
+            profile=adapter.profile.for_version(version), mode="attach", log_paths=opts.engine_logs,
+            api_key=opts.api_key,
         )
 
     # -- start ---------------------------------------------------------------------------------------------------
@@ -216,7 +217,7 @@ class EngineSession:
             model_path=model if Path(model).is_dir() else None,
             tokenizer_path=opts.tokenizer or (model if Path(model).is_dir() else None),
             max_model_len=_int_or_none(listed.get("max_model_len")) or self.hw.deployment.max_model_len,
-            profile=adapter.profile, mode="start", log_paths=(log_path,),
+            profile=adapter.profile.for_version(version), mode="start", log_paths=(log_path,),
             launch_command=tuple(redact(" ".join(command), [opts.api_key]).split(" ")), api_key=opts.api_key,
             eplb_mode=opts.eplb, eplb_counts_path=counts_path, eplb_ranks=eplb_ranks,
         )

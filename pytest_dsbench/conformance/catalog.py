@@ -197,6 +197,9 @@ def _deviating_engines(item: Check) -> str:
         profile = adapter.profile
         known = profile.known_failure(item.id)
         missing = sorted(set(item.requires) - profile.features)
+        for limited in profile.known_failures:
+            if limited.check_id == item.id and limited.versions:
+                notes.append(f"{name} {limited.versions}: known bug, strict xfail ([link]({limited.url}))")
         if known:
             notes.append(f"{name}: known bug, strict xfail ([link]({known.url}))")
         elif missing:

@@ -8,20 +8,49 @@ upstream bugs strictly.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pytest_dsbench.thresholds import HwProfile
 
 
+def version_matches(version: str | None, versions: str) -> bool:
+    """``version`` is in the PEP 440 specifier set ``versions`` ("" = every version; an unknown or unparsable
+    version matches only "")."""
+    if not versions:
+        return True
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        return Version(version or "").release is not None and SpecifierSet(versions).contains(
+            Version(version or ""), prereleases=True
+        )
+    except (InvalidVersion, InvalidSpecifier):
+        return False
+
+
 @dataclass(frozen=True)
 class KnownFailure:
-    """An upstream bug a check is expected to hit on this engine (becomes ``xfail(strict=True)``)."""
+    """An upstream bug a check is expected to hit on this engine (becomes ``xfail(strict=True)``).
+
+    ``versions`` limits it to the engine versions that have the bug (PEP 440 specifiers, e.g. ``"==0.20.*"``);
+    such a failure is applied once the engine's version is known, at the check's set-up."""
 
     check_id: str
     reason: str
     url: str
+    versions: str = ""
+
+
+@dataclass(frozen=True)
+class VersionBehaviour:
+    """Where some engine versions behave differently from the profile: the profile fields they change."""
+
+    versions: str
+    changes: tuple[tuple[str, Any], ...]
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -46,10 +75,23 @@ class EngineProfile:
     decode_log_format: Literal["vllm", "sglang", "lmdeploy"]
     known_failures: tuple[KnownFailure, ...] = ()
     features: frozenset[str] = field(default_factory=frozenset)
+    version_behaviours: tuple[VersionBehaviour, ...] = ()
 
-    def known_failure(self, check_id: str) -> KnownFailure | None:
-        """The upstream bug ``check_id`` is expected to hit on this engine, if any."""
-        return next((kf for kf in self.known_failures if kf.check_id == check_id), None)
+    def known_failure(self, check_id: str, version: str | None = None) -> KnownFailure | None:
+        """The upstream bug ``check_id`` is expected to hit on this engine: with no ``version``, only bugs of
+        every version (what collection can know); with one, the bugs of that version too."""
+        for kf in self.known_failures:
+            if kf.check_id == check_id and (not kf.versions or version_matches(version, kf.versions)):
+                return kf
+        return None
+
+    def for_version(self, version: str | None) -> EngineProfile:
+        """This profile as ``version`` of the engine behaves (unknown versions: the profile as declared)."""
+        changes: dict[str, Any] = {}
+        for behaviour in self.version_behaviours:
+            if version_matches(version, behaviour.versions):
+                changes.update(behaviour.changes)
+        return replace(self, **changes) if changes else self
 
 
 @dataclass(frozen=True)

@@ -117,3 +117,30 @@ def test_checks_outside_the_engine_profile_skip_with_the_reason(
     result = run_api(pytester, engine, "-k", "M01")
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(["*engine vllm does not support feature(s): tools*"])
+
+
+@pytest.mark.parametrize(("version", "outcome"), [("0.20.1", "xfailed"), ("0.32.0", "failed")])
+def test_a_bug_of_some_engine_versions_is_a_strict_xfail_on_those_versions_only(
+    pytester: pytest.Pytester, make_fake_engine: Callable[..., FakeEngineThread], version: str, outcome: str
+) -> None:
+    # vLLM's profile: a malformed JSON schema answers 500 on 0.20.* (vllm #57725); 0.32 answers 400
+    engine = make_fake_engine(max_model_len=CPU_CONTEXT, version=version, faults=["bad_schema_500"])
+    result = run_api(pytester, engine, "-k", "B13")
+    result.assert_outcomes(**{outcome: 1})
+    if outcome == "xfailed":
+        result.stdout.fnmatch_lines(["*XFAIL*B13*vllm/issues/57725; vllm 0.20.1 is ==0.20.*"])
+
+
+@pytest.mark.parametrize(("version", "clamps", "outcome"), [("0.20.1", False, "passed"), ("0.20.1", True, "failed"),
+                                                             ("0.32.0", True, "passed")])
+def test_a_versions_declared_behaviour_is_what_its_check_expects(
+    pytester: pytest.Pytester,
+    make_fake_engine: Callable[..., FakeEngineThread],
+    version: str,
+    clamps: bool,
+    outcome: str,
+) -> None:
+    # vLLM 0.20 rejects prompt + max_tokens over the window with 400; 0.32 clamps max_tokens to the window
+    engine = make_fake_engine(max_model_len=CPU_CONTEXT, version=version, clamp_max_tokens=clamps)
+    result = run_api(pytester, engine, "-k", "B05")
+    result.assert_outcomes(**{outcome: 1})

@@ -139,3 +139,31 @@ def test_long_context_check_stays_within_the_deployments_max_input_len() -> None
     with fake_check_context(max_input_len=700) as ctx:
         ctx.target = dataclasses.replace(ctx.target, max_input_len=700)
         catalog.get("P05.long_context_near_limit").func(ctx)  # the fake rejects prompts over 700 tokens
+
+
+@pytest.mark.parametrize(
+    ("version", "versions", "matches"),
+    [
+        ("0.20.1", "==0.20.*", True),
+        ("0.32.0+cpu", ">=0.32", True),
+        ("0.21.0rc1", "<0.21", False),  # PEP 440: a pre-release of 0.21 is not below 0.21
+        ("0.32.0", "<0.21", False),
+        ("unknown", "<0.21", False),
+        ("unknown", "", True),
+        (None, "==0.20.*", False),
+    ],
+)
+def test_engine_version_specifiers(version: str | None, versions: str, matches: bool) -> None:
+    from pytest_dsbench.engines.base import version_matches
+
+    assert version_matches(version, versions) is matches
+
+
+def test_a_profile_for_a_version_applies_only_that_versions_behaviours() -> None:
+    from pytest_dsbench.engines.vllm import PROFILE
+
+    assert PROFILE.for_version("0.20.1").validates_prompt_plus_max_tokens is True
+    assert PROFILE.for_version("0.32.0").validates_prompt_plus_max_tokens is False
+    assert PROFILE.for_version("unknown") is PROFILE
+    assert PROFILE.known_failure("B13.structured_output_bad_schema") is None  # collection: version not yet known
+    assert PROFILE.known_failure("B13.structured_output_bad_schema", "0.20.1") is not None
