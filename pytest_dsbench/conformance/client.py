@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -159,20 +160,39 @@ class StreamReply:
         return out
 
 
+_DROPPED = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
+"""What a request on a pooled connection the server has already closed raises."""
+
+
 class ApiClient:
     """Thin wrapper over one ``httpx.Client`` that returns :class:`Reply` / :class:`StreamReply`."""
 
     def __init__(self, client: httpx.Client, request_timeout_s: float) -> None:
         self.http = client
         self.request_timeout_s = request_timeout_s
+        self.dropped_connections = 0
+        """Requests sent again because the pooled connection was dead before any reply."""
 
     def _timeout(self, timeout_s: float | None) -> httpx.Timeout:
         seconds = timeout_s or self.request_timeout_s
         return httpx.Timeout(seconds, connect=min(5.0, seconds))
 
+    def _once_more_if_dropped(self, send: Callable[[], httpx.Response]) -> httpx.Response:
+        """Send; if the pooled connection turns out dead before any reply, send once more on a new one.
+
+        A server that closes a keep-alive connection after an error reply without ``Connection: close`` (vLLM
+        0.20 after a 400, seen on an H100) leaves a dead socket in the pool, and the next request on it is reset
+        before it reaches the server. That is not the next check's failure: it is retried on a fresh connection
+        (httpx drops the broken one), and counted in ``dropped_connections``."""
+        try:
+            return send()
+        except _DROPPED:
+            self.dropped_connections += 1
+            return send()
+
     def get(self, path: str, timeout_s: float | None = None) -> Reply:
         started = time.monotonic()
-        response = self.http.get(path, timeout=self._timeout(timeout_s))
+        response = self._once_more_if_dropped(lambda: self.http.get(path, timeout=self._timeout(timeout_s)))
         return Reply(
             "GET", path, response.status_code, response.headers, response.content, time.monotonic() - started
         )
@@ -187,12 +207,15 @@ class ApiClient:
         timeout_s: float | None = None,
     ) -> Reply:
         started = time.monotonic()
+        timeout = self._timeout(timeout_s)
         if content is not None:
-            response = self.http.post(
-                path, content=content, headers=headers, timeout=self._timeout(timeout_s)
+            response = self._once_more_if_dropped(
+                lambda: self.http.post(path, content=content, headers=headers, timeout=timeout)
             )
         else:
-            response = self.http.post(path, json=body, headers=headers, timeout=self._timeout(timeout_s))
+            response = self._once_more_if_dropped(
+                lambda: self.http.post(path, json=body, headers=headers, timeout=timeout)
+            )
         return Reply(
             "POST", path, response.status_code, response.headers, response.content, time.monotonic() - started
         )
@@ -206,19 +229,26 @@ class ApiClient:
         events = []
         pieces: list[bytes] = []
         timed_out = False
-        try:
-            with self.http.stream("POST", path, json=body, timeout=self._timeout(seconds)) as response:
-                status, headers = response.status_code, response.headers
-                for piece in response.iter_raw():
-                    pieces.append(piece)
-                    events.extend(parser.feed(piece))
-                    if time.monotonic() > deadline:
-                        timed_out = True
-                        break
-        except httpx.TimeoutException:
-            timed_out = True
-            if not pieces and "status" not in locals():
-                raise
+        for attempt in range(2):
+            try:
+                with self.http.stream("POST", path, json=body, timeout=self._timeout(seconds)) as response:
+                    status, headers = response.status_code, response.headers
+                    for piece in response.iter_raw():
+                        pieces.append(piece)
+                        events.extend(parser.feed(piece))
+                        if time.monotonic() > deadline:
+                            timed_out = True
+                            break
+                break
+            except httpx.TimeoutException:
+                timed_out = True
+                if not pieces and "status" not in locals():
+                    raise
+                break
+            except _DROPPED:  # see _once_more_if_dropped: only before any reply, and only once
+                if attempt or "status" in locals():
+                    raise
+                self.dropped_connections += 1
         events.extend(parser.close())
         body_bytes = b"".join(pieces)
         stream = read_openai_stream(events, parser) if status == 200 else OpenAIStream()
