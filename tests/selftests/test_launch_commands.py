@@ -44,6 +44,13 @@ def test_vllm_command_matches_seed_004_for_va16_tp32_pp2() -> None:
     assert "--enforce-eager" in cmd and "--speculative-config" not in cmd
 
 
+def test_vllm_on_one_gpu_leaves_room_for_a_second_engine_and_prefills_with_fa2() -> None:
+    cmd = _command("vllm", "gpu1")
+    assert _value(cmd, "--gpu-memory-utilization") == "0.4"
+    assert _value(cmd, "--attention-config") == '{"flash_attn_version": 2}'
+    assert "--tensor-parallel-size" not in cmd
+
+
 def test_vllm_mtp_deployment_adds_the_speculative_config() -> None:
     cmd = _command("vllm", "va16/tp32-mtp")
     assert _value(cmd, "--speculative-config") == '{"method": "deepseek_mtp", "num_speculative_tokens": 1}'

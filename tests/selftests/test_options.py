@@ -23,7 +23,7 @@ def test_unknown_engine_from_environment_is_rejected(
 def test_unknown_hw_names_the_valid_profiles(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--hw", "nosuch")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["ERROR: unknown hw profile 'nosuch'*Valid profiles: cpu, h100, h20, h200, h800, "
+    result.stderr.fnmatch_lines(["ERROR: unknown hw profile 'nosuch'*Valid profiles: cpu, gpu1, h100, h20, h200, h800, "
                                  "rtx4090, va16.*"])
 
 
