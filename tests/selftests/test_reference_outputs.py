@@ -308,7 +308,7 @@ def test_routing_matters_replacing_it_changes_the_answers() -> None:
 @pytest.mark.slow
 @fixture_files
 def test_build_script_reproduces_the_committed_files() -> None:
-    """The seeded build (about 10 minutes on 2 cores) regenerates byte-identical files."""
+    """The seeded build (5 minutes on 2 idle cores, 10 or more on a busy machine) regenerates byte-identical files."""
     result = subprocess.run(
         [sys.executable, str(BUILD_SCRIPT), "--check"],
         capture_output=True,
