@@ -35,6 +35,13 @@ PROFILE = EngineProfile(
             "https://github.com/vllm-project/vllm/issues/57725",
             versions="==0.20.*",
         ),
+        KnownFailure(
+            "B08.malformed_body",
+            "vLLM 0.20's cache_salt validator calls .get() on any JSON body, so a JSON array answers HTTP 500 "
+            "(\"'list' object has no attribute 'get'\"; seen on 0.20.1; 0.32 answers 400)",
+            "https://github.com/vllm-project/vllm/pull/51444",
+            versions="==0.20.*",
+        ),
     ),
     version_behaviours=(
         VersionBehaviour(

@@ -310,7 +310,12 @@ def load_summary(report: CountsReport) -> dict[str, Any]:
 
 class CounterWriter:
     """Engine-side accumulator + throttled atomic flusher. ``snapshot`` returns the JSON payload; a daemon
-    thread writes it every ``flush_s`` while dirty, and ``flush()`` writes it now (also at exit)."""
+    thread takes one every ``flush_s`` and writes it when it changed, and ``flush()`` writes it now (also at
+    exit).
+
+    Why poll rather than write after each record: under CUDA graphs the counting ops are replayed on the device
+    without the Python ``record`` running at all (on an H100 every load request after start-up was a replay), so
+    a "something was recorded" flag would stay unset while the counts grow."""
 
     def __init__(self, path: Path, meta: dict[str, Any], snapshot: Callable[[], list[dict[str, Any]] | None],
                  flush_s: float = 0.5) -> None:
@@ -318,13 +323,12 @@ class CounterWriter:
         self.meta = dict(meta)
         self._snapshot = snapshot
         self._flush_s = flush_s
-        self._dirty = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._written: list[dict[str, Any]] | None = None
 
-    def mark_dirty(self) -> None:
-        """Called after each record; starts the flusher thread lazily (after any fork)."""
-        self._dirty.set()
+    def ensure_polling(self) -> None:
+        """Called after each eager record; starts the polling thread lazily (after any fork)."""
         if self._thread is None:
             self._thread = threading.Thread(target=self._loop, name="dsbench-eplb-flush", daemon=True)
             self._thread.start()
@@ -332,18 +336,16 @@ class CounterWriter:
     def _loop(self) -> None:
         while True:
             time.sleep(self._flush_s)
-            if self._dirty.is_set():
-                self.flush()
+            self.flush(only_if_changed=True)
 
-    def flush(self) -> None:
+    def flush(self, only_if_changed: bool = False) -> None:
         """Write the current histograms atomically (a reader never sees a torn file). A snapshot of None (not
-        now: the engine is capturing a CUDA graph) writes nothing and leaves the writer dirty for the next round."""
+        now: the engine is capturing a CUDA graph) writes nothing; the next round tries again."""
         with self._lock:
-            self._dirty.clear()
             layers = self._snapshot()
-            if layers is None:
-                self._dirty.set()
+            if layers is None or (only_if_changed and layers == self._written):
                 return
             payload = {"format": FORMAT, "version": VERSION, "pid": os.getpid(), "updated_unix": time.time(),
                        **self.meta, "layers": layers}
             write_json(self.path, payload)
+            self._written = layers

@@ -199,7 +199,7 @@ class RoutingRecorder:
                                          "not take effect")
         writer = self.writer
         if writer is not None:
-            writer.mark_dirty()
+            writer.ensure_polling()
 
     def snapshot(self) -> list[dict[str, Any]] | None:
         """JSON-ready per-layer histograms (host copies, taken under the lock); None while a CUDA graph is being

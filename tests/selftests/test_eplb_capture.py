@@ -91,7 +91,7 @@ def test_the_writer_skips_a_round_during_a_capture_and_writes_after(tmp_path: Pa
     writer = CounterWriter(tmp_path / "counts.json", {"engine": "fake"}, snapshot, flush_s=0.05)
     graph = graph_class()
     graph.capture_begin()
-    writer.mark_dirty()
+    writer.ensure_polling()
     time.sleep(0.3)
     assert not writer.path.exists(), "the writer copied counts during a capture"
     graph.capture_end()
@@ -99,3 +99,35 @@ def test_the_writer_skips_a_round_during_a_capture_and_writes_after(tmp_path: Pa
     while not writer.path.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert json.loads(writer.path.read_text())["layers"] == [{"layer": 0, "counts": [1, 2]}]
+
+
+def test_counts_that_grow_without_a_python_record_call_reach_the_shard(tmp_path: Path) -> None:
+    """Under CUDA graphs the counting ops replay on the device and ``record`` never runs: the writer polls."""
+    counts = [0, 0]
+
+    def snapshot() -> list[dict[str, Any]]:
+        return [{"layer": 0, "counts": list(counts)}]
+
+    def written() -> list[int] | None:
+        return json.loads(writer.path.read_text())["layers"][0]["counts"] if writer.path.exists() else None
+
+    def wait_for(value: list[int]) -> list[int] | None:
+        deadline = time.monotonic() + 5
+        while written() != value and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return written()
+
+    writer = CounterWriter(tmp_path / "counts.json", {"engine": "fake"}, snapshot, flush_s=0.05)
+    writer.ensure_polling()  # the eager calls at start-up start the thread
+    assert wait_for([0, 0]) == [0, 0]
+    counts[:] = [3, 5]  # graph replays: the device counters grow, no Python call
+    assert wait_for([3, 5]) == [3, 5]
+
+
+def test_an_unchanged_snapshot_is_not_rewritten(tmp_path: Path) -> None:
+    writer = CounterWriter(tmp_path / "counts.json", {"engine": "fake"}, lambda: [{"layer": 0}], flush_s=10)
+    writer.flush(only_if_changed=True)
+    first = writer.path.stat().st_mtime_ns
+    time.sleep(0.01)
+    writer.flush(only_if_changed=True)
+    assert writer.path.stat().st_mtime_ns == first
