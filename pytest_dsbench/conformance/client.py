@@ -7,8 +7,8 @@ has an overall deadline, so a server that never sends ``[DONE]`` fails the check
 from __future__ import annotations
 
 import json
+import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -172,27 +172,37 @@ class ApiClient:
         self.request_timeout_s = request_timeout_s
         self.dropped_connections = 0
         """Requests sent again because the pooled connection was dead before any reply."""
+        self._count_lock = threading.Lock()
 
     def _timeout(self, timeout_s: float | None) -> httpx.Timeout:
         seconds = timeout_s or self.request_timeout_s
         return httpx.Timeout(seconds, connect=min(5.0, seconds))
 
-    def _once_more_if_dropped(self, send: Callable[[], httpx.Response]) -> httpx.Response:
-        """Send; if the pooled connection turns out dead before any reply, send once more on a new one.
+    def _send(self, method: str, path: str, timeout: httpx.Timeout, **kwargs: Any) -> httpx.Response:
+        """Send and read the reply; if the pooled connection is dead before the reply's status line, send once
+        more on a new connection.
 
         A server that closes a keep-alive connection after an error reply without ``Connection: close`` (vLLM
-        0.20 after a 400, seen on an H100) leaves a dead socket in the pool, and the next request on it is reset
-        before it reaches the server. That is not the next check's failure: it is retried on a fresh connection
-        (httpx drops the broken one), and counted in ``dropped_connections``."""
+        0.20 after a 400, seen on an H100) leaves a dead socket in the pool, and the next request on it fails
+        before any reply. That is not the next check's failure: httpx drops the broken connection and the request
+        goes once more, counted in ``dropped_connections``. A reply cut off after its status line is never
+        resent: that is the server's failure, and it propagates."""
+        request = self.http.build_request(method, path, timeout=timeout, **kwargs)
         try:
-            return send()
+            response = self.http.send(request, stream=True)
         except _DROPPED:
-            self.dropped_connections += 1
-            return send()
+            with self._count_lock:
+                self.dropped_connections += 1
+            response = self.http.send(request, stream=True)
+        try:
+            response.read()
+        finally:
+            response.close()
+        return response
 
     def get(self, path: str, timeout_s: float | None = None) -> Reply:
         started = time.monotonic()
-        response = self._once_more_if_dropped(lambda: self.http.get(path, timeout=self._timeout(timeout_s)))
+        response = self._send("GET", path, self._timeout(timeout_s))
         return Reply(
             "GET", path, response.status_code, response.headers, response.content, time.monotonic() - started
         )
@@ -209,13 +219,9 @@ class ApiClient:
         started = time.monotonic()
         timeout = self._timeout(timeout_s)
         if content is not None:
-            response = self._once_more_if_dropped(
-                lambda: self.http.post(path, content=content, headers=headers, timeout=timeout)
-            )
+            response = self._send("POST", path, timeout, content=content, headers=headers)
         else:
-            response = self._once_more_if_dropped(
-                lambda: self.http.post(path, json=body, headers=headers, timeout=timeout)
-            )
+            response = self._send("POST", path, timeout, json=body, headers=headers)
         return Reply(
             "POST", path, response.status_code, response.headers, response.content, time.monotonic() - started
         )
@@ -245,10 +251,11 @@ class ApiClient:
                 if not pieces and "status" not in locals():
                     raise
                 break
-            except _DROPPED:  # see _once_more_if_dropped: only before any reply, and only once
+            except _DROPPED:  # see _send: only before the reply's status line, and only once
                 if attempt or "status" in locals():
                     raise
-                self.dropped_connections += 1
+                with self._count_lock:
+                    self.dropped_connections += 1
         events.extend(parser.close())
         body_bytes = b"".join(pieces)
         stream = read_openai_stream(events, parser) if status == 200 else OpenAIStream()

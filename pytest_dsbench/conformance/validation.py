@@ -240,14 +240,13 @@ def invalid_sampling_values(ctx: ApiContext) -> None:
     "Unparsable JSON, a non-object body, a form body and a chat without messages get a "
     "4xx, and the server survives",
     severity="MUST",
-    faults=("malformed_body_500",),
+    faults=("malformed_body_500", "array_body_500"),
     source=f"{REFERENCE} B08; vLLM test_non_object_body_validation",
 )
 def malformed_body(ctx: ApiContext) -> None:
     json_header = {"Content-Type": "application/json"}
     cases = [
         ("invalid JSON", ctx.api.post(CHAT, content=b'{"model": ', headers=json_header)),
-        ("a JSON array body", ctx.api.post(CHAT, content=b"[1, 2]", headers=json_header)),
         (
             "a form-encoded body",
             ctx.api.post(
@@ -261,6 +260,9 @@ def malformed_body(ctx: ApiContext) -> None:
     for what, reply in cases:
         client_error(reply, f"chat with {what}")
     assert_alive(ctx, "after malformed bodies")
+    # last, so that an engine version known to fail only this case (vLLM 0.20) still has the others judged
+    client_error(ctx.api.post(CHAT, content=b"[1, 2]", headers=json_header), "chat with a JSON array body")
+    assert_alive(ctx, "after a JSON array body")
 
 
 @check(
@@ -358,7 +360,7 @@ def stream_options_without_stream(ctx: ApiContext) -> None:
     "response_format json_schema without a schema, or with an invalid one, answers 400 not 500",
     severity="SHOULD",
     requires=("structured_output",),
-    faults=("bad_schema_500",),
+    faults=("bad_schema_500", "invalid_schema_500"),
     source=f"{REFERENCE} B13; vLLM test_invalid_json_schema",
 )
 def structured_output_bad_schema(ctx: ApiContext) -> None:

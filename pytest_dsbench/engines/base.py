@@ -36,12 +36,14 @@ class KnownFailure:
     """An upstream bug a check is expected to hit on this engine (becomes ``xfail(strict=True)``).
 
     ``versions`` limits it to the engine versions that have the bug (PEP 440 specifiers, e.g. ``"==0.20.*"``);
-    such a failure is applied once the engine's version is known, at the check's set-up."""
+    such a failure is judged when the check runs, once the engine's version is known, and only a failure whose
+    message contains ``match`` is the known bug: any other failure of the check still fails it."""
 
     check_id: str
     reason: str
     url: str
     versions: str = ""
+    match: str = ""
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ PROFILE = EngineProfile(
             "xgrammar 0.2.0; 0.32 answers 400)",
             "https://github.com/vllm-project/vllm/issues/57725",
             versions="==0.20.*",
+            match="chat with an invalid JSON schema: expected <a 4xx client error>, got <HTTP 500",
         ),
         KnownFailure(
             "B08.malformed_body",
@@ -41,6 +42,7 @@ PROFILE = EngineProfile(
             "(\"'list' object has no attribute 'get'\"; seen on 0.20.1; 0.32 answers 400)",
             "https://github.com/vllm-project/vllm/pull/51444",
             versions="==0.20.*",
+            match="chat with a JSON array body: expected <a 4xx client error>, got <HTTP 500",
         ),
     ),
     version_behaviours=(

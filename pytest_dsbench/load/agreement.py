@@ -2,10 +2,11 @@
 
 Each round pairs one run of ours with one of the reference tool's, back to back, so drift of the engine or the
 host hits both alike. Per metric, the median over rounds of the relative difference must be within a limit.
-A metric that misses it by no more than either tool's rounds spread among themselves cannot be said to disagree:
-the same engine on the same host varied that much between runs of one client, so the host is too noisy to
-measure the difference that finely, and the verdict on it is *inconclusive*. A miss larger than both spreads is
-a disagreement, however noisy the host.
+
+A miss is a *disagreement* when every round differs in the same direction (a sign test: with 5 rounds, a
+difference that is noise alone points the same way in all of them with probability 1/16). When the rounds
+differ in both directions the difference is not systematic: the host was too noisy to measure it that finely,
+and the verdict on that metric is *inconclusive*.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Agreement:
-    """One metric's comparison: per-round values, the median relative difference and this suite's own spread."""
+    """One metric's comparison: per-round values of both tools and the limit on their relative difference."""
 
     metric: str
     ours: tuple[float, ...]
@@ -26,43 +27,32 @@ class Agreement:
     limit_pct: float
 
     @property
+    def round_diffs_pct(self) -> tuple[float, ...]:
+        """Signed ``(ours - theirs) / theirs`` per round, in percent (infinite where theirs is 0)."""
+        return tuple((a - b) / abs(b) * 100 if b else math.inf for a, b in zip(self.ours, self.theirs, strict=True))
+
+    @property
     def diff_pct(self) -> float:
-        """Median over rounds of ``|ours - theirs| / theirs``, in percent (infinite where theirs is 0)."""
-        return statistics.median(
-            abs(a - b) / abs(b) * 100 if b else math.inf for a, b in zip(self.ours, self.theirs, strict=True)
-        )
-
-    @property
-    def own_spread_pct(self) -> float:
-        """(max - min) / mean of this suite's own rounds, in percent."""
-        return _spread_pct(self.ours)
-
-    @property
-    def their_spread_pct(self) -> float:
-        """(max - min) / mean of the reference tool's rounds, in percent."""
-        return _spread_pct(self.theirs)
-
-    @property
-    def noise_pct(self) -> float:
-        """The comparison's noise floor: the larger of the two tools' round-to-round spreads."""
-        return max(self.own_spread_pct, self.their_spread_pct)
+        """Median over rounds of ``|ours - theirs| / theirs``, in percent."""
+        return statistics.median(abs(d) for d in self.round_diffs_pct)
 
     @property
     def agrees(self) -> bool:
         return self.diff_pct <= self.limit_pct
 
     @property
+    def systematic(self) -> bool:
+        """Every round differs in the same direction."""
+        diffs = self.round_diffs_pct
+        return all(d > 0 for d in diffs) or all(d < 0 for d in diffs)
+
+    @property
     def inconclusive(self) -> bool:
-        """Missed the limit, but by no more than either tool's rounds differ among themselves."""
-        return not self.agrees and self.diff_pct <= self.noise_pct
+        """Missed the limit, but the rounds differ in both directions: noise, not a measured disagreement."""
+        return not self.agrees and not self.systematic
 
     def rounds_text(self) -> str:
         return ", ".join(f"{a:.4g} vs {b:.4g}" for a, b in zip(self.ours, self.theirs, strict=True))
-
-
-def _spread_pct(values: Sequence[float]) -> float:
-    mean = statistics.fmean(values)
-    return (max(values) - min(values)) / mean * 100 if mean else 0.0
 
 
 def compare_rounds(

@@ -270,7 +270,8 @@ class FakeEngine(RequestValidation, ResponseBuilding):
             status = 500 if self.config.has("malformed_body_500") else 400
             return self.error(status, "request body is not valid JSON")
         if not isinstance(body, dict):
-            status = 500 if self.config.has("malformed_body_500") else 400
+            array_500 = isinstance(body, list) and self.config.has("array_body_500")
+            status = 500 if self.config.has("malformed_body_500") or array_500 else 400
             return self.error(status, "request body must be a JSON object")
         try:
             self._validate_params(body, chat)

@@ -169,7 +169,8 @@ class RequestValidation:
                     "response_format",
                 )
             if not isinstance(schema.get("type", "object"), str):
-                raise _Invalid(status, f"invalid JSON schema: type {schema['type']!r}", "response_format")
+                invalid_status = 500 if self.config.has("invalid_schema_500") else status
+                raise _Invalid(invalid_status, f"invalid JSON schema: type {schema['type']!r}", "response_format")
 
     def _prompts(self, body: dict[str, Any], chat: bool) -> list[tuple[str, str, int]]:
         """(prompt text, question, prompt tokens) per prompt; chat has one."""

@@ -54,16 +54,3 @@ def api(
     ctx.health_latency_s_max = hw_profile.slo.health_latency_s_max
     return ctx
 
-
-@pytest.fixture(autouse=True)
-def _known_failure_of_this_engine_version(request: pytest.FixtureRequest) -> None:
-    """Known bugs of some engine versions only become strict xfails once the engine's version is known (bugs of
-    every version are marked at collection)."""
-    check = request.node.get_closest_marker("check")
-    if check is None or not check.args:
-        return
-    engine: EngineInfo = request.getfixturevalue("dsbench_engine")
-    known = engine.profile.known_failure(str(check.args[0]), engine.version)
-    if known is not None and known.versions:
-        reason = f"{known.reason} ({known.url}; {engine.name} {engine.version} is {known.versions})"
-        request.node.add_marker(pytest.mark.xfail(strict=True, reason=reason))

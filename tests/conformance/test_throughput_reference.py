@@ -4,17 +4,18 @@ Both clients run the SLO workload's lengths on identical terms: the ``random-ids
 construction, no shared prefixes) and every request due at once, so neither arrival draws nor prefix-cache
 hits differ. Two arrangements:
 
-* ``sequential`` (max-concurrency 1): each request meets an idle engine, so TTFT is one prefill and the engine
-  itself adds almost no spread: this is where the two clients' definitions and timestamps are compared.
+* ``sequential`` (max-concurrency 1): each request meets an idle engine, so the engine's batching adds no
+  spread: this is where the two clients' definitions and timestamps are compared. (Every round sends the same
+  prompts, so after the warm-up their prefixes may be cached: alike for both clients.)
 * ``loaded`` (the workload's own prompt count and max-concurrency): the engine batches, and which requests share
   a first step depends on arrival order at the millisecond, so TTFT varies from round to round on a busy host.
 
 After one unrecorded warm-up run the clients alternate (ours, sglang, ours, ...) and each adjacent pair is
 compared, so drift of the engine or the host hits both alike; the median relative difference of the pairs
-must be within 3% for the TTFT, TPOT and ITL means and the output token throughput. A metric that misses by
-no more than either client's rounds differ among themselves is not a disagreement but an unmeasurable one
-(``pytest_dsbench.load.agreement``): if every miss is of that kind the test is skipped as inconclusive, naming
-each metric, its difference and its spread; any larger miss fails it. The sglang client runs in a venv of its
+must be within 3% for the TTFT, TPOT and ITL means and the output token throughput. A miss whose rounds
+differ in both directions is noise, not a measured disagreement (``pytest_dsbench.load.agreement``): if every
+miss is of that kind the test is skipped as inconclusive, naming each metric and its per-round differences; a
+miss in the same direction in every round fails it. The sglang client runs in a venv of its
 own, created on first use (minutes); this test is marked ``slow``.
 """
 
@@ -89,24 +90,27 @@ def test_metrics_agree_with_sglang_bench_serving(
     agreements = compare_rounds(
         [r.summary.values for r in ours], [r.summary.values for r in theirs], COMPARED, AGREEMENT_PCT
     )
+    inconclusive = inconclusive_only(agreements)
     for agreement in agreements:
         dsbench_gate.record(
             "reference_diff_pct",
             agreement.diff_pct,
             sample_count=ROUNDS,
-            limit=AGREEMENT_PCT,
+            # an inconclusive comparison is recorded, not judged: no limit, so no FAIL row for a skipped test
+            limit=None if inconclusive else AGREEMENT_PCT,
             limit_source=f"{agreement.metric}, this suite vs sglang.bench_serving per round: {agreement.rounds_text()}",
             workload={**ours[0].workload, "metric": agreement.metric, "arrangement": arrangement},
+            extra={"inconclusive": agreement.inconclusive, "round_diffs_pct": list(agreement.round_diffs_pct)},
         )
-    if inconclusive_only(agreements):
+    if inconclusive:
         noisy = "; ".join(
-            f"{a.metric} differs by {a.diff_pct:.1f}%, its rounds by {a.own_spread_pct:.0f}% (ours) and "
-            f"{a.their_spread_pct:.0f}% (sglang's)"
+            f"{a.metric} differs by {a.diff_pct:.1f}% (median), but the rounds point both ways: "
+            + ", ".join(f"{d:+.1f}%" for d in a.round_diffs_pct)
             for a in agreements
             if a.inconclusive
         )
         pytest.skip(
-            f"inconclusive ({arrangement}): {noisy}: the engine or host is too noisy for a {AGREEMENT_PCT:g}% "
+            f"inconclusive ({arrangement}): {noisy}. The engine or host is too noisy for a {AGREEMENT_PCT:g}% "
             "comparison of these; run it on an otherwise idle host"
         )
     dsbench_gate.check()

@@ -123,8 +123,8 @@ def test_checks_outside_the_engine_profile_skip_with_the_reason(
 def test_a_bug_of_some_engine_versions_is_a_strict_xfail_on_those_versions_only(
     pytester: pytest.Pytester, make_fake_engine: Callable[..., FakeEngineThread], version: str, outcome: str
 ) -> None:
-    # vLLM's profile: a malformed JSON schema answers 500 on 0.20.* (vllm #57725); 0.32 answers 400
-    engine = make_fake_engine(max_model_len=CPU_CONTEXT, version=version, faults=["bad_schema_500"])
+    # vLLM's profile: an invalid JSON schema answers 500 on 0.20.* (vllm #57725); 0.32 answers 400
+    engine = make_fake_engine(max_model_len=CPU_CONTEXT, version=version, faults=["invalid_schema_500"])
     result = run_api(pytester, engine, "-k", "B13")
     result.assert_outcomes(**{outcome: 1})
     if outcome == "xfailed":
@@ -144,3 +144,31 @@ def test_a_versions_declared_behaviour_is_what_its_check_expects(
     engine = make_fake_engine(max_model_len=CPU_CONTEXT, version=version, clamp_max_tokens=clamps)
     result = run_api(pytester, engine, "-k", "B05")
     result.assert_outcomes(**{outcome: 1})
+
+
+def test_a_version_limited_known_bug_that_is_gone_fails_asking_to_update_the_profile(
+    pytester: pytest.Pytester, make_fake_engine: Callable[..., FakeEngineThread]
+) -> None:
+    engine = make_fake_engine(max_model_len=CPU_CONTEXT, version="0.20.1")  # answers the bad schema with 400
+    result = run_api(pytester, engine, "-k", "B13")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*B13.structured_output_bad_schema passed, but the engine profile declares a "
+                                 "known bug of vllm 0.20.1*remove it from the profile"])
+
+
+def test_another_failure_of_a_check_with_a_version_limited_known_bug_still_fails(
+    pytester: pytest.Pytester, make_fake_engine: Callable[..., FakeEngineThread]
+) -> None:
+    # vLLM 0.20's known B08 bug is the JSON array body; this fake also answers invalid JSON with 500
+    engine = make_fake_engine(max_model_len=CPU_CONTEXT, version="0.20.1", faults=["malformed_body_500"])
+    result = run_api(pytester, engine, "-k", "B08")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*B08.malformed_body: chat with invalid JSON: expected <a 4xx client error>*"
+                                 "(not the known bug of ==0.20.*, which shows as*"])
+
+
+def test_the_version_limited_b08_bug_is_an_xfail_and_the_other_cases_are_still_judged(
+    pytester: pytest.Pytester, make_fake_engine: Callable[..., FakeEngineThread]
+) -> None:
+    engine = make_fake_engine(max_model_len=CPU_CONTEXT, version="0.20.1", faults=["array_body_500"])
+    run_api(pytester, engine, "-k", "B08").assert_outcomes(xfailed=1)

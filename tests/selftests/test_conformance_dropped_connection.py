@@ -17,6 +17,7 @@ OK = b'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r
 STREAM = (
     b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: 14\r\n\r\ndata: [DONE]\n\n"
 )
+CUT = b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 100\r\n\r\nabcde"
 BAD = b'HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: 12\r\n\r\n{"ok":false}'
 
 
@@ -35,9 +36,14 @@ def _read_request(conn: socket.socket) -> bytes:
     return head
 
 
+SEEN: list[bytes] = []
+
+
 @pytest.fixture
 def dropping_server() -> Iterator[str]:
-    """Answers /bad with 400 keeping the connection open, then resets it when the next request comes."""
+    """Answers /bad with 400 keeping the connection open, then resets it when the next request comes; /cut gets
+    a reply cut off after 5 of its 100 body bytes."""
+    SEEN.clear()
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen()
@@ -50,8 +56,12 @@ def dropping_server() -> Iterator[str]:
                 head = _read_request(conn)
                 if not head:
                     return
+                SEEN.append(head.split(b"\r\n")[0])
                 if erred:  # the request after the error: reset, no reply
                     conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    return
+                if b" /cut " in head:
+                    conn.sendall(CUT)
                     return
                 if b" /bad " in head:
                     conn.sendall(BAD)
@@ -85,6 +95,14 @@ def test_a_request_on_a_connection_dropped_after_an_error_is_sent_again(dropping
         else:
             assert api.stream("/stream", {}).status == 200
         assert api.dropped_connections == 1
+
+
+def test_a_reply_cut_off_after_its_status_line_fails_and_is_never_resent(dropping_server: str) -> None:
+    with httpx.Client(base_url=dropping_server) as http:
+        api = ApiClient(http, request_timeout_s=5)
+        with pytest.raises(httpx.RemoteProtocolError):
+            api.post("/cut", {})
+        assert SEEN.count(b"POST /cut HTTP/1.1") == 1 and api.dropped_connections == 0
 
 
 def test_a_server_that_is_gone_still_fails_the_request(dropping_server: str) -> None:
