@@ -7,6 +7,7 @@ upstream bugs strictly.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -24,9 +25,7 @@ def version_matches(version: str | None, versions: str) -> bool:
     from packaging.version import InvalidVersion, Version
 
     try:
-        return Version(version or "").release is not None and SpecifierSet(versions).contains(
-            Version(version or ""), prereleases=True
-        )
+        return SpecifierSet(versions).contains(Version(version or ""), prereleases=True)
     except (InvalidVersion, InvalidSpecifier):
         return False
 
@@ -55,6 +54,10 @@ class VersionBehaviour:
     reason: str
 
 
+_NOT_BY_VERSION = frozenset({"features", "known_failures", "version_behaviours"})
+"""Profile fields read at collection, before the engine's version is known: a version cannot change them."""
+
+
 @dataclass(frozen=True)
 class EngineProfile:
     """Declared behaviour of one engine's OpenAI-compatible server."""
@@ -78,6 +81,14 @@ class EngineProfile:
     known_failures: tuple[KnownFailure, ...] = ()
     features: frozenset[str] = field(default_factory=frozenset)
     version_behaviours: tuple[VersionBehaviour, ...] = ()
+
+    def __post_init__(self) -> None:
+        fields = {f.name for f in dataclasses.fields(self)} - _NOT_BY_VERSION
+        for behaviour in self.version_behaviours:
+            unknown = sorted({name for name, _ in behaviour.changes} - fields)
+            if unknown:
+                raise ValueError(f"version behaviour {behaviour.versions!r} changes {', '.join(unknown)}, which a "
+                                 f"version cannot change (valid: {', '.join(sorted(fields))})")
 
     def known_failure(self, check_id: str, version: str | None = None) -> KnownFailure | None:
         """The upstream bug ``check_id`` is expected to hit on this engine: with no ``version``, only bugs of

@@ -29,9 +29,9 @@ class CaptureGuard:
         return self._open
 
     def install(self, graph_class: type | None = None) -> bool:
-        """Wrap ``graph_class`` (default ``torch.cuda.CUDAGraph``) once; False where there is none to wrap."""
-        if self._installed_on is not None:
-            return True
+        """Wrap ``graph_class`` (default ``torch.cuda.CUDAGraph``) once; False where there is none to wrap.
+
+        One guard wraps one class: asking it to wrap another is a programming error."""
         if graph_class is None:
             try:
                 import torch
@@ -39,7 +39,14 @@ class CaptureGuard:
                 graph_class = torch.cuda.CUDAGraph
             except (ImportError, AttributeError):
                 return False
-        begin, end = graph_class.capture_begin, graph_class.capture_end  # type: ignore[attr-defined]
+        if self._installed_on is not None:
+            if self._installed_on is not graph_class:
+                raise ValueError(f"this guard already wraps {self._installed_on.__name__}, not {graph_class.__name__}")
+            return True
+        begin = getattr(graph_class, "capture_begin", None)
+        end = getattr(graph_class, "capture_end", None)
+        if begin is None or end is None:
+            return False
         guard = self
 
         def capture_begin(graph: Any, *args: Any, **kwargs: Any) -> Any:

@@ -11,6 +11,7 @@ sums the shards. Checks return readable problems ("expected ..., got ...") so a 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
@@ -27,6 +28,8 @@ from pytest_dsbench.eplb.transforms import (
     make_placement,
     rank_counts_from_expert_counts,
 )
+
+_log = logging.getLogger(__name__)
 
 FORMAT = "dsbench-eplb-counts"
 VERSION = 1
@@ -325,18 +328,28 @@ class CounterWriter:
         self._flush_s = flush_s
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._thread_pid = 0
         self._written: list[dict[str, Any]] | None = None
 
     def ensure_polling(self) -> None:
-        """Called after each eager record; starts the polling thread lazily (after any fork)."""
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name="dsbench-eplb-flush", daemon=True)
-            self._thread.start()
+        """Called after each eager record; starts the polling thread lazily, and again in a forked child (a
+        thread does not survive a fork)."""
+        thread = self._thread
+        if thread is not None and thread.is_alive() and self._thread_pid == os.getpid():
+            return
+        with self._lock:
+            if self._thread is thread:
+                self._thread = threading.Thread(target=self._loop, name="dsbench-eplb-flush", daemon=True)
+                self._thread_pid = os.getpid()
+                self._thread.start()
 
     def _loop(self) -> None:
         while True:
             time.sleep(self._flush_s)
-            self.flush(only_if_changed=True)
+            try:
+                self.flush(only_if_changed=True)
+            except Exception as exc:  # keep polling: a failed round must not freeze the shard for good
+                _log.warning("dsbench EPLB counter: writing %s failed (%s: %s)", self.path, type(exc).__name__, exc)
 
     def flush(self, only_if_changed: bool = False) -> None:
         """Write the current histograms atomically (a reader never sees a torn file). A snapshot of None (not

@@ -14,8 +14,10 @@ environment and, unless the mode is ``off``:
   record the final ids (after EPLB mapping and dtype conversion) per layer, and verifies at construction that
   each router really is the simulator with our strategy.
 
-Version gate: the router layout (``fused_moe/router/``) of vLLM 0.2x-0.3x; run on 0.32.0 (CPU build) and 0.20.1
-(CUDA, H100, CUDA graphs and eager), and checked against the 0.33.0 sources in eplb.md. Older layouts (static
+Version gate: the router layout (``fused_moe/router/``) of vLLM 0.2x-0.3x; run on 0.32.0 (CPU build) and on
+0.20.1 (CUDA, one H100: every EPLB check passed with ``--enforce-eager``; with CUDA graphs the capture guard kept
+the engines alive but the counter missed replayed traffic, fixed afterwards by polling and not yet re-run there),
+and checked against the 0.33.0 sources in eplb.md. Older layouts (static
 ``FusedMoE.select_experts``, <= ~0.11) raise.
 Failures raise :class:`EplbPatchError` inside ``register()``: vLLM does not catch exceptions raised there,
 so the engine exits instead of serving unpatched routing.
@@ -158,6 +160,12 @@ def install(config: EplbConfig, router_mod: Any, simulator_mod: Any) -> RoutingR
         orig_init(self, *args, **kwargs)
         self._dsbench_layer = next(counter)  # construction order == layer order
         _check_router(self, config, simulator_mod)
+        if not getattr(type(self).select_experts, "_dsbench_counting", False):
+            # a router class of its own select_experts (observe mode uses the platform's routers) would route
+            # past the counter and leave the histograms silently empty
+            raise EplbPatchError(f"vLLM's {type(self).__name__} defines its own select_experts, which the dsbench "
+                                 f"counter does not wrap (it wraps {owner.__name__}'s): MoE layer "
+                                 f"{self._dsbench_layer} would go uncounted")
 
     def select_experts(self: Any, hidden_states: torch.Tensor, router_logits: torch.Tensor, *args: Any,
                        **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -168,6 +176,7 @@ def install(config: EplbConfig, router_mod: Any, simulator_mod: Any) -> RoutingR
                                                  _num_physical_experts(self))
         return weights, ids
 
+    select_experts._dsbench_counting = True  # type: ignore[attr-defined]
     base.__init__ = __init__
     owner.select_experts = select_experts
     base._dsbench_eplb_patched = True

@@ -167,3 +167,11 @@ def test_a_profile_for_a_version_applies_only_that_versions_behaviours() -> None
     assert PROFILE.for_version("unknown") is PROFILE
     assert PROFILE.known_failure("B13.structured_output_bad_schema") is None  # collection: version not yet known
     assert PROFILE.known_failure("B13.structured_output_bad_schema", "0.20.1") is not None
+
+
+def test_a_version_behaviour_may_only_change_fields_read_after_the_version_is_known() -> None:
+    from pytest_dsbench.engines.base import VersionBehaviour
+    from pytest_dsbench.engines.vllm import PROFILE
+
+    with pytest.raises(ValueError, match=r"changes features, which a version cannot change"):
+        dataclasses.replace(PROFILE, version_behaviours=(VersionBehaviour("<1", (("features", frozenset()),), "x"),))

@@ -131,3 +131,31 @@ def test_an_unchanged_snapshot_is_not_rewritten(tmp_path: Path) -> None:
     time.sleep(0.01)
     writer.flush(only_if_changed=True)
     assert writer.path.stat().st_mtime_ns == first
+
+
+def test_a_torch_without_graph_capture_methods_installs_nothing() -> None:
+    assert CaptureGuard().install(type("NoGraphs", (), {})) is False
+
+
+def test_one_guard_refuses_to_wrap_a_second_class(graph_class: type[FakeGraph]) -> None:
+    guard = CaptureGuard()
+    guard.install(graph_class)
+    with pytest.raises(ValueError, match=r"already wraps Graph, not Other"):
+        guard.install(type("Other", (FakeGraph,), {"events": []}))
+
+
+def test_a_failing_poll_round_does_not_stop_polling(tmp_path: Path) -> None:
+    calls = []
+
+    def snapshot() -> list[dict[str, Any]]:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("CUDA error: an illegal memory access")
+        return [{"layer": 0, "counts": [1]}]
+
+    writer = CounterWriter(tmp_path / "counts.json", {"engine": "fake"}, snapshot, flush_s=0.05)
+    writer.ensure_polling()
+    deadline = time.monotonic() + 5
+    while not writer.path.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert writer.path.exists() and len(calls) >= 2

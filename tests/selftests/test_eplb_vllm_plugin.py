@@ -281,3 +281,31 @@ def test_vllm_020_layout_where_a_base_router_defines_select_experts_is_counted(
     recorder.flush()
     got = read_counts(counts)
     assert got.layers[0].slots == 10 and sum(got.layers[0].counts) == 10 and ids.shape == (5, 2)
+
+
+def test_a_router_class_with_its_own_select_experts_stops_the_engine_instead_of_going_uncounted(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from types import SimpleNamespace
+
+    class FusedMoERouter:
+        def __init__(self, experts: int) -> None:
+            self.global_num_experts = experts
+
+        def select_experts(self, hidden_states: Any, router_logits: Any) -> Any:
+            return torch.topk(router_logits, 2, dim=-1)
+
+    class RoutingSimulatorRouter(FusedMoERouter):
+        pass
+
+    class PlatformRouter(FusedMoERouter):  # what observe mode builds: its own select_experts
+        def select_experts(self, hidden_states: Any, router_logits: Any) -> Any:
+            return torch.topk(router_logits, 2, dim=-1)
+
+    monkeypatch.setattr(runtime, "_ACTIVE", runtime._ACTIVE)
+    config = EplbConfig(mode="observe", ranks=2, counts_path=tmp_path / "counts.json")
+    vllm_plugin.install(config, SimpleNamespace(FusedMoERouter=FusedMoERouter),
+                        SimpleNamespace(RoutingSimulatorRouter=RoutingSimulatorRouter))
+    RoutingSimulatorRouter(8)  # inherits the wrapped method: fine
+    with pytest.raises(EplbPatchError, match=r"PlatformRouter defines its own select_experts.*go uncounted"):
+        PlatformRouter(8)
