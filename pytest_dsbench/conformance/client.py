@@ -178,9 +178,9 @@ class ApiClient:
         seconds = timeout_s or self.request_timeout_s
         return httpx.Timeout(seconds, connect=min(5.0, seconds))
 
-    def _send(self, method: str, path: str, timeout: httpx.Timeout, **kwargs: Any) -> httpx.Response:
-        """Send and read the reply; if the pooled connection is dead before the reply's status line, send once
-        more on a new connection.
+    def _open(self, method: str, path: str, timeout: httpx.Timeout, **kwargs: Any) -> httpx.Response:
+        """Send and return the reply with its body unread; if the pooled connection is dead before the reply's
+        status line, send once more on a new connection.
 
         A server that closes a keep-alive connection after an error reply without ``Connection: close`` (vLLM
         0.20 after a 400, seen on an H100) leaves a dead socket in the pool, and the next request on it fails
@@ -189,11 +189,15 @@ class ApiClient:
         resent: that is the server's failure, and it propagates."""
         request = self.http.build_request(method, path, timeout=timeout, **kwargs)
         try:
-            response = self.http.send(request, stream=True)
+            return self.http.send(request, stream=True)
         except _DROPPED:
             with self._count_lock:
                 self.dropped_connections += 1
-            response = self.http.send(request, stream=True)
+            return self.http.send(request, stream=True)
+
+    def _send(self, method: str, path: str, timeout: httpx.Timeout, **kwargs: Any) -> httpx.Response:
+        """:meth:`_open`, then read the whole body."""
+        response = self._open(method, path, timeout, **kwargs)
         try:
             response.read()
         finally:
@@ -235,27 +239,19 @@ class ApiClient:
         events = []
         pieces: list[bytes] = []
         timed_out = False
-        for attempt in range(2):
-            try:
-                with self.http.stream("POST", path, json=body, timeout=self._timeout(seconds)) as response:
-                    status, headers = response.status_code, response.headers
-                    for piece in response.iter_raw():
-                        pieces.append(piece)
-                        events.extend(parser.feed(piece))
-                        if time.monotonic() > deadline:
-                            timed_out = True
-                            break
-                break
-            except httpx.TimeoutException:
-                timed_out = True
-                if not pieces and "status" not in locals():
-                    raise
-                break
-            except _DROPPED:  # see _send: only before the reply's status line, and only once
-                if attempt or "status" in locals():
-                    raise
-                with self._count_lock:
-                    self.dropped_connections += 1
+        response = self._open("POST", path, self._timeout(seconds), json=body)  # a timeout here propagates
+        status, headers = response.status_code, response.headers
+        try:
+            for piece in response.iter_raw():
+                pieces.append(piece)
+                events.extend(parser.feed(piece))
+                if time.monotonic() > deadline:
+                    timed_out = True
+                    break
+        except httpx.TimeoutException:
+            timed_out = True
+        finally:
+            response.close()
         events.extend(parser.close())
         body_bytes = b"".join(pieces)
         stream = read_openai_stream(events, parser) if status == 200 else OpenAIStream()

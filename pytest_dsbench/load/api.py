@@ -166,8 +166,7 @@ def record_run_metric(
         metric,
         run.summary[metric] if value is None else value,
         samples=metric_samples(run.summary, metric),
-        # a latency's samples are its requests; a throughput's are 1-s windows, so count the requests behind them
-        sample_count=None if "_ms_" in metric else run.summary.completed,
+        sample_count=run.summary.sample_count(metric),  # the requests behind it, not its 1-s throughput windows
         limit=limit,
         limit_source=limit_source,
         workload=run.workload,
