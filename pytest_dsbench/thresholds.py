@@ -162,6 +162,11 @@ class HwProfile(_Strict):
     path: Path | None = Field(default=None, exclude=True)
     deployment_name: str = Field(default="default", exclude=True)
 
+    def where(self, key: str) -> str:
+        """Where a limit comes from, for messages: ``"cpu.toml [slo] tpot_ms_mean_max"`` (the profile's name when
+        it was not read from a file)."""
+        return f"{self.path.name if self.path else self.hardware.name} {key}"
+
     def launch(self, engine: str) -> EngineLaunch:
         """Launch extras for ``engine`` (empty when the profile has none)."""
         launch: EngineLaunch = self.engines.get(engine, EngineLaunch())  # type: ignore[call-overload]

@@ -51,7 +51,7 @@ def load_ctx(dsbench_engine: EngineInfo, dsbench_options: DsbenchOptions, hw_pro
 
 
 def _source(profile: HwProfile, name: str, key: str) -> str:
-    return f"{profile.path.name if profile.path else profile.hardware.name} [throughput.{name}] {key}"
+    return profile.where(f"[throughput.{name}] {key}")
 
 
 def _record_health(gate: Gate, profile: HwProfile, run: LoadRun, name: str) -> None:

@@ -47,7 +47,7 @@ def slo_run(load_ctx: LoadContext) -> LoadRun:
 
 
 def _source(profile: HwProfile, key: str) -> str:
-    return f"{profile.path.name if profile.path else profile.hardware.name} [slo] {key}"
+    return profile.where(f"[slo] {key}")
 
 
 @pytest.mark.parametrize(("metric", "key"), LIMITS, ids=[m for m, _ in LIMITS])

@@ -54,7 +54,7 @@ def test_random_workload_meets_its_throughput_floor(
     baseline: tuple[str, Any], throughput_run: LoadRun, hw_profile: HwProfile, dsbench_gate: Gate
 ) -> None:
     name, entry = baseline
-    source = f"{hw_profile.path.name if hw_profile.path else hw_profile.hardware.name} [throughput.{name}]"
+    source = hw_profile.where(f"[throughput.{name}]")
     for metric, key in FLOORS:
         record_run_metric(dsbench_gate, throughput_run, metric, getattr(entry, key), f"{source} {key}")
     record_run_health(dsbench_gate, throughput_run, hw_profile.slo.error_rate_max, f"{source} / [slo] error_rate_max")
