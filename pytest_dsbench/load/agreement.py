@@ -1,7 +1,8 @@
 """Agreement of this suite's numbers with a reference tool's on the same workload, round by round.
 
-Each round pairs one run of ours with one of the reference tool's, back to back, so drift of the engine or the
-host hits both alike. Per metric, the median over rounds of the relative difference must be within a limit.
+Each round pairs one run of ours with one of the reference tool's, back to back or side by side
+(:mod:`pytest_dsbench.load.side_by_side`), so drift of the engine or the host hits both alike. Per metric,
+the median over rounds of the relative difference must be within a limit.
 
 A miss is a *disagreement* when every round differs in the same direction (a sign test: with 5 rounds, a
 difference that is noise alone points the same way in all of them with probability 1/16). When the rounds

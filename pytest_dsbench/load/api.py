@@ -17,6 +17,7 @@ from pytest_dsbench.engines.base import EngineInfo
 from pytest_dsbench.errors import DsbenchUsageError, InvalidRun
 from pytest_dsbench.gate import Gate
 from pytest_dsbench.load.datasets import SHAREGPT_FILE, DatasetSpec
+from pytest_dsbench.load.executors import StartGate
 from pytest_dsbench.load.expert_load import ExpertLoadProbe
 from pytest_dsbench.load.expert_load import save as save_expert_load
 from pytest_dsbench.load.runner import LoadConfig, LoadError, LoadRun, run_load
@@ -93,7 +94,7 @@ def baseline_arrivals(baseline: Any) -> dict[str, Any]:
     return arrivals
 
 
-def run_workload(
+def workload_config(
     ctx: LoadContext,
     dataset: DatasetSpec,
     *,
@@ -103,17 +104,10 @@ def run_workload(
     endpoint: Literal["completions", "chat"] = "completions",
     warmup_requests: int = 1,
     settle_s: float = 1.0,
-    allow_invalid: bool = False,
     **overrides: Any,
-) -> LoadRun:
-    """Run one workload against the engine under test with the configured client."""
+) -> LoadConfig:
+    """The load configuration of one workload against the engine under test (URL, model, key, limits)."""
     engine = ctx.engine
-    spec = ctx.tokenizer_spec
-    if spec is None:
-        raise DsbenchUsageError(
-            "load tests need the model's tokenizer for token-exact prompts: pass "
-            "--tokenizer PATH (a local folder), or --tokenizer chars for a fake engine."
-        )
     max_input = max(1, (engine.max_model_len or ctx.profile.deployment.max_model_len) - dataset.output_len)
     if dataset.input_len > max_input:
         raise DsbenchUsageError(
@@ -136,8 +130,31 @@ def run_workload(
         devices=ctx.profile.hardware.devices,
         goodput=ctx.goodput,
     )
-    if overrides:
-        cfg = replace(cfg, **overrides)
+    return replace(cfg, **overrides) if overrides else cfg
+
+
+def run_workload(
+    ctx: LoadContext,
+    dataset: DatasetSpec,
+    *,
+    name: str,
+    allow_invalid: bool = False,
+    start: StartGate | None = None,
+    **config: Any,
+) -> LoadRun:
+    """Run one workload against the engine under test with the configured client.
+
+    ``config`` is :func:`workload_config`'s (rate, concurrency, endpoint, ...). ``start`` holds the measured run
+    (:data:`~pytest_dsbench.load.executors.StartGate`); only this suite's client can be held.
+    """
+    engine = ctx.engine
+    spec = ctx.tokenizer_spec
+    if spec is None:
+        raise DsbenchUsageError(
+            "load tests need the model's tokenizer for token-exact prompts: pass "
+            "--tokenizer PATH (a local folder), or --tokenizer chars for a fake engine."
+        )
+    cfg = workload_config(ctx, dataset, name=name, **config)
     probe = ExpertLoadProbe(engine.eplb_counts_path).start() if engine.eplb_counts_path is not None else None
     try:
         if ctx.options.load_generator == "sglang":
@@ -145,7 +162,7 @@ def run_workload(
 
             run = run_sglang(cfg, spec, ctx.results_dir, name)
         else:
-            run = run_load(cfg, load_tokenizer(spec), raw_dir=ctx.results_dir, name=name)
+            run = run_load(cfg, load_tokenizer(spec), raw_dir=ctx.results_dir, name=name, start=start)
     except LoadError as exc:
         raise LoadError(f"{name}: {exc}") from None
     if probe is not None:
@@ -193,12 +210,19 @@ def record_expert_load(gate: Gate, run: LoadRun) -> None:
     if load is None:
         return
     extra = {"expert_load": load}
-    for metric, stats in (("rank_load_max_over_mean", load["per_rank"]),
-                          ("expert_load_max_over_mean", load["per_expert_worst_layer"])):
+    for metric, stats in (
+        ("rank_load_max_over_mean", load["per_rank"]),
+        ("expert_load_max_over_mean", load["per_expert_worst_layer"]),
+    ):
         if stats:
-            gate.record(metric, float(stats["max_over_mean"]), sample_count=int(load["routed_slots"]),
-                        limit_source=f"dsbench EPLB counter ({load['mode']}, {load['ranks']} ranks)",
-                        workload=run.workload, extra=extra)
+            gate.record(
+                metric,
+                float(stats["max_over_mean"]),
+                sample_count=int(load["routed_slots"]),
+                limit_source=f"dsbench EPLB counter ({load['mode']}, {load['ranks']} ranks)",
+                workload=run.workload,
+                extra=extra,
+            )
 
 
 def baseline_params(config: Any, *methods: str) -> list[Any]:

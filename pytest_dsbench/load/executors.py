@@ -5,6 +5,10 @@ executor starts every worker, waits until all report ready (imports done, loop b
 time 50 ms ahead, so process start-up never counts as client lag. Ray workers cannot share a barrier, so the
 Ray executor announces a start time ``lead_s`` ahead instead (workers that start later report it as
 ``late_start_s`` and the self-check flags them).
+
+A caller may hold the barrier with a :data:`StartGate`: once every worker is ready, the gate blocks until the
+run may begin and names its start (the side-by-side comparison starts this suite's client with the reference
+tool's main run this way).
 """
 
 from __future__ import annotations
@@ -12,13 +16,16 @@ from __future__ import annotations
 import multiprocessing as mp
 import queue
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from pytest_dsbench.errors import MissingExtra
 from pytest_dsbench.load.worker import WorkerPlan, WorkerResult, run_worker, run_worker_in_thread
 
 START_AHEAD_S = 0.05
+
+StartGate = Callable[[], float]
+"""Called once all workers are ready; returns when the run may begin, with its start as ``time.time()``."""
 
 
 class LoadExecutorError(RuntimeError):
@@ -28,20 +35,20 @@ class LoadExecutorError(RuntimeError):
 class Executor(Protocol):
     """Runs worker plans to completion and returns one result per plan, in plan order."""
 
-    def run(self, plans: Sequence[WorkerPlan]) -> list[WorkerResult]: ...
+    def run(self, plans: Sequence[WorkerPlan], start: StartGate | None = None) -> list[WorkerResult]: ...
 
 
 class ThreadExecutor:
     """Every worker on its own thread of this process (one worker: the common case and the self-tests)."""
 
-    def run(self, plans: Sequence[WorkerPlan]) -> list[WorkerResult]:
+    def run(self, plans: Sequence[WorkerPlan], start: StartGate | None = None) -> list[WorkerResult]:
         if len(plans) == 1:
-            return [run_worker_in_thread(plans[0])]
+            return [run_worker_in_thread(plans[0], ready=start)]
         import concurrent.futures as cf
 
-        start = time.time() + 0.2
+        start_wall = start() if start is not None else time.time() + 0.2
         for plan in plans:
-            plan.start_wall = start
+            plan.start_wall = start_wall
         with cf.ThreadPoolExecutor(len(plans)) as pool:
             return list(pool.map(run_worker, plans))
 
@@ -67,7 +74,7 @@ class ProcessExecutor:
         self.ready_timeout_s = ready_timeout_s
         self.run_timeout_s = run_timeout_s
 
-    def run(self, plans: Sequence[WorkerPlan]) -> list[WorkerResult]:
+    def run(self, plans: Sequence[WorkerPlan], start: StartGate | None = None) -> list[WorkerResult]:
         ctx = mp.get_context("spawn")
         ready_q, results = ctx.Queue(), ctx.Queue()
         start_v, go = ctx.Value("d", 0.0), ctx.Event()
@@ -84,7 +91,7 @@ class ProcessExecutor:
             proc.start()
         try:
             self._await_ready(ready_q, procs, results)
-            start_v.value = time.time() + START_AHEAD_S
+            start_v.value = max(start(), time.time()) if start is not None else time.time() + START_AHEAD_S
             go.set()
             return self._collect(plans, procs, results)
         finally:
@@ -150,15 +157,15 @@ class RayExecutor:
         self.lead_s = lead_s
         self.num_cpus = num_cpus
 
-    def run(self, plans: Sequence[WorkerPlan]) -> list[WorkerResult]:
+    def run(self, plans: Sequence[WorkerPlan], start: StartGate | None = None) -> list[WorkerResult]:
         try:
             import ray
         except ImportError as exc:
             raise MissingExtra("ray", "ray", "running load workers on a Ray cluster") from exc
         remote = ray.remote(num_cpus=self.num_cpus)(run_worker)
-        start = time.time() + self.lead_s
+        start_wall = max(start(), time.time() + self.lead_s) if start is not None else time.time() + self.lead_s
         for plan in plans:
-            plan.start_wall = start
+            plan.start_wall = start_wall
             plan.finished = None  # a local shared counter cannot travel to other hosts
         return list(ray.get([remote.remote(plan) for plan in plans]))
 

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from pytest_dsbench._http import auth_headers
 from pytest_dsbench.load import arrivals, datasets
 from pytest_dsbench.load.client import encode_body, payload
-from pytest_dsbench.load.executors import Executor, ThreadExecutor, default_executor
+from pytest_dsbench.load.executors import Executor, StartGate, ThreadExecutor, default_executor
 from pytest_dsbench.load.http import Target
 from pytest_dsbench.load.records import RequestRecord, merge, write_jsonl
 from pytest_dsbench.load.selfcheck import ClientCheck, ClientLimits, check
@@ -168,7 +168,9 @@ def _warmup(cfg: LoadConfig, prompt: datasets.Prompt, headers: dict[str, str]) -
 PROGRESS_POLL_S = 0.5
 
 
-def _run_with_progress(executor: Executor, plans: list[WorkerPlan], total: int, name: str) -> list[WorkerResult]:
+def _run_with_progress(
+    executor: Executor, plans: list[WorkerPlan], total: int, name: str, start: StartGate | None
+) -> list[WorkerResult]:
     """Run the plans on a helper thread while this (pytest's) thread reports finished requests live."""
     import multiprocessing as mp
     from concurrent.futures import ThreadPoolExecutor
@@ -178,7 +180,7 @@ def _run_with_progress(executor: Executor, plans: list[WorkerPlan], total: int, 
     for plan in plans:
         plan.finished = finished
     with Progress(total, name, "req", step_pct=25) as progress, ThreadPoolExecutor(1) as pool:
-        future = pool.submit(executor.run, plans)
+        future = pool.submit(executor.run, plans, start)
         while not wait_for([future], timeout=PROGRESS_POLL_S).done:
             progress.update(int(finished.value))
         progress.update(int(finished.value))
@@ -192,8 +194,13 @@ def run_load(
     executor: Executor | None = None,
     raw_dir: Path | None = None,
     name: str = "load",
+    start: StartGate | None = None,
 ) -> LoadRun:
-    """Run the workload and return records, metrics and the client self-check; raw JSONL goes to ``raw_dir``."""
+    """Run the workload and return records, metrics and the client self-check; raw JSONL goes to ``raw_dir``.
+
+    ``start`` holds the measured run (after the warmup and settle) until it returns; see
+    :data:`~pytest_dsbench.load.executors.StartGate`.
+    """
     prompts = datasets.build(cfg.dataset, tokenizer)
     offsets = arrivals.schedule(len(prompts), cfg.request_rate, cfg.burstiness, cfg.dataset.seed)
     headers = auth_headers(cfg.api_key)
@@ -203,7 +210,7 @@ def run_load(
     gc_enabled = gc.isenabled()
     gc.disable()  # no collector pauses while streams are timed: the client's records hold no cycles
     try:
-        results = _run_with_progress(executor or default_executor(len(plans)), plans, len(prompts), name)
+        results = _run_with_progress(executor or default_executor(len(plans)), plans, len(prompts), name, start)
     finally:
         if gc_enabled:
             gc.enable()

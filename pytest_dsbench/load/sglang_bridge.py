@@ -22,9 +22,11 @@ import resource
 import shutil
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from pytest_dsbench import _atomic
 from pytest_dsbench._http import redact
@@ -57,6 +59,10 @@ IMPORT_TIME_PACKAGES = (
     "psutil",
 )
 CREATE_TIMEOUT_S = 1800.0
+MAIN_RUN_MARKER = "Starting main benchmark run"
+"""What sglang.bench_serving prints when its warmup is done (``sglang/benchmark/serving.py``, 0.5.23) ..."""
+MAIN_RUN_DELAY_S = 1.0
+"""... after which it sleeps this long (``await asyncio.sleep(1.0)``) and sends its first measured request."""
 
 # sglang aggregate key -> this suite's metric name
 _SGLANG_KEYS = {
@@ -239,6 +245,51 @@ def command(cfg: LoadConfig, python: Path, tokenizer_path: str, output_file: Pat
     return cmd
 
 
+def _run_logged(
+    cmd: list[str],
+    env: dict[str, str],
+    out: IO[str],
+    timeout_s: float,
+    on_main_run: Callable[[float], None] | None,
+    secrets: list[str | None],
+    log: Path,
+) -> int:
+    """Run the tool with its output copied line by line to ``out``, calling ``on_main_run`` at its marker."""
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**env, "PYTHONUNBUFFERED": "1"},
+        text=True,
+        errors="replace",
+    )
+    assert proc.stdout is not None
+    stdout = proc.stdout
+
+    def copy() -> None:
+        announced = on_main_run is None
+        for line in stdout:
+            if not announced and MAIN_RUN_MARKER in line:
+                announced = True
+                assert on_main_run is not None
+                on_main_run(time.time() + MAIN_RUN_DELAY_S)
+            out.write(redact(line, secrets))
+        out.flush()
+
+    reader = threading.Thread(target=copy, name="dsbench-sglang-log", daemon=True)
+    reader.start()
+    try:
+        returncode = proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise ReferenceToolError(f"sglang.bench_serving did not finish in {timeout_s:g} s (log: {log})") from None
+    finally:
+        reader.join(timeout=10)
+        stdout.close()
+    return returncode
+
+
 def _records(result: dict[str, Any]) -> list[RequestRecord]:
     records = []
     for i, (n_in, n_out, ttft, itls, text, error) in enumerate(
@@ -298,11 +349,14 @@ def run_sglang(
     timeout_s: float | None = None,
     *,
     work_cpu: bool = False,
+    on_main_run: Callable[[float], None] | None = None,
 ) -> LoadRun:
     """Run ``cfg`` with sglang.bench_serving; its aggregates become the run's values.
 
     ``reference["cpu_s"]`` is the process's CPU time; with ``work_cpu`` the module is started through a
     launcher that imports it first, and ``reference["work_cpu_s"]`` is the CPU time after the imports.
+    ``on_main_run`` is called (on another thread) with the ``time.time()`` at which the tool's measured run
+    begins, as soon as its warmup is done: a second client can start with it.
     """
     if not tokenizer_path or tokenizer_path == "chars" or not Path(tokenizer_path).is_dir():
         raise ReferenceToolError(
@@ -328,22 +382,14 @@ def run_sglang(
     with log.open("w", encoding="utf-8") as out:
         out.write("$ " + redact(" ".join(shown), [cfg.api_key]) + "\n")
         out.flush()
-        try:
-            proc = subprocess.run(
-                cmd,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env,
-                check=False,
-                timeout=timeout_s or cfg.request_timeout_s * 4 + 600,
-            )
-        except subprocess.TimeoutExpired:
-            raise ReferenceToolError(f"sglang.bench_serving did not finish in time (log: {log})") from None
+        returncode = _run_logged(
+            cmd, env, out, timeout_s or cfg.request_timeout_s * 4 + 600, on_main_run, [cfg.api_key], log
+        )
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if proc.returncode != 0 or not output_file.is_file():
+    if returncode != 0 or not output_file.is_file():
         tail = [ln for ln in log.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()][-1:]
         raise ReferenceToolError(
-            f"sglang.bench_serving exited {proc.returncode}: "
+            f"sglang.bench_serving exited {returncode}: "
             f"{redact(tail[0], [cfg.api_key])[:240] if tail else 'no output'} (log: {log})"
         )
     result = json.loads(output_file.read_text(encoding="utf-8").strip().splitlines()[-1])

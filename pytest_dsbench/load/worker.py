@@ -256,13 +256,13 @@ def run_worker(plan: WorkerPlan, ready: Callable[[], float | None] | None = None
     return WorkerResult(records=records, stats=stats)
 
 
-def run_worker_in_thread(plan: WorkerPlan) -> WorkerResult:
+def run_worker_in_thread(plan: WorkerPlan, ready: Callable[[], float | None] | None = None) -> WorkerResult:
     """Run a worker on a fresh thread (safe to call from code that already runs an event loop)."""
     box: dict[str, WorkerResult | BaseException] = {}
 
     def target() -> None:
         try:
-            box["result"] = run_worker(plan)
+            box["result"] = run_worker(plan, ready=ready)
         except BaseException as exc:
             box["error"] = exc
 

@@ -2,16 +2,24 @@
 
 Both clients run the SLO workload's lengths on identical terms: the ``random-ids`` data set (sglang's offline
 construction, no shared prefixes) and every request due at once, so neither arrival draws nor prefix-cache
-hits differ. Two arrangements:
+hits differ. Three arrangements:
 
+* ``side-by-side`` (``pytest_dsbench.load.side_by_side``): each client sends one wave of the same prompts (half
+  the workload's max-concurrency, as far as both waves fit one engine step), both waves started at the same
+  instant and held back by one long request so that the engine prefills them in the same step. Every request
+  of either client then shares its first-token step, decode steps and last step with the other client's: the
+  two measure the same events, so drift of the engine or the host cannot separate them. On a small, noisy
+  host this is the arrangement that can resolve 3%. A round that was not in lock step (a wave split over two
+  steps, the hold over too early, a client late: ``SideBySide.lock_step_problem``) is repeated, up to twice
+  the rounds in all; short of 5 good rounds the test is skipped as inconclusive, naming each problem.
 * ``sequential`` (max-concurrency 1): each request meets an idle engine, so the engine's batching adds no
-  spread: this is where the two clients' definitions and timestamps are compared. (Every round sends the same
-  prompts, so after the warm-up their prefixes may be cached: alike for both clients.)
+  spread, and each client drives the engine alone: a client that slowed the engine itself would show here.
+  (Every round sends the same prompts, so after the warm-up their prefixes may be cached: alike for both.)
 * ``loaded`` (the workload's own prompt count and max-concurrency): the engine batches, and which requests share
   a first step depends on arrival order at the millisecond, so TTFT varies from round to round on a busy host.
 
-After one unrecorded warm-up run the clients alternate (ours, sglang, ours, ...) and each adjacent pair is
-compared, so drift of the engine or the host hits both alike; the median relative difference of the pairs
+In the last two the clients alternate (ours, sglang, ours, ...) after one unrecorded warm-up run, and each
+adjacent pair is compared. In every arrangement the median relative difference of the pairs
 must be within 3% for the TTFT, TPOT and ITL means and the output token throughput. A miss whose rounds
 differ in both directions is noise, not a measured disagreement (``pytest_dsbench.load.agreement``): if every
 miss is of that kind the test is skipped as inconclusive, naming each metric and its per-round differences; a
@@ -22,6 +30,7 @@ own, created on first use (minutes); this test is marked ``slow``.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -32,6 +41,7 @@ from pytest_dsbench.load.api import LoadContext, run_workload, slo_workload
 from pytest_dsbench.load.datasets import DatasetSpec
 from pytest_dsbench.load.runner import LoadRun
 from pytest_dsbench.load.sglang_bridge import ReferenceToolError, run_sglang
+from pytest_dsbench.load.side_by_side import run_side_by_side
 from pytest_dsbench.options import DsbenchOptions
 from pytest_dsbench.thresholds import HwProfile
 
@@ -44,7 +54,7 @@ SEQUENTIAL_PROMPTS = 8
 """Requests per sequential round: each meets an idle engine, so a few give a steady mean."""
 
 
-@pytest.mark.parametrize("arrangement", ["sequential", "loaded"])
+@pytest.mark.parametrize("arrangement", ["side-by-side", "sequential", "loaded"])
 def test_metrics_agree_with_sglang_bench_serving(
     arrangement: str,
     dsbench_engine: EngineInfo,
@@ -59,7 +69,7 @@ def test_metrics_agree_with_sglang_bench_serving(
     if entry is None:
         pytest.skip(f"{hw_profile.path} has no [throughput.*] workload to compare on")
     name, baseline = entry
-    sequential = arrangement == "sequential"
+    sequential = arrangement != "loaded"
     max_concurrency = 1 if sequential else baseline.max_concurrency
     dataset = DatasetSpec(
         name="random-ids",
@@ -72,21 +82,55 @@ def test_metrics_agree_with_sglang_bench_serving(
     label = f"reference-{name}-{arrangement}"
     ours: list[LoadRun] = []
     theirs: list[LoadRun] = []
+    extra: dict[str, object] = {}
 
     def ours_once(run_name: str) -> LoadRun:
         return run_workload(
             ctx, dataset, name=run_name, request_rate=math.inf, max_concurrency=max_concurrency, include_usage=False
         )
 
-    # one unrecorded run first: the engine's first batches after start-up are slower than its steady state
-    ours_once(f"{label}-warmup")
-    for round_ in range(ROUNDS):
-        run = ours_once(f"{label}-dsbench-{round_}")
-        ours.append(run)
-        try:
-            theirs.append(run_sglang(run.config, ctx.tokenizer_spec, ctx.results_dir, f"{label}-sglang-{round_}"))
-        except ReferenceToolError as exc:
-            pytest.fail(str(exc), pytrace=False)
+    try:
+        # one unrecorded run first: the engine's first batches after start-up are slower than its steady state
+        ours_once(f"{label}-warmup")
+        if arrangement == "side-by-side":
+            max_model_len = dsbench_engine.max_model_len or hw_profile.deployment.max_model_len
+            # both waves must fit one engine step (its token budget is at least max_model_len)
+            wave = max(1, min((baseline.max_concurrency or 2) // 2, max_model_len // (2 * dataset.input_len)))
+            extra["wave_requests_per_client"] = wave
+            gaps: list[float] = []
+            discarded: list[str] = []
+            attempt = 0
+            while len(ours) < ROUNDS and attempt < 2 * ROUNDS:
+                wave_prompts = replace(dataset, seed=dataset.seed + attempt + 1, num_prompts=wave)  # fresh each round
+                pair = run_side_by_side(
+                    ctx,
+                    wave_prompts,
+                    wave_prompts,
+                    name=f"{label}-{attempt}",
+                    hold_tokens=max_model_len - 16,  # alone in its step, as long a prefill as the engine takes
+                )
+                problem = pair.lock_step_problem()
+                if problem:
+                    discarded.append(f"round {attempt}: {problem}")
+                else:
+                    ours.append(pair.ours)
+                    theirs.append(pair.theirs)
+                    gaps.append(pair.start_gap_s)
+                attempt += 1
+            extra["discarded_rounds"] = discarded
+            if len(ours) < ROUNDS:
+                pytest.skip(
+                    f"inconclusive (side-by-side): the engine took both waves in lock step in {len(ours)} of "
+                    f"{attempt} rounds, {ROUNDS} needed ({'; '.join(discarded)})"
+                )
+            extra["start_gaps_s"] = gaps
+        else:
+            for round_ in range(ROUNDS):
+                run = ours_once(f"{label}-dsbench-{round_}")
+                ours.append(run)
+                theirs.append(run_sglang(run.config, ctx.tokenizer_spec, ctx.results_dir, f"{label}-sglang-{round_}"))
+    except ReferenceToolError as exc:
+        pytest.fail(str(exc), pytrace=False)
     agreements = compare_rounds(
         [r.summary.values for r in ours], [r.summary.values for r in theirs], COMPARED, AGREEMENT_PCT
     )
@@ -100,7 +144,11 @@ def test_metrics_agree_with_sglang_bench_serving(
             limit=None if inconclusive else AGREEMENT_PCT,
             limit_source=f"{agreement.metric}, this suite vs sglang.bench_serving per round: {agreement.rounds_text()}",
             workload={**ours[0].workload, "metric": agreement.metric, "arrangement": arrangement},
-            extra={"inconclusive": agreement.inconclusive, "round_diffs_pct": list(agreement.round_diffs_pct)},
+            extra={
+                **extra,
+                "inconclusive": agreement.inconclusive,
+                "round_diffs_pct": list(agreement.round_diffs_pct),
+            },
         )
     if inconclusive:
         noisy = "; ".join(

@@ -11,16 +11,25 @@ import statistics
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import httpx
 import pytest
 
+from pytest_dsbench.engines.base import EngineInfo
+from pytest_dsbench.engines.vllm import PROFILE as VLLM_PROFILE
 from pytest_dsbench.load import sglang_bridge
+from pytest_dsbench.load.api import LoadContext
 from pytest_dsbench.load.datasets import DatasetSpec, build
-from pytest_dsbench.load.runner import LoadConfig, run_load
+from pytest_dsbench.load.records import RequestRecord
+from pytest_dsbench.load.runner import LoadConfig, LoadRun, run_load
 from pytest_dsbench.load.sglang_bridge import ReferenceToolError, command, ensure_venv, run_sglang
+from pytest_dsbench.load.side_by_side import HOLD_LEAD_S, SideBySide, run_side_by_side
 from pytest_dsbench.load.tokenizer import load_tokenizer
+from pytest_dsbench.metrics import summarize
 from pytest_dsbench.testing.fake_process import ServerProcess
+from pytest_dsbench.thresholds import load as load_profile
 
 
 def cfg(**kw: object) -> LoadConfig:
@@ -68,7 +77,7 @@ def test_chat_runs_use_the_chat_backend_and_sharegpt_its_file(tmp_path: Path) ->
 
 
 FAKE_SGLANG = """#!{python}
-import json, sys, os
+import json, sys, os, time
 args = sys.argv[1:]
 get = lambda flag: args[args.index(flag) + 1]
 n = int(get("--num-prompts")); out_len = int(get("--random-output-len"))
@@ -93,6 +102,14 @@ result = {{"duration": 2.0, "completed": n, "total_input_tokens": 128 * n, "tota
           "max_output_tokens_per_s": 99.0, "max_concurrent_requests": 8,
           "input_lens": [127] * n, "output_lens": [out_len] * n, "ttfts": [0.11] * n,
           "itls": [[0.0125] * (out_len - 1)] * n, "generated_texts": ["abc"] * n, "errors": [""] * n}}
+time.sleep(float(os.environ.get("FAKE_STARTUP_S", "0")))  # the real tool's imports take seconds
+if not os.environ.get("FAKE_NO_MARKER"):
+    print("Warmup completed with 1 sequences. Starting main benchmark run...", flush=True)
+if os.environ.get("FAKE_MAIN_START"):  # sglang sleeps a second after the marker, then sends
+    time.sleep(1.0)
+    with open(os.environ["FAKE_MAIN_START"], "w") as f:
+        f.write(repr(time.perf_counter()))
+    time.sleep(0.5)
 with open(get("--output-file"), "a") as f:
     f.write(json.dumps(result) + "\\n")
 print("============ Serving Benchmark Result ============")
@@ -251,13 +268,15 @@ max_concurrency = 4
 """
 
 
-def test_reference_check_fails_in_both_arrangements_when_the_official_tool_disagrees(
-    run_on_fake_hw: Callable[..., pytest.RunResult], fake_venv: Path, tmp_path: Path
+def test_reference_check_fails_in_every_arrangement_when_the_official_tool_disagrees(
+    run_on_fake_hw: Callable[..., pytest.RunResult], fake_venv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     tok = str(tokenizer_dir(tmp_path / "tok"))
-    with ServerProcess.fake_engine({"ttft_ms": 10, "itl_ms": 5}, tmp_path / "fake.log") as server:
+    monkeypatch.setenv("FAKE_STARTUP_S", "2")  # side by side, this suite's client is ready first
+    # a first token after 200 ms: the hold request, sent 100 ms ahead, is still running when the waves land
+    with ServerProcess.fake_engine({"ttft_ms": 200, "itl_ms": 5}, tmp_path / "fake.log") as server:
         result = run_on_fake_hw("test_throughput_reference.py", server.base_url, PROFILE, tokenizer=tok)
-    result.assert_outcomes(failed=2)
+    result.assert_outcomes(failed=3)
     result.stdout.fnmatch_lines(
         [
             "*reference_diff_pct = * %, limit <= 3 % (ttft_ms_mean, this suite vs sglang.bench_serving per round: "
@@ -290,3 +309,107 @@ def test_a_workload_the_official_tool_cannot_express_is_refused() -> None:
 
     with pytest.raises(DsbenchUsageError, match=r"has no burstiness option, the workload asks for burstiness 0\.5"):
         command(cfg(request_rate=4.0, burstiness=0.5), Path("py"), "/tok", Path("o"))
+
+
+def side_by_side_context(base_url: str, tok: Path, artifacts: Path) -> LoadContext:
+    engine = EngineInfo(
+        name="vllm",
+        version="0.32.0",
+        base_url=base_url,
+        model="fast",
+        model_path=None,
+        tokenizer_path=None,
+        max_model_len=4096,
+        profile=VLLM_PROFILE,
+        mode="attach",
+    )
+    options: Any = SimpleNamespace(
+        tokenizer=str(tok),
+        artifacts_dir=artifacts,
+        request_timeout_s=30.0,
+        load_workers=1,
+        load_generator="dsbench",
+        datasets_dir=None,
+    )
+    return LoadContext(engine, options, load_profile("cpu"))
+
+
+WAVE = DatasetSpec("random-ids", 2, 16, 8, 1.0, seed=7)
+
+
+def run_pair(ctx: LoadContext) -> SideBySide:
+    return run_side_by_side(ctx, WAVE, WAVE, name="pair", hold_tokens=64, start_wait_s=60)
+
+
+def test_side_by_side_holds_the_engine_then_starts_both_waves_together(
+    fake_venv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_MAIN_START", str(tmp_path / "main-start"))
+    monkeypatch.setenv("FAKE_STARTUP_S", "3")  # this suite's client is ready first, as with the real tool
+    tok = tokenizer_dir(tmp_path / "tok")
+    with ServerProcess.fast_stream(tmp_path / "server.log", ttft_ms=5, itl_ms=5) as server:
+        pair = run_pair(side_by_side_context(server.base_url, tok, tmp_path))
+        sent = httpx.get(server.base_url + "/send_times", timeout=10).json()["requests"]
+    warmup, hold, *wave = sorted(r["arrival"] for r in sent)  # the fake tool sends nothing
+    main_start = float((tmp_path / "main-start").read_text())  # the fake tool's clock: the same monotonic clock
+    assert warmup < main_start - 1.0 and len(wave) == 2
+    assert hold == pytest.approx(main_start - HOLD_LEAD_S, abs=0.05)
+    assert all(0.0 <= t - main_start < 0.25 for t in wave)
+    assert pair.ours.generator == "dsbench" and pair.theirs.generator == "sglang" and pair.start_gap_s == 0.0
+    argv = fake_argv(tmp_path)
+    assert argv[argv.index("--seed") + 1] == "7" and argv[argv.index("--max-concurrency") + 1] == "2"  # one wave
+    # the fake server answers the hold in 5 ms, long before the waves: not a lock-step round
+    assert (pair.lock_step_problem() or "").startswith("the hold request ended")
+
+
+def side_by_side(ours_first_tokens_s: list[float], theirs_ttfts_s: list[float], hold_left_s: float = 0.1) -> SideBySide:
+    def run(records: list[RequestRecord]) -> LoadRun:
+        return LoadRun(cfg(), records, summarize(records, 1.0), client=None)
+
+    ours = [
+        RequestRecord(i, 16, 8, start_s=0.001 * i, chunk_s=[t], success=True) for i, t in enumerate(ours_first_tokens_s)
+    ]
+    theirs = [RequestRecord(i, 16, 8, chunk_s=[t], success=True) for i, t in enumerate(theirs_ttfts_s)]
+    return SideBySide(run(ours), run(theirs), start_gap_s=0.0, hold_left_s=hold_left_s)
+
+
+def test_waves_whose_first_tokens_came_together_are_in_lock_step() -> None:
+    assert side_by_side([0.400, 0.402], [0.401, 0.401]).lock_step_problem() is None
+
+
+def test_a_wave_split_over_two_engine_steps_is_not_in_lock_step() -> None:
+    problem = side_by_side([0.067, 0.452], [0.452, 0.452]).lock_step_problem()
+    assert problem == "this suite's wave got its first tokens 385 ms apart (more than one engine step)"
+    problem = side_by_side([0.452, 0.452], [0.675, 1.089]).lock_step_problem()
+    assert problem == "sglang.bench_serving's wave got its first tokens 414 ms apart (more than one engine step)"
+
+
+def test_a_hold_that_ended_before_the_waves_is_not_lock_step() -> None:
+    problem = side_by_side([0.4, 0.4], [0.4, 0.4], hold_left_s=-0.02).lock_step_problem()
+    assert problem == "the hold request ended 20 ms before the waves were sent"
+
+
+def test_a_wave_that_started_late_is_not_lock_step() -> None:
+    pair = side_by_side([0.4, 0.4], [0.4, 0.4])
+    pair.start_gap_s = 0.3
+    assert pair.lock_step_problem() == (
+        "this suite's client was ready 300 ms after sglang.bench_serving's measured run began"
+    )
+
+
+def test_side_by_side_fails_in_one_line_when_the_official_tool_never_announces_its_run(
+    fake_venv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_NO_MARKER", "1")
+    tok = tokenizer_dir(tmp_path / "tok")
+    with (
+        ServerProcess.fast_stream(tmp_path / "server.log") as server,
+        pytest.raises(ReferenceToolError, match="finished without printing 'Starting main benchmark run'") as failure,
+    ):
+        run_pair(side_by_side_context(server.base_url, tok, tmp_path))
+    assert "\n" not in str(failure.value)
+
+
+def fake_argv(folder: Path) -> list[str]:
+    argv: list[str] = json.loads((folder / "fake-argv.json").read_text())["argv"]
+    return argv
