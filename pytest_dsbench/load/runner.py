@@ -44,6 +44,9 @@ class LoadConfig:
     burstiness: float = 1.0
     max_concurrency: int | None = None
     warmup_requests: int = 1
+    warmup_fresh_prompts: bool = False
+    """Warm up with prompts of their own (same lengths, another seed) instead of copies of request 0 (sglang's
+    way): copies are one prefill and then prefix-cache hits, and they leave request 0 cached for the run."""
     settle_s: float = 1.0
     ignore_eos: bool = True
     temperature: float = 0.0
@@ -69,6 +72,7 @@ class LoadConfig:
             "burstiness": self.burstiness,
             "max_concurrency": self.max_concurrency,
             "warmup_requests": self.warmup_requests,
+            **({"warmup_fresh_prompts": True} if self.warmup_fresh_prompts else {}),
             "ignore_eos": self.ignore_eos,
             "temperature": self.temperature,
             "workers": self.workers,
@@ -149,11 +153,20 @@ def _plans(
     return plans
 
 
-def _warmup(cfg: LoadConfig, prompt: datasets.Prompt, headers: dict[str, str]) -> None:
+WARMUP_SEED_OFFSET = 1_000_003
+"""Added to the data set's seed for fresh warmup prompts (``warmup_fresh_prompts``): never the run's own."""
+
+
+def _warmup(cfg: LoadConfig, tokenizer: Tokenizer, first: datasets.Prompt, headers: dict[str, str]) -> None:
     if cfg.warmup_requests <= 0:
         return
-    short = datasets.Prompt(prompt.text, prompt.prompt_len, min(prompt.output_len, 32))
-    plans = _plans(replace(cfg, workers=1), [short] * cfg.warmup_requests, [0.0] * cfg.warmup_requests, headers)
+    if cfg.warmup_fresh_prompts:
+        spec = replace(cfg.dataset, num_prompts=cfg.warmup_requests, seed=cfg.dataset.seed + WARMUP_SEED_OFFSET)
+        prompts = datasets.build(spec, tokenizer)
+    else:
+        prompts = [first] * cfg.warmup_requests
+    short = [datasets.Prompt(p.text, p.prompt_len, min(p.output_len, 32)) for p in prompts]
+    plans = _plans(replace(cfg, workers=1), short, [0.0] * len(short), headers)
     result = ThreadExecutor().run(plans)[0]
     if not any(r.success for r in result.records):
         error = next((r.error for r in result.records if r.error), "no response")
@@ -204,7 +217,7 @@ def run_load(
     prompts = datasets.build(cfg.dataset, tokenizer)
     offsets = arrivals.schedule(len(prompts), cfg.request_rate, cfg.burstiness, cfg.dataset.seed)
     headers = auth_headers(cfg.api_key)
-    _warmup(cfg, prompts[0], headers)
+    _warmup(cfg, tokenizer, prompts[0], headers)
     plans = _plans(cfg, prompts, offsets, headers)
     started_at = time.time()
     gc_enabled = gc.isenabled()

@@ -144,9 +144,11 @@ def run_prefill(ctx: LoadContext, baseline: ThroughputBaseline, devices: int | N
             name=f"ali-prefill-{length}",
             request_rate=baseline.request_rate or math.inf,
             max_concurrency=baseline.max_concurrency,
-            # the whole batch once, untimed: a batch of a new token count can cost a kernel compile the first
-            # time (on an H100, vLLM's first 4 x 512-token prefill took 1.2 s, the next ones 60 ms)
+            # a whole batch once, untimed: a batch of a new token count can cost a kernel compile the first
+            # time (on an H100, vLLM's first 4 x 512-token prefill took 1.2 s, the next ones 60 ms); prompts
+            # of its own, so that it is a full prefill and leaves nothing of the measured prompts cached
             warmup_requests=baseline.num_prompts,
+            warmup_fresh_prompts=True,
         )
         runs[length] = load
         per_device[length] = load.summary["input_tok_s"] / (devices or ctx.profile.hardware.devices)

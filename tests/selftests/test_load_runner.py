@@ -17,14 +17,17 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
+from pytest_dsbench.load import datasets, runner
 from pytest_dsbench.load.datasets import DatasetSpec
 from pytest_dsbench.load.formats import sglang_record, sglang_text
-from pytest_dsbench.load.records import read_jsonl
+from pytest_dsbench.load.records import RequestRecord, read_jsonl
 from pytest_dsbench.load.runner import LoadConfig, LoadError, run_load
 from pytest_dsbench.load.tokenizer import CharTokenizer
+from pytest_dsbench.load.worker import WorkerPlan, WorkerResult, WorkerStats
 from pytest_dsbench.metrics import summarize
 from pytest_dsbench.testing.fake_process import ServerProcess
 
@@ -235,3 +238,37 @@ def test_a_worker_raises_its_open_files_limit_to_the_hard_limit() -> None:
         assert raised == resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= min(hard, 65535) > 256
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+class RecordingWarmup:
+    """Stands in for the warmup's executor: keeps the prompts it was asked to send, answers each with success."""
+
+    prompts: ClassVar[list[str]] = []
+
+    def run(self, plans: list[WorkerPlan], start: object = None) -> list[WorkerResult]:
+        bodies = [json.loads(r.data.split(b"\r\n\r\n", 1)[1]) for r in plans[0].requests]
+        RecordingWarmup.prompts = [b["prompt"] for b in bodies]
+        records = [RequestRecord(r.index, r.prompt_len, r.max_tokens, success=True) for r in plans[0].requests]
+        return [WorkerResult(records=records, stats=WorkerStats(worker=0))]
+
+
+def warmup_prompts(monkeypatch: pytest.MonkeyPatch, **kw: object) -> tuple[list[str], list[str]]:
+    """The prompts a warmup sends and the run's own prompts."""
+    monkeypatch.setattr(runner, "ThreadExecutor", RecordingWarmup)
+    cfg = LoadConfig(
+        base_url="http://127.0.0.1:9", model="m", dataset=DatasetSpec("random", 4, 24, 8, 1.0, seed=3), **kw
+    )  # type: ignore[arg-type]
+    prompts = datasets.build(cfg.dataset, CHARS)
+    runner._warmup(cfg, CHARS, prompts[0], {})
+    return RecordingWarmup.prompts, [p.text for p in prompts]
+
+
+def test_warmup_sends_copies_of_the_first_request_as_sglang_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    warm, run = warmup_prompts(monkeypatch, warmup_requests=3, settle_s=0.0)
+    assert warm == [run[0]] * 3
+
+
+def test_fresh_warmup_prompts_have_the_runs_lengths_but_none_of_its_prompts(monkeypatch: pytest.MonkeyPatch) -> None:
+    warm, run = warmup_prompts(monkeypatch, warmup_requests=3, settle_s=0.0, warmup_fresh_prompts=True)
+    assert len(set(warm)) == 3 and not set(warm) & set(run)
+    assert {len(CHARS.encode(p)) for p in warm} == {len(CHARS.encode(p)) for p in run}
