@@ -15,9 +15,9 @@ environment and, unless the mode is ``off``:
   each router really is the simulator with our strategy.
 
 Version gate: the router layout (``fused_moe/router/``) of vLLM 0.2x-0.3x; run on 0.32.0 (CPU build) and on
-0.20.1 (CUDA, one H100: every EPLB check passed with ``--enforce-eager``; with CUDA graphs the capture guard kept
-the engines alive but the counter missed replayed traffic, fixed afterwards by polling and not yet re-run there),
-and checked against the 0.33.0 sources in eplb.md. Older layouts (static
+0.20.1 (CUDA, one H100: every EPLB check passed, with ``--enforce-eager`` and with CUDA graphs captured: the
+capture guard keeps host copies out of captures and the writer polls the device counters, which graph replays
+advance without running any Python), and checked against the 0.33.0 sources in eplb.md. Older layouts (static
 ``FusedMoE.select_experts``, <= ~0.11) raise.
 Failures raise :class:`EplbPatchError` inside ``register()``: vLLM does not catch exceptions raised there,
 so the engine exits instead of serving unpatched routing.
