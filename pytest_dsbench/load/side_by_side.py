@@ -39,7 +39,7 @@ import statistics
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pytest_dsbench._http import auth_headers
@@ -180,27 +180,27 @@ class _MainRunSignal:
                 )
         if hold is not None:
             hold.send_at(self.start_wall - HOLD_LEAD_S)
+        # ready too late: start now; the gap is the comparison's problem (lock_step_problem), not client lag
         self.our_start_wall = max(self.start_wall, time.time())
-        return self.start_wall
+        return self.our_start_wall
 
 
 def run_side_by_side(
     ctx: LoadContext,
-    ours: DatasetSpec,
-    theirs: DatasetSpec,
+    prompts: DatasetSpec,
     *,
     name: str,
     hold_tokens: int | None,
     start_wait_s: float = START_WAIT_S,
 ) -> SideBySide:
-    """One wave of ``ours`` (this suite's client) and one of ``theirs`` (sglang.bench_serving), started together,
-    with a hold request of ``hold_tokens`` tokens before them (None: no hold). Give both the same prompts."""
+    """One wave of ``prompts`` from each client (this suite's and sglang.bench_serving), started together, with a
+    hold request of ``hold_tokens`` tokens before them (None: no hold)."""
     options: dict[str, Any] = {
         "request_rate": float("inf"),
-        "max_concurrency": ours.num_prompts,
+        "max_concurrency": prompts.num_prompts,
         "include_usage": False,
     }
-    reference_cfg = workload_config(ctx, theirs, name=name, **{**options, "max_concurrency": theirs.num_prompts})
+    reference_cfg = workload_config(ctx, prompts, name=name, **options)
     hold = _Hold(ctx, hold_tokens) if hold_tokens else None
     signal = _MainRunSignal()
     with ThreadPoolExecutor(1, thread_name_prefix="dsbench-reference") as pool, contextlib.ExitStack() as stack:
@@ -216,7 +216,7 @@ def run_side_by_side(
         )
         ours_run = run_workload(
             ctx,
-            ours,
+            prompts,
             name=f"{name}-dsbench",
             start=lambda: signal.gate(theirs_future, start_wait_s, hold),
             **options,
@@ -229,3 +229,33 @@ def run_side_by_side(
         hold_error=hold.error if hold is not None else None,
         hold_left_s=hold.done_wall - signal.our_start_wall if hold is not None and hold.done_wall else None,
     )
+
+
+@dataclass
+class LockStepRounds:
+    """The side-by-side rounds that were in lock step, and why each other one was discarded."""
+
+    pairs: list[SideBySide]
+    discarded: list[str]
+    attempts: int
+
+
+def run_lock_step_rounds(
+    ctx: LoadContext, prompts: DatasetSpec, *, rounds: int, max_attempts: int, name: str, hold_tokens: int | None
+) -> LockStepRounds:
+    """Side-by-side rounds (fresh prompts each, the same for both clients) until ``rounds`` of them were in lock
+    step or ``max_attempts`` ran; a round that was not (:meth:`SideBySide.lock_step_problem`) is recorded and
+    run again."""
+    done = LockStepRounds([], [], 0)
+    while len(done.pairs) < rounds and done.attempts < max_attempts:
+        attempt = done.attempts
+        pair = run_side_by_side(
+            ctx, replace(prompts, seed=prompts.seed + attempt + 1), name=f"{name}-{attempt}", hold_tokens=hold_tokens
+        )
+        problem = pair.lock_step_problem()
+        if problem:
+            done.discarded.append(f"round {attempt}: {problem}")
+        else:
+            done.pairs.append(pair)
+        done.attempts += 1
+    return done

@@ -41,7 +41,7 @@ from pytest_dsbench.load.api import LoadContext, run_workload, slo_workload
 from pytest_dsbench.load.datasets import DatasetSpec
 from pytest_dsbench.load.runner import LoadRun
 from pytest_dsbench.load.sglang_bridge import ReferenceToolError, run_sglang
-from pytest_dsbench.load.side_by_side import run_side_by_side
+from pytest_dsbench.load.side_by_side import run_lock_step_rounds
 from pytest_dsbench.options import DsbenchOptions
 from pytest_dsbench.thresholds import HwProfile
 
@@ -96,34 +96,26 @@ def test_metrics_agree_with_sglang_bench_serving(
             max_model_len = dsbench_engine.max_model_len or hw_profile.deployment.max_model_len
             # both waves must fit one engine step (its token budget is at least max_model_len)
             wave = max(1, min((baseline.max_concurrency or 2) // 2, max_model_len // (2 * dataset.input_len)))
-            extra["wave_requests_per_client"] = wave
-            gaps: list[float] = []
-            discarded: list[str] = []
-            attempt = 0
-            while len(ours) < ROUNDS and attempt < 2 * ROUNDS:
-                wave_prompts = replace(dataset, seed=dataset.seed + attempt + 1, num_prompts=wave)  # fresh each round
-                pair = run_side_by_side(
-                    ctx,
-                    wave_prompts,
-                    wave_prompts,
-                    name=f"{label}-{attempt}",
-                    hold_tokens=max_model_len - 16,  # alone in its step, as long a prefill as the engine takes
-                )
-                problem = pair.lock_step_problem()
-                if problem:
-                    discarded.append(f"round {attempt}: {problem}")
-                else:
-                    ours.append(pair.ours)
-                    theirs.append(pair.theirs)
-                    gaps.append(pair.start_gap_s)
-                attempt += 1
-            extra["discarded_rounds"] = discarded
-            if len(ours) < ROUNDS:
+            done = run_lock_step_rounds(
+                ctx,
+                replace(dataset, num_prompts=wave),
+                rounds=ROUNDS,
+                max_attempts=2 * ROUNDS,
+                name=label,
+                hold_tokens=max_model_len - 16,  # alone in its step, as long a prefill as the engine takes
+            )
+            if len(done.pairs) < ROUNDS:
                 pytest.skip(
-                    f"inconclusive (side-by-side): the engine took both waves in lock step in {len(ours)} of "
-                    f"{attempt} rounds, {ROUNDS} needed ({'; '.join(discarded)})"
+                    f"inconclusive (side-by-side): the engine took both waves in lock step in {len(done.pairs)} "
+                    f"of {done.attempts} rounds, {ROUNDS} needed ({'; '.join(done.discarded)})"
                 )
-            extra["start_gaps_s"] = gaps
+            ours = [pair.ours for pair in done.pairs]
+            theirs = [pair.theirs for pair in done.pairs]
+            extra = {
+                "wave_requests_per_client": wave,
+                "discarded_rounds": done.discarded,
+                "start_gaps_s": [pair.start_gap_s for pair in done.pairs],
+            }
         else:
             for round_ in range(ROUNDS):
                 run = ours_once(f"{label}-dsbench-{round_}")

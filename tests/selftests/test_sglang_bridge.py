@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -20,12 +20,13 @@ import pytest
 from pytest_dsbench.engines.base import EngineInfo
 from pytest_dsbench.engines.vllm import PROFILE as VLLM_PROFILE
 from pytest_dsbench.load import sglang_bridge
+from pytest_dsbench.load import side_by_side as side_by_side_module
 from pytest_dsbench.load.api import LoadContext
 from pytest_dsbench.load.datasets import DatasetSpec, build
 from pytest_dsbench.load.records import RequestRecord
 from pytest_dsbench.load.runner import LoadConfig, LoadRun, run_load
 from pytest_dsbench.load.sglang_bridge import ReferenceToolError, command, ensure_venv, run_sglang
-from pytest_dsbench.load.side_by_side import HOLD_LEAD_S, SideBySide, run_side_by_side
+from pytest_dsbench.load.side_by_side import HOLD_LEAD_S, SideBySide, run_lock_step_rounds, run_side_by_side
 from pytest_dsbench.load.tokenizer import load_tokenizer
 from pytest_dsbench.metrics import summarize
 from pytest_dsbench.testing.fake_process import ServerProcess
@@ -338,7 +339,7 @@ WAVE = DatasetSpec("random-ids", 2, 16, 8, 1.0, seed=7)
 
 
 def run_pair(ctx: LoadContext) -> SideBySide:
-    return run_side_by_side(ctx, WAVE, WAVE, name="pair", hold_tokens=64, start_wait_s=60)
+    return run_side_by_side(ctx, WAVE, name="pair", hold_tokens=64, start_wait_s=60)
 
 
 def test_side_by_side_holds_the_engine_then_starts_both_waves_together(
@@ -395,6 +396,26 @@ def test_a_wave_that_started_late_is_not_lock_step() -> None:
     assert pair.lock_step_problem() == (
         "this suite's client was ready 300 ms after sglang.bench_serving's measured run began"
     )
+
+
+def test_rounds_not_in_lock_step_are_run_again_with_fresh_prompts_until_enough_are(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seeds: list[int] = []
+
+    def round_(ctx: object, prompts: DatasetSpec, *, name: str, hold_tokens: int | None) -> SideBySide:
+        seeds.append(prompts.seed)
+        split = len(seeds) in (2, 3)  # the second and third rounds: this suite's wave split over two steps
+        return side_by_side([0.067, 0.452] if split else [0.4, 0.4], [0.4, 0.4])
+
+    monkeypatch.setattr(side_by_side_module, "run_side_by_side", round_)
+    done = run_lock_step_rounds(cast(LoadContext, None), WAVE, rounds=3, max_attempts=6, name="r", hold_tokens=64)
+    assert len(done.pairs) == 3 and done.attempts == 5 and seeds == [8, 9, 10, 11, 12]
+    assert done.discarded == [
+        f"round {i}: this suite's wave got its first tokens 385 ms apart (more than one engine step)" for i in (1, 2)
+    ]
+    done = run_lock_step_rounds(cast(LoadContext, None), WAVE, rounds=5, max_attempts=2, name="r", hold_tokens=64)
+    assert done.attempts == 2  # gives up: the caller reports the discarded rounds
 
 
 def test_side_by_side_fails_in_one_line_when_the_official_tool_never_announces_its_run(
