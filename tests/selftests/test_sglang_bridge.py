@@ -355,7 +355,8 @@ def test_side_by_side_holds_the_engine_then_starts_both_waves_together(
     main_start = float((tmp_path / "main-start").read_text())  # the fake tool's clock: the same monotonic clock
     assert warmup < main_start - 1.0 and len(wave) == 2
     assert hold == pytest.approx(main_start - HOLD_LEAD_S, abs=0.05)
-    assert all(0.0 <= t - main_start < 0.25 for t in wave)
+    # either side: the fake's own one-second sleep can overshoot on a loaded host, as this client's start can lag
+    assert all(abs(t - main_start) < 0.25 for t in wave), [t - main_start for t in wave]
     assert pair.ours.generator == "dsbench" and pair.theirs.generator == "sglang" and pair.start_gap_s == 0.0
     argv = fake_argv(tmp_path)
     assert argv[argv.index("--seed") + 1] == "7" and argv[argv.index("--max-concurrency") + 1] == "2"  # one wave
