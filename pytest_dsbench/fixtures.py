@@ -23,7 +23,7 @@ from pytest_dsbench.options import DsbenchOptions
 from pytest_dsbench.results import RunResults
 from pytest_dsbench.session import EngineSession
 from pytest_dsbench.stash import ENGINE_SESSION, OPTIONS, PROFILE, RESULTS
-from pytest_dsbench.thresholds import HwProfile
+from pytest_dsbench.thresholds import HardwareProfile
 
 
 @pytest.fixture(scope="session")
@@ -33,13 +33,13 @@ def dsbench_options(pytestconfig: pytest.Config) -> DsbenchOptions:
 
 
 @pytest.fixture(scope="session")
-def hw_profile(pytestconfig: pytest.Config) -> HwProfile:
+def hw_profile(pytestconfig: pytest.Config) -> HardwareProfile:
     """The hardware profile chosen with ``--hw`` (deployment, limits, SLOs, baselines, floors)."""
     return pytestconfig.stash[PROFILE]
 
 
 @pytest.fixture(scope="session")
-def thresholds(hw_profile: HwProfile) -> HwProfile:
+def thresholds(hw_profile: HardwareProfile) -> HardwareProfile:
     """The limits of the hardware profile; the same object as ``hw_profile``, named for readability."""
     return hw_profile
 

@@ -94,7 +94,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     opts = config.stash.get(OPTIONS, None)
     if opts is None:
         return
-    profile = get_adapter(opts.engine).profile
+    profile = get_adapter(opts.engine).behaviour
     gpu = None
     for item in items:
         only = item.get_closest_marker("only_engine")

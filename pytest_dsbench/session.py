@@ -17,7 +17,7 @@ from pytest_dsbench.engines.launcher import EngineProcess, free_port
 from pytest_dsbench.engines.registry import get_adapter
 from pytest_dsbench.errors import DsbenchUsageError, EngineStartError, MissingExtra
 from pytest_dsbench.options import DsbenchOptions
-from pytest_dsbench.thresholds import HwProfile
+from pytest_dsbench.thresholds import HardwareProfile
 
 EMBEDDED_MODEL_NAME = "tiny-r1"
 ATTACH_PROBE_TIMEOUT_S = 8.0
@@ -115,7 +115,7 @@ class EngineSession:
     """The engine of this session, plus the process when the suite launched it."""
 
     options: DsbenchOptions
-    hw: HwProfile
+    hw: HardwareProfile
     artifacts_dir: Path
     info: EngineInfo | None = None
     process: EngineProcess | None = None
@@ -151,7 +151,7 @@ class EngineSession:
             name=opts.engine, version=version, base_url=opts.base_url, model=str(model["id"]),
             model_path=model_path, tokenizer_path=opts.tokenizer or model_path,
             max_model_len=_int_or_none(model.get("max_model_len")) or self.hw.deployment.max_model_len,
-            profile=adapter.profile.for_version(version), mode="attach", log_paths=opts.engine_logs,
+            behaviour=adapter.behaviour.for_version(version), mode="attach", log_paths=opts.engine_logs,
             api_key=opts.api_key,
         )
 
@@ -217,7 +217,7 @@ class EngineSession:
             model_path=model if Path(model).is_dir() else None,
             tokenizer_path=opts.tokenizer or (model if Path(model).is_dir() else None),
             max_model_len=_int_or_none(listed.get("max_model_len")) or self.hw.deployment.max_model_len,
-            profile=adapter.profile.for_version(version), mode="start", log_paths=(log_path,),
+            behaviour=adapter.behaviour.for_version(version), mode="start", log_paths=(log_path,),
             launch_command=tuple(redact(" ".join(command), [opts.api_key]).split(" ")), api_key=opts.api_key,
             eplb_mode=opts.eplb, eplb_counts_path=counts_path, eplb_ranks=eplb_ranks,
         )

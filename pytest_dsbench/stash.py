@@ -7,9 +7,9 @@ import pytest
 from pytest_dsbench.options import DsbenchOptions
 from pytest_dsbench.results import RunResults
 from pytest_dsbench.session import EngineSession
-from pytest_dsbench.thresholds import HwProfile
+from pytest_dsbench.thresholds import HardwareProfile
 
 OPTIONS = pytest.StashKey[DsbenchOptions]()
-PROFILE = pytest.StashKey[HwProfile]()
+PROFILE = pytest.StashKey[HardwareProfile]()
 ENGINE_SESSION = pytest.StashKey[EngineSession]()
 RESULTS = pytest.StashKey[RunResults]()

@@ -144,7 +144,7 @@ class GenerationSettings(_Strict):
         "parallel accuracy requests (default: deployment.max_concurrency, else 8)"))
 
 
-class HwProfile(_Strict):
+class HardwareProfile(_Strict):
     """One ``thresholds/<hw>.toml`` file."""
 
     schema_version: Literal[1]
@@ -210,7 +210,7 @@ def _format_validation(path: Path, error: ValidationError) -> str:
     return f"{path}: key '{key}': {message}{got_text}{more}"
 
 
-def load(hw: str, directory: Path | None = None) -> HwProfile:
+def load(hw: str, directory: Path | None = None) -> HardwareProfile:
     """Load and validate the profile ``hw`` (``NAME`` or ``NAME/DEPLOYMENT``)."""
     directory = directory or default_dir()
     name, _, deployment_name = hw.partition("/")
@@ -226,7 +226,7 @@ def load(hw: str, directory: Path | None = None) -> HwProfile:
     except tomllib.TOMLDecodeError as exc:
         raise ThresholdsError(f"{path}: not valid TOML: {exc}") from None
     try:
-        profile = HwProfile.model_validate(data)
+        profile = HardwareProfile.model_validate(data)
     except ValidationError as exc:
         raise ThresholdsError(_format_validation(path, exc)) from None
     deployment = profile.deployment

@@ -19,7 +19,7 @@ from pytest_dsbench.accuracy.task import AccuracyTask, build_task
 from pytest_dsbench.engines.base import EngineInfo
 from pytest_dsbench.gate import Gate
 from pytest_dsbench.options import DsbenchOptions
-from pytest_dsbench.thresholds import HwProfile
+from pytest_dsbench.thresholds import HardwareProfile
 
 SAMPLES_FILE = "samples.jsonl"
 FAILING_SHOWN = 3
@@ -32,7 +32,7 @@ def write_samples(path: Path, outcome: AccuracyOutcome) -> Path:
     return path
 
 
-def evaluate(dataset: str, *, engine: EngineInfo, profile: HwProfile, options: DsbenchOptions,
+def evaluate(dataset: str, *, engine: EngineInfo, profile: HardwareProfile, options: DsbenchOptions,
              folder: Path) -> tuple[AccuracyTask, AccuracyOutcome]:
     """Score ``dataset`` on ``engine`` (from the cache when the key matches); samples go to ``folder``."""
     task = build_task(profile, dataset, engine, options.datasets_dir)

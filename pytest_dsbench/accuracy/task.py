@@ -15,7 +15,7 @@ from typing import Any
 
 from pytest_dsbench.accuracy.datasets import DataSource, resolve_data
 from pytest_dsbench.engines.base import EngineInfo
-from pytest_dsbench.thresholds import HwProfile
+from pytest_dsbench.thresholds import HardwareProfile
 
 #: Bump when the way results are produced or stored changes, so old cache entries stop matching.
 CACHE_FORMAT = 1
@@ -98,7 +98,7 @@ def _display_path(path: Path | None) -> str:
         return f"thresholds/{path.name}" if path.parent.name == "thresholds" else str(path)
 
 
-def build_task(profile: HwProfile, dataset: str, engine: EngineInfo,
+def build_task(profile: HardwareProfile, dataset: str, engine: EngineInfo,
                datasets_dir: Path | None) -> AccuracyTask:
     """The task for ``[accuracy.<dataset>]`` of ``profile`` on ``engine`` (per-engine floors applied)."""
     entry = profile.accuracy[dataset]

@@ -34,7 +34,7 @@ def parallel(calls: Sequence[Callable[[], Any]], workers: int) -> list[Any]:
 def long_generation(ctx: ApiContext) -> dict[str, Any]:
     """Parameters of a request that keeps generating for a long time unless it is aborted."""
     params: dict[str, Any] = {"max_tokens": max(64, min(1024, ctx.target.max_model_len // 2))}
-    if "ignore_eos" in ctx.profile.features:
+    if "ignore_eos" in ctx.behaviour.features:
         params["ignore_eos"] = True
     return params
 
@@ -47,14 +47,14 @@ def client_timeout(read_s: float) -> httpx.Timeout:
 # -- the engine's view of running work ------------------------------------------------------------------------
 def running_gauge(ctx: ApiContext) -> tuple[str, float] | None:
     """(name, value) of the engine's running-request gauge, or None without metrics or such a gauge."""
-    if "metrics" not in ctx.profile.features:
+    if "metrics" not in ctx.behaviour.features:
         return None
     reply = ctx.api.get("/metrics", timeout_s=5.0)
     if reply.status != 200:
         return None
     text = reply.body.decode("utf-8", "replace")
     for name in RUNNING_GAUGES:
-        full = (ctx.profile.metrics_prefix or "") + name
+        full = (ctx.behaviour.metrics_prefix or "") + name
         value = metric_value(text, full)
         if value is not None:
             return full, value
@@ -83,7 +83,7 @@ def wait_for_release(ctx: ApiContext, baseline: float | None, grace_s: float, wh
                 return Release(False, f"{name} = {value:g} (it was {baseline:g} before) {grace_s:g} s after {what}")
             time.sleep(0.1)
             gauge = running_gauge(ctx) or (name, value)
-    if "metrics" not in ctx.profile.features:
+    if "metrics" not in ctx.behaviour.features:
         return Release(None, "no metrics")
     last = metric_counters(ctx)["generation_tokens_total"]
     if last is None:
@@ -98,7 +98,7 @@ def wait_for_release(ctx: ApiContext, baseline: float | None, grace_s: float, wh
         elif time.monotonic() - still_since >= 0.5:
             return Release(True, "generation-token counter still")
     grown = (last or 0) - start
-    prefix = ctx.profile.metrics_prefix or ""
+    prefix = ctx.behaviour.metrics_prefix or ""
     return Release(False, f"{prefix}generation_tokens_total still growing (+{grown:g}) {grace_s:g} s after {what}")
 
 

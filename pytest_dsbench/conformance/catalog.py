@@ -161,7 +161,7 @@ def run(check_id: str, ctx: ApiContext) -> None:
     import httpx
 
     item = get(check_id)
-    missing = sorted(set(item.requires) - ctx.profile.features)
+    missing = sorted(set(item.requires) - ctx.behaviour.features)
     if missing:
         pytest.skip(f"engine {ctx.target.engine} does not support feature(s): {', '.join(missing)}")
     outcome: str | None = None
@@ -192,7 +192,7 @@ def run(check_id: str, ctx: ApiContext) -> None:
 def _judge_known_failure_of_this_version(check_id: str, ctx: ApiContext, outcome: str | None) -> None:
     """A bug of some engine versions only (known once the server answered its version): the failure it
     describes is an xfail; a pass means the bug is gone (fails, as a strict xfail would); another failure fails."""
-    known = ctx.profile.known_failure(check_id, ctx.target.version)
+    known = ctx.behaviour.known_failure(check_id, ctx.target.version)
     if known is None or not known.versions:
         return
     engine = f"{ctx.target.engine} {ctx.target.version}"
@@ -215,7 +215,7 @@ def _deviating_engines(item: Check) -> str:
 
     notes = []
     for name, adapter in sorted(ADAPTERS.items()):
-        profile = adapter.profile
+        profile = adapter.behaviour
         known = profile.known_failure(item.id)
         missing = sorted(set(item.requires) - profile.features)
         for limited in profile.known_failures:

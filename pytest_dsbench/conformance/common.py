@@ -166,7 +166,7 @@ def metric_value(text: str, name: str) -> float | None:
 def metric_counters(ctx: ApiContext) -> dict[str, float | None]:
     reply = ctx.api.get("/metrics")
     text = reply.body.decode("utf-8", "replace") if reply.status == 200 else ""
-    prefix = ctx.profile.metrics_prefix or ""
+    prefix = ctx.behaviour.metrics_prefix or ""
     return {
         name: metric_value(text, prefix + name)
         for name in ("prompt_tokens_total", "generation_tokens_total", "request_success_total")
@@ -180,7 +180,7 @@ def on_idle_server(ctx: ApiContext, requests: int, run: Callable[[], T], *, atte
     engine's request counter tells whether anyone else was served. Skips the check when the server never was
     idle; without metrics it runs once and trusts the caller's environment.
     """
-    if "metrics" not in ctx.profile.features:
+    if "metrics" not in ctx.behaviour.features:
         return run()
     for _ in range(attempts):
         before = metric_counters(ctx)["request_success_total"]

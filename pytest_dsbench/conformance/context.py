@@ -25,7 +25,7 @@ from pytest_dsbench.conformance.tokens import (
     TokenCounter,
     local_tokenizer_dir,
 )
-from pytest_dsbench.engines.base import EngineProfile
+from pytest_dsbench.engines.base import EngineBehaviour
 
 T = TypeVar("T")
 REASONING_KEYS = ("reasoning", "reasoning_content")
@@ -62,7 +62,7 @@ class Target:
 
     engine: str
     model: str
-    profile: EngineProfile
+    behaviour: EngineBehaviour
     max_model_len: int
     hw_max_model_len: int | None = None
     max_input_len: int | None = None
@@ -149,7 +149,7 @@ class ApiContext:
                     error = (
                         f"the local tokenizer {directory} could not be loaded ({type(exc).__name__}: {exc})"
                     )
-            if counter is None and target.profile.tokenize_api == "vllm":
+            if counter is None and target.behaviour.tokenize_api == "vllm":
                 counter = EngineTokenizer(api, target.model)
             elif counter is None and error is None:
                 error = (
@@ -168,8 +168,8 @@ class ApiContext:
 
     # -- helpers for checks ----------------------------------------------------------------------------------
     @property
-    def profile(self) -> EngineProfile:
-        return self.target.profile
+    def behaviour(self) -> EngineBehaviour:
+        return self.target.behaviour
 
     @property
     def task(self) -> Task:
@@ -189,7 +189,7 @@ class ApiContext:
 
     def require(self, feature: str, why: str = "") -> None:
         """Skip unless the engine profile declares ``feature``."""
-        if feature not in self.profile.features:
+        if feature not in self.behaviour.features:
             skip(
                 f"engine {self.target.engine} does not declare feature {feature!r}{': ' + why if why else ''}"
             )
@@ -201,10 +201,10 @@ class ApiContext:
         value: T = self.memo_store[key]
         return value
 
-    def with_profile(self, **changes: Any) -> ApiContext:
+    def with_behaviour(self, **changes: Any) -> ApiContext:
         """A copy with some profile fields changed (self-tests use it to exercise profile branches)."""
         return replace(
-            self, target=replace(self.target, profile=replace(self.profile, **changes)), memo_store={}
+            self, target=replace(self.target, behaviour=replace(self.behaviour, **changes)), memo_store={}
         )
 
     # -- request bodies --------------------------------------------------------------------------------------
@@ -252,5 +252,5 @@ class ApiContext:
     # -- reading responses -----------------------------------------------------------------------------------
     def reasoning_of(self, message: dict[str, Any]) -> str | None:
         """The reasoning text under the profile's declared key."""
-        value = message.get(self.profile.reasoning_field)
+        value = message.get(self.behaviour.reasoning_field)
         return value if isinstance(value, str) else None

@@ -54,7 +54,7 @@ def greedy_repeatable(ctx: ApiContext) -> None:
         return first, message_of(ok_json(ctx.chat(), "chat (repeat)"), "chat (repeat)")
 
     first, again = on_idle_server(ctx, 2, twice)
-    for key in ("content", ctx.profile.reasoning_field):
+    for key in ("content", ctx.behaviour.reasoning_field):
         expect_eq(again.get(key), first.get(key), f"temperature-0 repeat on an idle server: message.{key}")
 
 

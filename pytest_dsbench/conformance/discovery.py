@@ -69,7 +69,7 @@ def models_list_shape(ctx: ApiContext) -> None:
     deviations={"sglang": "does not validate the model name (profile validates_model=False): skipped"},
 )
 def unknown_model_404(ctx: ApiContext) -> None:
-    if not ctx.profile.validates_model:
+    if not ctx.behaviour.validates_model:
         skip(f"engine profile {ctx.target.engine} declares validates_model=False")
     name = "dsbench-no-such-model"
     for path, body in (
@@ -123,7 +123,7 @@ def metrics_exposed(ctx: ApiContext) -> None:
     reply = ctx.api.get("/metrics")
     expect(reply.status == 200, "GET /metrics", desc("HTTP 200"), desc(reply.describe()))
     counters = metric_counters(ctx)
-    prefix = ctx.profile.metrics_prefix or ""
+    prefix = ctx.behaviour.metrics_prefix or ""
     for name in ("prompt_tokens_total", "generation_tokens_total"):
         expect(
             counters[name] is not None,
@@ -190,7 +190,7 @@ def metrics_token_counters_consistent(ctx: ApiContext) -> None:
 )
 def tokenize_roundtrip(ctx: ApiContext) -> None:
     text = "Hello world, 17 * 23 = 391."
-    api = ctx.profile.tokenize_api
+    api = ctx.behaviour.tokenize_api
     if api == "lmdeploy_encode":
         body = ok_json(ctx.api.post("/v1/encode", {"input": text, "add_bos": False}), "POST /v1/encode")
         ids, count = body.get("input_ids"), body.get("length")

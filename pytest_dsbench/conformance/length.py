@@ -159,7 +159,7 @@ def ignore_eos(ctx: ApiContext) -> None:
 def min_tokens(ctx: ApiContext) -> None:
     natural = usage_of(completion_reference(ctx), "completion")["completion_tokens"]
     wanted = natural + 8
-    name = ctx.profile.min_tokens_param or "min_tokens"
+    name = ctx.behaviour.min_tokens_param or "min_tokens"
     body = ok_json(ctx.completion(max_tokens=wanted + 16, **{name: wanted}), f"completion {name}={wanted}")
     used = usage_of(body, "completion")["completion_tokens"]
     expect(

@@ -49,7 +49,7 @@ def _text(value: Any) -> str:
     },
 )
 def reasoning_field_matches_profile(ctx: ApiContext) -> None:
-    declared = ctx.profile.reasoning_field
+    declared = ctx.behaviour.reasoning_field
     other = other_reasoning_key(declared)
     who = f"engine profile {ctx.target.engine} declares reasoning_field={declared!r}"
     message = message_of(r1_body(ctx), "chat")
@@ -93,7 +93,7 @@ def reasoning_present_and_separated(ctx: ApiContext) -> None:
     reasoning = ctx.reasoning_of(message)
     expect(
         bool(reasoning and reasoning.strip()),
-        f"message.{ctx.profile.reasoning_field}",
+        f"message.{ctx.behaviour.reasoning_field}",
         desc("non-empty reasoning"),
         reasoning,
     )
@@ -131,7 +131,7 @@ def _leaks(content: str, reasoning: str) -> list[str]:
     "[vllm #14170](https://github.com/vllm-project/vllm/issues/14170)",
 )
 def reasoning_no_tag_leak(ctx: ApiContext) -> None:
-    key = ctx.profile.reasoning_field
+    key = ctx.behaviour.reasoning_field
     message = message_of(r1_body(ctx), "chat")
     problems = _leaks(_text(message.get("content")), _text(message.get(key)))
     expect(not problems, "non-streamed R1 message", desc("no think tags in content"), problems)
@@ -151,7 +151,7 @@ def reasoning_no_tag_leak(ctx: ApiContext) -> None:
     source=f"{REFERENCE} N03",
 )
 def reasoning_stream_equals_nonstream(ctx: ApiContext) -> None:
-    key = ctx.profile.reasoning_field
+    key = ctx.behaviour.reasoning_field
     message = message_of(r1_body(ctx), "chat")
     choice = ok_stream(r1_stream(ctx), "streamed chat").choices().get(0)
     expect(choice is not None, "streamed chat", desc("choice 0"), None)
@@ -174,7 +174,7 @@ def reasoning_stream_equals_nonstream(ctx: ApiContext) -> None:
     source=f"{REFERENCE} N04",
 )
 def reasoning_stream_ordering(ctx: ApiContext) -> None:
-    key = ctx.profile.reasoning_field
+    key = ctx.behaviour.reasoning_field
     choice = ok_stream(r1_stream(ctx), "streamed chat").choices().get(0)
     kinds = [kind for kind, _ in (choice.sequence if choice else [])]
     if "content" in kinds:
@@ -201,7 +201,7 @@ def reasoning_stream_ordering(ctx: ApiContext) -> None:
     "[vllm-ascend #9131](https://github.com/vllm-project/vllm-ascend/issues/9131)",
 )
 def reasoning_truncated_by_length(ctx: ApiContext) -> None:
-    key = ctx.profile.reasoning_field
+    key = ctx.behaviour.reasoning_field
     body = ok_json(truncated_reply(ctx), "chat max_tokens=8")
     message = message_of(body, "chat max_tokens=8")
     expect_eq(choice0(body, "chat").get("finish_reason"), "length", "R1 cut at max_tokens=8 finish_reason")
@@ -256,7 +256,7 @@ def reasoning_history_not_replayed(ctx: ApiContext) -> None:
         "reasoning field": {
             "role": "assistant",
             "content": first.answer,
-            ctx.profile.reasoning_field: "I know.",
+            ctx.behaviour.reasoning_field: "I know.",
         },
     }
     counts: dict[str, int] = {}

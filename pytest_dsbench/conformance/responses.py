@@ -263,7 +263,7 @@ def usage_n_gt_1(ctx: ApiContext) -> None:
 
 
 def _reasoning_count(ctx: ApiContext, usage: dict[str, Any]) -> Any:
-    if ctx.profile.reasoning_usage_path == "reasoning_tokens":
+    if ctx.behaviour.reasoning_usage_path == "reasoning_tokens":
         return usage.get("reasoning_tokens")
     details = usage.get("completion_tokens_details") or {}
     return details.get("reasoning_tokens") if isinstance(details, dict) else None
@@ -283,7 +283,7 @@ def usage_reasoning_tokens(ctx: ApiContext) -> None:
     body = r1_body(ctx)
     usage = usage_of(body, "chat")
     count = _reasoning_count(ctx, usage)
-    path = ctx.profile.reasoning_usage_path
+    path = ctx.behaviour.reasoning_usage_path
     expect(
         isinstance(count, int) and count > 0,
         f"usage.{path} (engine profile {ctx.target.engine})",
@@ -300,7 +300,7 @@ def usage_reasoning_tokens(ctx: ApiContext) -> None:
     if ctx.counter is None or not reasoning:
         return  # range checked; without a token counter the exact count cannot be
     counted = ctx.counter.text_tokens(reasoning, add_bos=False) + (
-        1 if ctx.profile.reasoning_count_includes_end_tag else 0
+        1 if ctx.behaviour.reasoning_count_includes_end_tag else 0
     )
     expect(
         abs(count - counted) <= 2,

@@ -71,7 +71,7 @@ def concurrent_mixed_load(ctx: ApiContext) -> None:
         elif kind == "completion_stream":
             call = partial(ctx.completion_stream, prompt, max_tokens=8, echo=True)
         else:
-            n = 2 if "n" in ctx.profile.features else 1  # n > 1 needs sampling: vLLM rejects it when greedy
+            n = 2 if "n" in ctx.behaviour.features else 1  # n > 1 needs sampling: vLLM rejects it when greedy
             call = partial(ctx.chat, task.question, n=n, temperature=0.3, seed=11)
         plan.append((kind, task, prompt, call))
     results = parallel([call for *_, call in plan], workers=total)
@@ -149,7 +149,7 @@ def survives_error_storm(ctx: ApiContext) -> None:
         ctx.chat_body(max_tokens=-1),
         ctx.chat_body(temperature=-2.0, max_tokens=4),
         ctx.chat_body(model="dsbench-no-such-model", max_tokens=4)
-        if ctx.profile.validates_model
+        if ctx.behaviour.validates_model
         else ctx.chat_body(top_p=5.0, max_tokens=4),
     ]
     plan: list[tuple[bool, dict[str, Any]]] = []
@@ -308,15 +308,15 @@ def long_context_near_limit(ctx: ApiContext) -> None:
     params: dict[str, Any] = {"max_tokens": context - prompt_tokens}
     if ctx.task_only_model:  # the fixture model cannot find needles: only show that it serves and generates
         params["max_tokens"] = min(16, context - prompt_tokens)
-        if "min_tokens" in ctx.profile.features and ctx.profile.min_tokens_param:
-            params[ctx.profile.min_tokens_param] = min(8, params["max_tokens"])
+        if "min_tokens" in ctx.behaviour.features and ctx.behaviour.min_tokens_param:
+            params[ctx.behaviour.min_tokens_param] = min(8, params["max_tokens"])
     body = ok_json(
         ctx.api.post("/v1/chat/completions", ctx.chat_body(messages=messages, **params)),
         f"chat of {share}",
     )
     usage = usage_of(body, f"chat of {share}")
     expect_eq(usage["prompt_tokens"], prompt_tokens, f"chat of {share}: usage.prompt_tokens ({ctx.tokens().source})")
-    least = int(params.get(ctx.profile.min_tokens_param or "", 1))
+    least = int(params.get(ctx.behaviour.min_tokens_param or "", 1))
     expect(
         usage["completion_tokens"] >= least,
         f"chat of {share}: usage.completion_tokens",

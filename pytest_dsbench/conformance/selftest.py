@@ -13,19 +13,19 @@ import httpx
 
 from pytest_dsbench.conformance.catalog import Check
 from pytest_dsbench.conformance.context import ApiContext, Target
-from pytest_dsbench.engines.base import EngineProfile
-from pytest_dsbench.engines.vllm import PROFILE as VLLM_PROFILE
+from pytest_dsbench.engines.base import EngineBehaviour
+from pytest_dsbench.engines.vllm import BEHAVIOUR as VLLM_BEHAVIOUR
 from pytest_dsbench.testing.fake_engine import FakeConfig, FakeEngineThread
 from pytest_dsbench.testing.fake_tokens import FakeTokenCounter
 
 FAKE_MAX_MODEL_LEN = 1024
 FAKE_MAX_INPUT_LEN = 1020
 SELFTEST_TIMEOUT_S = 3.0
-SELFTEST_PROFILE: EngineProfile = dataclasses.replace(
-    VLLM_PROFILE,
+SELFTEST_BEHAVIOUR: EngineBehaviour = dataclasses.replace(
+    VLLM_BEHAVIOUR,
     tool_parser="deepseek_v3",
     known_failures=(),
-    features=VLLM_PROFILE.features | {"tools"},
+    features=VLLM_BEHAVIOUR.features | {"tools"},
 )
 """vLLM's profile plus a DeepSeek tool parser, so every check (tools included) runs against the fake."""
 
@@ -43,7 +43,7 @@ def fake_config(faults: tuple[str, ...] = (), **fields: Any) -> FakeConfig:
 
 def fake_context(
     engine: FakeEngineThread,
-    profile: EngineProfile = SELFTEST_PROFILE,
+    behaviour: EngineBehaviour = SELFTEST_BEHAVIOUR,
     *,
     client: httpx.Client,
     concurrency: int = 8,
@@ -54,7 +54,7 @@ def fake_context(
     fields: dict[str, Any] = {
         "engine": "vllm",
         "model": config.model,
-        "profile": profile,
+        "behaviour": behaviour,
         "max_model_len": config.max_model_len,
         "hw_max_model_len": config.max_model_len,
         "max_input_len": config.max_input_len,
@@ -68,14 +68,14 @@ def fake_context(
 
 @contextmanager
 def fake_check_context(
-    faults: tuple[str, ...] = (), profile: EngineProfile = SELFTEST_PROFILE, **config_fields: Any
+    faults: tuple[str, ...] = (), behaviour: EngineBehaviour = SELFTEST_BEHAVIOUR, **config_fields: Any
 ) -> Iterator[ApiContext]:
     """Start a fake engine with ``faults`` and yield a context for it; everything is closed afterwards."""
     with (
         FakeEngineThread(fake_config(faults, **config_fields)) as engine,
         httpx.Client(base_url=engine.base_url, timeout=SELFTEST_TIMEOUT_S) as client,
     ):
-        yield fake_context(engine, profile, client=client)
+        yield fake_context(engine, behaviour, client=client)
 
 
 def run_against(item: Check, faults: tuple[str, ...] = (), **config_fields: Any) -> None:

@@ -46,7 +46,7 @@ def _multi_token_stop(ctx: ApiContext) -> str:
     """A stop string of 2+ tokens that starts inside a token (not token-aligned)."""
     text = _reference_text(ctx)
     tokens: list[str] = []
-    if "logprobs" in ctx.profile.features:
+    if "logprobs" in ctx.behaviour.features:
         body = ok_json(
             ctx.memo(
                 "completion_reference_logprobs",
@@ -171,7 +171,7 @@ def stop_with_reasoning(ctx: ApiContext) -> None:
     reference = message_of(r1_body(ctx), "chat")
     body = ok_json(ctx.chat(stop=["✿RESULT✿"]), "chat with an unreachable stop string")
     message = message_of(body, "chat with an unreachable stop string")
-    for key in ("content", ctx.profile.reasoning_field):
+    for key in ("content", ctx.behaviour.reasoning_field):
         expect_eq(
             message.get(key),
             reference.get(key),

@@ -182,7 +182,7 @@ def stream_equals_nonstream(ctx: ApiContext) -> None:
     streamed = ok_stream(r1_stream(ctx), "streamed chat").choices().get(0)
     expect(streamed is not None, "streamed chat", desc("a choice with index 0"), None)
     assert streamed is not None
-    for key in ("content", ctx.profile.reasoning_field):
+    for key in ("content", ctx.behaviour.reasoning_field):
         expect_eq(
             streamed.field_text(key).strip(),
             str(message.get(key) or "").strip(),
@@ -342,7 +342,7 @@ def stream_utf8_integrity(ctx: ApiContext) -> None:
     chat_stream = ok_stream(ctx.chat_stream(UTF8_CHAT_PROMPT, max_tokens=16), "streamed chat in Chinese")
     choice = chat_stream.choices().get(0) or _empty_choice()
     reason = choice.finish_reasons[-1] if choice.finish_reasons else None
-    for key in ("content", ctx.profile.reasoning_field):
+    for key in ("content", ctx.behaviour.reasoning_field):
         pieces = [piece for kind, piece in choice.sequence if kind == key]
         _check_pieces(pieces, str(message.get(key) or ""), reason, f"streamed chat in Chinese, '{key}' deltas")
 

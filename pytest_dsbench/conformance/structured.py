@@ -127,7 +127,7 @@ def structured_output_with_reasoning(ctx: ApiContext) -> None:
     reasoning = ctx.reasoning_of(message) or ""
     expect(
         '"answer"' not in reasoning,
-        f"message.{ctx.profile.reasoning_field}",
+        f"message.{ctx.behaviour.reasoning_field}",
         desc("no JSON answer in it"),
         reasoning,
     )

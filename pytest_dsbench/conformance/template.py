@@ -35,7 +35,7 @@ def single_bos(ctx: ApiContext) -> None:
         counter.chat_tokens(messages),
         f"chat usage.prompt_tokens (template count by {counter.source}; one more means a double bos)",
     )
-    if ctx.profile.tokenize_api == "vllm":
+    if ctx.behaviour.tokenize_api == "vllm":
         engine = EngineTokenizer(ctx.api, ctx.target.model)
         ids = engine.chat_ids(messages)
         bos = counter.bos_id()
@@ -61,7 +61,7 @@ def generation_prompt_matches_template(ctx: ApiContext) -> None:
     counter = ctx.tokens()
     if isinstance(counter, EngineTokenizer):
         skip("needs a local tokenizer (--tokenizer) to compare the engine's rendering with")
-    if ctx.profile.tokenize_api != "vllm":
+    if ctx.behaviour.tokenize_api != "vllm":
         skip(f"engine {ctx.target.engine} has no chat tokenize endpoint")
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": ctx.task.question}]
     engine_ids = EngineTokenizer(ctx.api, ctx.target.model).chat_ids(messages)

@@ -42,7 +42,7 @@ def error_envelope_shape(ctx: ApiContext) -> None:
     expect(
         reply.content_type == "application/json", "error Content-Type", "application/json", reply.content_type
     )
-    declared = ctx.profile.error_envelope
+    declared = ctx.behaviour.error_envelope
     actual = reply.envelope()
     if actual != declared:
         fail(
@@ -176,7 +176,7 @@ def context_overflow_prompt_plus_max_tokens(ctx: ApiContext) -> None:
     what = f"prompt of {prompt_tokens} tokens with max_tokens=max_model_len={ctx.target.max_model_len}"
     reply = ctx.api.post(CHAT, ctx.chat_body(content, max_tokens=ctx.target.max_model_len))
     declared = f"engine profile {ctx.target.engine} declares validates_prompt_plus_max_tokens="
-    if ctx.profile.validates_prompt_plus_max_tokens:
+    if ctx.behaviour.validates_prompt_plus_max_tokens:
         if reply.status == 200:
             fail(
                 f"{what} ({declared}True)", desc("HTTP 400"), desc(f"HTTP 200: served, {reply.body[:120]!r}")
@@ -341,7 +341,7 @@ def stream_options_without_stream(ctx: ApiContext) -> None:
     )
     if reply.content_type == "text/event-stream":
         fail("stream=false with stream_options", desc("no event stream"), desc(reply.describe()))
-    if ctx.profile.stream_options_without_stream_rejected:
+    if ctx.behaviour.stream_options_without_stream_rejected:
         if reply.status != 400:
             fail(
                 f"stream=false with stream_options (engine profile {ctx.target.engine} declares "

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
-from pytest_dsbench.engines.base import EngineAdapter, EngineInfo, EngineProfile, KnownFailure, LaunchRequest
+from pytest_dsbench.engines.base import EngineAdapter, EngineBehaviour, EngineInfo, KnownFailure, LaunchRequest
 from pytest_dsbench.engines.registry import ADAPTERS, get_adapter
 
-__all__ = ["ADAPTERS", "EngineAdapter", "EngineInfo", "EngineProfile", "KnownFailure", "LaunchRequest",
-           "get_adapter"]
+__all__ = [
+           "ADAPTERS",
+           "EngineAdapter",
+           "EngineBehaviour",
+           "EngineInfo",
+           "KnownFailure",
+           "LaunchRequest",
+           "get_adapter",
+]

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from pytest_dsbench.thresholds import HwProfile
+from pytest_dsbench.thresholds import HardwareProfile
 
 
 def version_matches(version: str | None, versions: str) -> bool:
@@ -59,7 +59,7 @@ _NOT_BY_VERSION = frozenset({"features", "known_failures", "version_behaviours"}
 
 
 @dataclass(frozen=True)
-class EngineProfile:
+class EngineBehaviour:
     """Declared behaviour of one engine's OpenAI-compatible server."""
 
     reasoning_field: Literal["reasoning", "reasoning_content"]
@@ -98,7 +98,7 @@ class EngineProfile:
                 return kf
         return None
 
-    def for_version(self, version: str | None) -> EngineProfile:
+    def for_version(self, version: str | None) -> EngineBehaviour:
         """This profile as ``version`` of the engine behaves (unknown versions: the profile as declared)."""
         changes: dict[str, Any] = {}
         for behaviour in self.version_behaviours:
@@ -116,7 +116,7 @@ class LaunchRequest:
     served_model_name: str
     host: str
     port: int
-    hw: HwProfile
+    hw: HardwareProfile
     extra_args: tuple[str, ...] = ()
     on_cpu: bool = False
 
@@ -126,7 +126,7 @@ class EngineAdapter:
 
     name: str = ""
     display_name: str = ""
-    profile: EngineProfile
+    behaviour: EngineBehaviour
     extra: str = ""
     health_path = "/health"
 
@@ -157,7 +157,7 @@ class EngineInfo:
     model_path: str | None
     tokenizer_path: str | None
     max_model_len: int | None
-    profile: EngineProfile
+    behaviour: EngineBehaviour
     mode: Literal["start", "attach"]
     log_paths: tuple[Path, ...] = ()
     launch_command: tuple[str, ...] = ()

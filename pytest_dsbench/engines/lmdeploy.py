@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pytest_dsbench.engines.base import EngineAdapter, EngineProfile, KnownFailure, LaunchRequest
+from pytest_dsbench.engines.base import EngineAdapter, EngineBehaviour, KnownFailure, LaunchRequest
 
-PROFILE = EngineProfile(
+BEHAVIOUR = EngineBehaviour(
     reasoning_field="reasoning_content",
     reasoning_usage_path="completion_tokens_details.reasoning_tokens",
     reasoning_count_includes_end_tag=False,
@@ -37,7 +37,7 @@ class LmdeployAdapter(EngineAdapter):
 
     name = "lmdeploy"
     display_name = "LMDeploy"
-    profile = PROFILE
+    behaviour = BEHAVIOUR
     extra = "lmdeploy"
     health_path = "/health"
 

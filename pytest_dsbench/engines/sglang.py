@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pytest_dsbench.engines.base import EngineAdapter, EngineProfile, LaunchRequest
+from pytest_dsbench.engines.base import EngineAdapter, EngineBehaviour, LaunchRequest
 
-PROFILE = EngineProfile(
+BEHAVIOUR = EngineBehaviour(
     reasoning_field="reasoning_content",
     reasoning_usage_path="reasoning_tokens",
     reasoning_count_includes_end_tag=True,
@@ -31,7 +31,7 @@ class SglangAdapter(EngineAdapter):
 
     name = "sglang"
     display_name = "SGLang"
-    profile = PROFILE
+    behaviour = BEHAVIOUR
     extra = "sglang"
     health_path = "/health"
 

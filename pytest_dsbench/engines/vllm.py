@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pytest_dsbench.engines.base import EngineAdapter, EngineProfile, KnownFailure, LaunchRequest, VersionBehaviour
+from pytest_dsbench.engines.base import EngineAdapter, EngineBehaviour, KnownFailure, LaunchRequest, VersionBehaviour
 
-PROFILE = EngineProfile(
+BEHAVIOUR = EngineBehaviour(
     reasoning_field="reasoning",
     reasoning_usage_path="completion_tokens_details.reasoning_tokens",
     reasoning_count_includes_end_tag=False,
@@ -62,7 +62,7 @@ class VllmAdapter(EngineAdapter):
 
     name = "vllm"
     display_name = "vLLM"
-    profile = PROFILE
+    behaviour = BEHAVIOUR
     extra = "cpu"
 
     def distribution(self) -> str:
@@ -99,4 +99,4 @@ class VllmAdapter(EngineAdapter):
         return cmd + list(request.hw.launch(self.name).args) + list(dep.engine_args) + list(request.extra_args)
 
 
-__all__ = ["PROFILE", "KnownFailure", "VllmAdapter"]
+__all__ = ["BEHAVIOUR", "KnownFailure", "VllmAdapter"]

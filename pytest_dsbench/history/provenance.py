@@ -21,7 +21,7 @@ from pytest_dsbench import __version__
 from pytest_dsbench._http import redact
 from pytest_dsbench.engines.base import EngineInfo
 from pytest_dsbench.options import DsbenchOptions
-from pytest_dsbench.thresholds import HwProfile
+from pytest_dsbench.thresholds import HardwareProfile
 
 GIT_TIMEOUT_S = 5.0
 _SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL")
@@ -90,7 +90,7 @@ def _is_secret_name(name: str) -> bool:
     return any(word in name.upper() for word in _SECRET_WORDS)
 
 
-def hw_section(options: DsbenchOptions, profile: HwProfile) -> dict[str, Any]:
+def hw_section(options: DsbenchOptions, profile: HardwareProfile) -> dict[str, Any]:
     """The hardware profile as stored: its name, deployment, device count and the file's hash."""
     return {
         "name": options.hw,
@@ -105,7 +105,7 @@ def hw_section(options: DsbenchOptions, profile: HwProfile) -> dict[str, Any]:
 
 def collect(
     options: DsbenchOptions,
-    profile: HwProfile,
+    profile: HardwareProfile,
     engine: EngineInfo | None,
     *,
     invocation_args: tuple[str, ...] = (),

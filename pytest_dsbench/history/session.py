@@ -23,7 +23,7 @@ from pytest_dsbench.history.compare import DEFAULT_CONFIDENCE, Comparator, Regre
 from pytest_dsbench.history.document import StoredRun
 from pytest_dsbench.options import DsbenchOptions
 from pytest_dsbench.results import RunResults
-from pytest_dsbench.thresholds import HwProfile
+from pytest_dsbench.thresholds import HardwareProfile
 
 
 @dataclass
@@ -56,7 +56,7 @@ def _engine_identity(config: pytest.Config) -> dict[str, Any] | None:
 
 
 def configure(
-    config: pytest.Config, options: DsbenchOptions, profile: HwProfile, results: RunResults
+    config: pytest.Config, options: DsbenchOptions, profile: HardwareProfile, results: RunResults
 ) -> HistorySession:
     """Validate limits, load and vet the baseline, and install the comparator; usage errors stop the run."""
     validate_limits(options.regress_pct, "--dsbench-regress")

@@ -24,7 +24,7 @@ from pytest_dsbench.load.runner import LoadConfig, LoadError, LoadRun, run_load
 from pytest_dsbench.load.tokenizer import load_tokenizer
 from pytest_dsbench.metrics import GoodputSlo, metric_samples
 from pytest_dsbench.options import DsbenchOptions
-from pytest_dsbench.thresholds import HwProfile
+from pytest_dsbench.thresholds import HardwareProfile
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class LoadContext:
 
     engine: EngineInfo
     options: DsbenchOptions
-    profile: HwProfile
+    hw: HardwareProfile
 
     @property
     def results_dir(self) -> Path:
@@ -54,7 +54,7 @@ class LoadContext:
 
     @property
     def goodput(self) -> GoodputSlo:
-        slo = self.profile.slo
+        slo = self.hw.slo
         return GoodputSlo(
             ttft_ms=slo.goodput_ttft_ms_max, tpot_ms=slo.goodput_tpot_ms_max, e2e_ms=slo.goodput_e2e_ms_max
         )
@@ -68,7 +68,7 @@ def baseline_dataset(ctx: LoadContext, name: str, baseline: Any) -> DatasetSpec:
     """The prompts of a ``[throughput.NAME]`` entry: its data set, lengths, count, seed and range ratio."""
     if baseline.dataset == "sharegpt" and ctx.sharegpt_path is None:
         raise DsbenchUsageError(
-            f"{ctx.profile.path} [throughput.{name}] dataset = 'sharegpt' needs {SHAREGPT_FILE} in the folder "
+            f"{ctx.hw.path} [throughput.{name}] dataset = 'sharegpt' needs {SHAREGPT_FILE} in the folder "
             "given by --dsbench-datasets."
         )
     return DatasetSpec(
@@ -108,12 +108,12 @@ def workload_config(
 ) -> LoadConfig:
     """The load configuration of one workload against the engine under test (URL, model, key, limits)."""
     engine = ctx.engine
-    max_input = max(1, (engine.max_model_len or ctx.profile.deployment.max_model_len) - dataset.output_len)
+    max_input = max(1, (engine.max_model_len or ctx.hw.deployment.max_model_len) - dataset.output_len)
     if dataset.input_len > max_input:
         raise DsbenchUsageError(
             f"workload {name!r}: input_len {dataset.input_len} + output_len "
             f"{dataset.output_len} exceeds the engine's max_model_len "
-            f"{engine.max_model_len}; lower it in {ctx.profile.path}."
+            f"{engine.max_model_len}; lower it in {ctx.hw.path}."
         )
     cfg = LoadConfig(
         base_url=engine.base_url,
@@ -127,7 +127,7 @@ def workload_config(
         workers=ctx.workers,
         request_timeout_s=ctx.options.request_timeout_s,
         api_key=engine.api_key,
-        devices=ctx.profile.hardware.devices,
+        devices=ctx.hw.hardware.devices,
         goodput=ctx.goodput,
     )
     return replace(cfg, **overrides) if overrides else cfg
@@ -250,7 +250,7 @@ def baseline_params(config: Any, *methods: str) -> list[Any]:
     return params
 
 
-def slo_workload(profile: HwProfile) -> tuple[str, Any] | None:
+def slo_workload(profile: HardwareProfile) -> tuple[str, Any] | None:
     """The throughput entry the SLO tests load the engine with: ``[slo] workload``, else tencent, else the first."""
     wanted = profile.slo.workload
     if wanted:

@@ -123,7 +123,7 @@ def run_decode(
         runs[size] = load
         tpot[size] = load.summary["tpot_ms_mean"]
     samples = parse_lines(cursor.new_lines(), log_format)
-    table = decode_table(samples, devices or ctx.profile.hardware.devices, sizes)
+    table = decode_table(samples, devices or ctx.hw.hardware.devices, sizes)
     result = AliDecodeResult(tpot_ms=tpot, table=table, samples=samples, runs=runs, log_paths=list(log_paths))
     path = ctx.results_dir / "methods" / "ali" / "ali_decode.json"
     _atomic.write_text(path, _dumps(result.as_json()))
@@ -151,7 +151,7 @@ def run_prefill(ctx: LoadContext, baseline: ThroughputBaseline, devices: int | N
             warmup_fresh_prompts=True,
         )
         runs[length] = load
-        per_device[length] = load.summary["input_tok_s"] / (devices or ctx.profile.hardware.devices)
+        per_device[length] = load.summary["input_tok_s"] / (devices or ctx.hw.hardware.devices)
     result = AliPrefillResult(input_tok_s_per_device=per_device, runs=runs)
     path = ctx.results_dir / "methods" / "ali" / "ali_prefill.json"
     _atomic.write_text(path, _dumps(result.as_json()))

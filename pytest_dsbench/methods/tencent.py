@@ -210,7 +210,7 @@ def run_search(
 ) -> SearchResult:
     """Search the largest concurrency meeting mean TPOT <= ``limit_ms``; history goes to ``<name>-search.json``."""
     # The seed starts from 128/128/128 and lowers the concurrency until TPOT fits: search below the entry's.
-    top = high or baseline.max_concurrency or ctx.profile.deployment.max_concurrency or CONCURRENCY
+    top = high or baseline.max_concurrency or ctx.hw.deployment.max_concurrency or CONCURRENCY
     statistic = "mean"
 
     def probe(concurrency: int, seconds_left: float) -> Probe:

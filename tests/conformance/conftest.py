@@ -11,7 +11,7 @@ from pytest_dsbench.conformance.context import ApiContext, Target
 from pytest_dsbench.engines.base import EngineInfo
 from pytest_dsbench.options import DsbenchOptions
 from pytest_dsbench.session import EMBEDDED_MODEL_NAME, embedded_model_dir
-from pytest_dsbench.thresholds import HwProfile
+from pytest_dsbench.thresholds import HardwareProfile
 
 MAX_CHECK_CONCURRENCY = 32
 
@@ -30,7 +30,7 @@ def _model_dir(info: EngineInfo) -> str | None:
 def api(
     dsbench_engine: EngineInfo,
     dsbench_options: DsbenchOptions,
-    hw_profile: HwProfile,
+    hw_profile: HardwareProfile,
     openai_client: httpx.Client,
 ) -> ApiContext:
     """The conformance checks' context: engine, declared profile, hw limits, client, token counter, probes."""
@@ -39,7 +39,7 @@ def api(
     target = Target(
         engine=dsbench_engine.name,
         model=dsbench_engine.model,
-        profile=dsbench_engine.profile,
+        behaviour=dsbench_engine.behaviour,
         max_model_len=dsbench_engine.max_model_len or deployment.max_model_len,
         hw_max_model_len=deployment.max_model_len,
         max_input_len=deployment.max_input_len,

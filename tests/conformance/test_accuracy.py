@@ -18,7 +18,7 @@ from pytest_dsbench.engines.base import EngineInfo
 from pytest_dsbench.gate import Gate
 from pytest_dsbench.options import DsbenchOptions
 from pytest_dsbench.stash import OPTIONS, PROFILE
-from pytest_dsbench.thresholds import HwProfile
+from pytest_dsbench.thresholds import HardwareProfile
 
 pytestmark = pytest.mark.accuracy
 
@@ -38,7 +38,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         None, id="none", marks=pytest.mark.skip(reason=f"hw profile {hw} lists no [accuracy.*] floors"))])
 
 
-def test_accuracy_meets_floor(accuracy_dataset: str, dsbench_engine: EngineInfo, hw_profile: HwProfile,
+def test_accuracy_meets_floor(accuracy_dataset: str, dsbench_engine: EngineInfo, hw_profile: HardwareProfile,
                               dsbench_options: DsbenchOptions, dsbench_gate: Gate,
                               dsbench_artifacts: Path) -> None:
     try:

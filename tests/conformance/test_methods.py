@@ -27,7 +27,7 @@ from pytest_dsbench.load.runner import LoadRun
 from pytest_dsbench.methods import ali, deeplink, tencent
 from pytest_dsbench.metrics import metric_samples
 from pytest_dsbench.options import DsbenchOptions
-from pytest_dsbench.thresholds import HwProfile
+from pytest_dsbench.thresholds import HardwareProfile
 
 pytestmark = pytest.mark.throughput
 
@@ -46,15 +46,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 @pytest.fixture(scope="module")
-def load_ctx(dsbench_engine: EngineInfo, dsbench_options: DsbenchOptions, hw_profile: HwProfile) -> LoadContext:
+def load_ctx(dsbench_engine: EngineInfo, dsbench_options: DsbenchOptions, hw_profile: HardwareProfile) -> LoadContext:
     return LoadContext(dsbench_engine, dsbench_options, hw_profile)
 
 
-def _source(profile: HwProfile, name: str, key: str) -> str:
+def _source(profile: HardwareProfile, name: str, key: str) -> str:
     return profile.where(f"[throughput.{name}] {key}")
 
 
-def _record_health(gate: Gate, profile: HwProfile, run: LoadRun, name: str) -> None:
+def _record_health(gate: Gate, profile: HardwareProfile, run: LoadRun, name: str) -> None:
     record_run_health(gate, run, profile.slo.error_rate_max, _source(profile, name, "/ [slo] error_rate_max"))
 
 
@@ -78,7 +78,7 @@ def ali_decode_result(
     ali_decode_entry: tuple[str, Any], load_ctx: LoadContext, dsbench_engine: EngineInfo, engine_logs: list[Path]
 ) -> ali.AliDecodeResult:
     return ali.run_decode(
-        load_ctx, ali_decode_entry[1], engine_logs, log_format=dsbench_engine.profile.decode_log_format
+        load_ctx, ali_decode_entry[1], engine_logs, log_format=dsbench_engine.behaviour.decode_log_format
     )
 
 
@@ -95,7 +95,7 @@ def tencent_result(tencent_entry: tuple[str, Any], load_ctx: LoadContext) -> ten
 
 @pytest.fixture
 def tencent_search(
-    tencent_entry: tuple[str, Any], load_ctx: LoadContext, hw_profile: HwProfile
+    tencent_entry: tuple[str, Any], load_ctx: LoadContext, hw_profile: HardwareProfile
 ) -> tencent.SearchResult:
     name, entry = tencent_entry
     slo = hw_profile.slo
@@ -104,7 +104,8 @@ def tencent_search(
 
 # -- the verdicts ---------------------------------------------------------------------------------------------
 def test_deeplink_output_throughput(
-    deeplink_entry: tuple[str, Any], deeplink_result: deeplink.DeeplinkResult, hw_profile: HwProfile, dsbench_gate: Gate
+    deeplink_entry: tuple[str, Any], deeplink_result: deeplink.DeeplinkResult,
+    hw_profile: HardwareProfile, dsbench_gate: Gate,
 ) -> None:
     name, entry = deeplink_entry
     run = deeplink_result.run
@@ -121,7 +122,7 @@ def test_ali_decode_tpot_and_logged_throughput(
     ali_decode_result: ali.AliDecodeResult,
     engine_logs: list[Path],
     dsbench_engine: EngineInfo,
-    hw_profile: HwProfile,
+    hw_profile: HardwareProfile,
     dsbench_gate: Gate,
 ) -> None:
     name = ali_decode_entry[0]
@@ -144,7 +145,7 @@ def test_ali_decode_tpot_and_logged_throughput(
     if not result.samples:
         dsbench_gate.fail(
             f"no decode-throughput line in {', '.join(map(str, engine_logs))} while the ali decode runs ran "
-            f"(expected {dsbench_engine.profile.decode_log_format}-format lines such as SGLang "
+            f"(expected {dsbench_engine.behaviour.decode_log_format}-format lines such as SGLang "
             "'Decode batch ... gen throughput' or vLLM/LMDeploy 'Avg generation throughput'; vLLM logs "
             "every VLLM_LOG_STATS_INTERVAL s and not with --disable-log-stats)"
         )
@@ -154,7 +155,7 @@ def test_ali_decode_tpot_and_logged_throughput(
 def test_ali_prefill_input_throughput_per_device(
     ali_prefill_entry: tuple[str, Any],
     ali_prefill_result: ali.AliPrefillResult,
-    hw_profile: HwProfile,
+    hw_profile: HardwareProfile,
     dsbench_gate: Gate,
 ) -> None:
     name, entry = ali_prefill_entry
@@ -173,7 +174,8 @@ def test_ali_prefill_input_throughput_per_device(
 
 
 def test_tencent_throughput_with_tpot_within_slo(
-    tencent_entry: tuple[str, Any], tencent_result: tencent.TencentResult, hw_profile: HwProfile, dsbench_gate: Gate
+    tencent_entry: tuple[str, Any], tencent_result: tencent.TencentResult,
+    hw_profile: HardwareProfile, dsbench_gate: Gate,
 ) -> None:
     name, entry = tencent_entry
     run = tencent_result.run
@@ -189,7 +191,8 @@ def test_tencent_throughput_with_tpot_within_slo(
 
 
 def test_tencent_largest_concurrency_within_tpot_slo(
-    tencent_entry: tuple[str, Any], tencent_search: tencent.SearchResult, hw_profile: HwProfile, dsbench_gate: Gate
+    tencent_entry: tuple[str, Any], tencent_search: tencent.SearchResult,
+    hw_profile: HardwareProfile, dsbench_gate: Gate,
 ) -> None:
     name = tencent_entry[0]
     result = tencent_search

@@ -113,7 +113,7 @@ def test_chat_answers_split_reasoning_from_content(
     dsbench_engine: EngineInfo, openai_client: httpx.Client, reference_rows: list[ReferenceRow]
 ) -> None:
     """Through the chat template and reasoning parser, reasoning and answer land in their own fields."""
-    field = dsbench_engine.profile.reasoning_field
+    field = dsbench_engine.behaviour.reasoning_field
     failures = []
     for row in _chat_sample(reference_rows):
         payload: dict[str, Any] = {

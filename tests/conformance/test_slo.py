@@ -16,7 +16,7 @@ from pytest_dsbench.load.api import LoadContext, baseline_arrivals, baseline_dat
 from pytest_dsbench.load.runner import LoadRun
 from pytest_dsbench.metrics import metric_samples
 from pytest_dsbench.options import DsbenchOptions
-from pytest_dsbench.thresholds import HwProfile
+from pytest_dsbench.thresholds import HardwareProfile
 
 pytestmark = pytest.mark.slo
 
@@ -30,29 +30,29 @@ LIMITS = [
 
 
 @pytest.fixture(scope="module")
-def load_ctx(dsbench_engine: EngineInfo, dsbench_options: DsbenchOptions, hw_profile: HwProfile) -> LoadContext:
+def load_ctx(dsbench_engine: EngineInfo, dsbench_options: DsbenchOptions, hw_profile: HardwareProfile) -> LoadContext:
     return LoadContext(dsbench_engine, dsbench_options, hw_profile)
 
 
 @pytest.fixture(scope="module")
 def slo_run(load_ctx: LoadContext) -> LoadRun:
     """One load run shared by every SLO test (raises InvalidRun when the client was the bottleneck)."""
-    entry = slo_workload(load_ctx.profile)
+    entry = slo_workload(load_ctx.hw)
     if entry is None:
-        pytest.skip(f"{load_ctx.profile.path} has no [throughput.*] workload to load the engine for the SLOs")
+        pytest.skip(f"{load_ctx.hw.path} has no [throughput.*] workload to load the engine for the SLOs")
     name, baseline = entry
     return run_workload(
         load_ctx, baseline_dataset(load_ctx, name, baseline), name=f"slo-{name}", **baseline_arrivals(baseline)
     )
 
 
-def _source(profile: HwProfile, key: str) -> str:
+def _source(profile: HardwareProfile, key: str) -> str:
     return profile.where(f"[slo] {key}")
 
 
 @pytest.mark.parametrize(("metric", "key"), LIMITS, ids=[m for m, _ in LIMITS])
 def test_latency_meets_the_profile_slo(
-    metric: str, key: str, slo_run: LoadRun, hw_profile: HwProfile, dsbench_gate: Gate
+    metric: str, key: str, slo_run: LoadRun, hw_profile: HardwareProfile, dsbench_gate: Gate
 ) -> None:
     limit = getattr(hw_profile.slo, key)
     if limit is None:
@@ -70,7 +70,7 @@ def test_latency_meets_the_profile_slo(
     dsbench_gate.check()
 
 
-def test_goodput_meets_the_profile_slo(slo_run: LoadRun, hw_profile: HwProfile, dsbench_gate: Gate) -> None:
+def test_goodput_meets_the_profile_slo(slo_run: LoadRun, hw_profile: HardwareProfile, dsbench_gate: Gate) -> None:
     floor = hw_profile.slo.goodput_fraction_min
     if floor is None:
         pytest.skip(f"{hw_profile.path} sets no [slo] goodput_fraction_min")

@@ -25,7 +25,7 @@ from pytest_dsbench.load.api import (
 )
 from pytest_dsbench.load.runner import LoadRun
 from pytest_dsbench.options import DsbenchOptions
-from pytest_dsbench.thresholds import HwProfile
+from pytest_dsbench.thresholds import HardwareProfile
 
 pytestmark = pytest.mark.throughput
 
@@ -38,7 +38,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 @pytest.fixture(scope="module")
-def load_ctx(dsbench_engine: EngineInfo, dsbench_options: DsbenchOptions, hw_profile: HwProfile) -> LoadContext:
+def load_ctx(dsbench_engine: EngineInfo, dsbench_options: DsbenchOptions, hw_profile: HardwareProfile) -> LoadContext:
     return LoadContext(dsbench_engine, dsbench_options, hw_profile)
 
 
@@ -51,7 +51,7 @@ def throughput_run(baseline: tuple[str, Any], load_ctx: LoadContext) -> LoadRun:
 
 
 def test_random_workload_meets_its_throughput_floor(
-    baseline: tuple[str, Any], throughput_run: LoadRun, hw_profile: HwProfile, dsbench_gate: Gate
+    baseline: tuple[str, Any], throughput_run: LoadRun, hw_profile: HardwareProfile, dsbench_gate: Gate
 ) -> None:
     name, entry = baseline
     source = hw_profile.where(f"[throughput.{name}]")

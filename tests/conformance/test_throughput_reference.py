@@ -43,7 +43,7 @@ from pytest_dsbench.load.runner import LoadRun
 from pytest_dsbench.load.sglang_bridge import ReferenceToolError, run_sglang
 from pytest_dsbench.load.side_by_side import run_lock_step_rounds
 from pytest_dsbench.options import DsbenchOptions
-from pytest_dsbench.thresholds import HwProfile
+from pytest_dsbench.thresholds import HardwareProfile
 
 pytestmark = [pytest.mark.throughput, pytest.mark.slow]
 
@@ -59,7 +59,7 @@ def test_metrics_agree_with_sglang_bench_serving(
     arrangement: str,
     dsbench_engine: EngineInfo,
     dsbench_options: DsbenchOptions,
-    hw_profile: HwProfile,
+    hw_profile: HardwareProfile,
     dsbench_gate: Gate,
 ) -> None:
     if dsbench_options.load_generator == "sglang":

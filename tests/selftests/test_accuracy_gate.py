@@ -29,11 +29,11 @@ from pytest_dsbench.accuracy.runner import (
 )
 from pytest_dsbench.accuracy.task import PROMPT_RESERVE_TOKENS, AccuracyTask, build_task, clamp_max_tokens
 from pytest_dsbench.engines.base import EngineInfo
-from pytest_dsbench.engines.vllm import PROFILE as VLLM_PROFILE
+from pytest_dsbench.engines.vllm import BEHAVIOUR as VLLM_BEHAVIOUR
 from pytest_dsbench.errors import ThresholdsError
 from pytest_dsbench.gate import Gate
 from pytest_dsbench.results import RunResults
-from pytest_dsbench.thresholds import HwProfile, load
+from pytest_dsbench.thresholds import HardwareProfile, load
 
 PROFILE_HEAD = """schema_version = 1
 [hardware]
@@ -48,7 +48,7 @@ max_concurrency = 3
 """
 
 
-def make_profile(tmp_path: Path, body: str, name: str = "toy") -> HwProfile:
+def make_profile(tmp_path: Path, body: str, name: str = "toy") -> HardwareProfile:
     """A hardware profile made of the common head plus ``body`` (accuracy tables and settings)."""
     folder = tmp_path / "thresholds"
     folder.mkdir(exist_ok=True)
@@ -69,7 +69,7 @@ def engine(**fields: Any) -> EngineInfo:
     """An engine as the fixtures describe it."""
     values: dict[str, Any] = {
         "name": "vllm", "version": "0.32.0", "base_url": "http://127.0.0.1:8000", "model": "tiny-r1",
-        "model_path": "/m/tiny-r1", "tokenizer_path": None, "max_model_len": 4096, "profile": VLLM_PROFILE,
+        "model_path": "/m/tiny-r1", "tokenizer_path": None, "max_model_len": 4096, "profile": VLLM_BEHAVIOUR,
         "mode": "attach",
     }
     values.update(fields)
@@ -81,7 +81,7 @@ TOY = '[accuracy.toy]\nfloor = 0.9\nlimit = 2\nbenchmark = "general_qa"\n'
 
 
 @pytest.fixture
-def toy(tmp_path: Path) -> tuple[HwProfile, Path]:
+def toy(tmp_path: Path) -> tuple[HardwareProfile, Path]:
     """A profile with one local QA set and the folder holding it."""
     data = tmp_path / "data"
     write_qa(data, "toy", QA)
@@ -101,7 +101,7 @@ def outcome(scores: list[float | None], **fields: Any) -> AccuracyOutcome:
 
 
 # -- tasks from the hardware profile -------------------------------------------------------------------------
-def test_task_takes_floor_limit_and_settings_from_the_profile(toy: tuple[HwProfile, Path]) -> None:
+def test_task_takes_floor_limit_and_settings_from_the_profile(toy: tuple[HardwareProfile, Path]) -> None:
     profile, data = toy
     task = build_task(profile, "toy", engine(), data)
     assert (task.floor, task.limit, task.subset, task.benchmark) == (0.9, 2, "toy", "general_qa")
@@ -145,7 +145,7 @@ def test_max_tokens_is_clamped_to_leave_room_for_the_prompt() -> None:
 
 
 # -- where the data comes from -------------------------------------------------------------------------------
-def test_local_qa_set_is_found_in_the_datasets_folder_and_read_offline(toy: tuple[HwProfile, Path]) -> None:
+def test_local_qa_set_is_found_in_the_datasets_folder_and_read_offline(toy: tuple[HardwareProfile, Path]) -> None:
     _, data = toy
     source = resolve_data("toy", "general_qa", "toy", data, local_qa=True)
     assert source.local_path == data.resolve() and source.offline
@@ -188,7 +188,7 @@ def test_builtin_benchmark_folder_is_used_offline(tmp_path: Path) -> None:
 
 
 # -- the cache key -------------------------------------------------------------------------------------------
-def test_cache_key_is_stable_for_the_same_run(toy: tuple[HwProfile, Path]) -> None:
+def test_cache_key_is_stable_for_the_same_run(toy: tuple[HardwareProfile, Path]) -> None:
     profile, data = toy
     first = build_task(profile, "toy", engine(), data).cache_key(engine(), "1.14.1")
     second = build_task(profile, "toy", engine(), data).cache_key(engine(), "1.14.1")
@@ -196,7 +196,7 @@ def test_cache_key_is_stable_for_the_same_run(toy: tuple[HwProfile, Path]) -> No
 
 
 @pytest.mark.parametrize("change", ["engine_version", "model", "limit", "temperature", "evalscope", "data"])
-def test_cache_key_changes_with_anything_that_can_change_the_score(toy: tuple[HwProfile, Path],
+def test_cache_key_changes_with_anything_that_can_change_the_score(toy: tuple[HardwareProfile, Path],
                                                                    change: str) -> None:
     profile, data = toy
     task = build_task(profile, "toy", engine(), data)
@@ -218,14 +218,14 @@ def test_cache_key_changes_with_anything_that_can_change_the_score(toy: tuple[Hw
     assert task.cache_key(eng, version) != base
 
 
-def test_floor_is_not_part_of_the_cache_key(tmp_path: Path, toy: tuple[HwProfile, Path]) -> None:
+def test_floor_is_not_part_of_the_cache_key(tmp_path: Path, toy: tuple[HardwareProfile, Path]) -> None:
     profile, data = toy
     task = build_task(profile, "toy", engine(), data)
     assert replace(task, floor=0.1).cache_key(engine(), "1") == task.cache_key(engine(), "1")
 
 
 # -- what EvalScope is asked to do ---------------------------------------------------------------------------
-def test_evalscope_config_scores_the_answer_after_think_with_exact_match(toy: tuple[HwProfile, Path],
+def test_evalscope_config_scores_the_answer_after_think_with_exact_match(toy: tuple[HardwareProfile, Path],
                                                                          tmp_path: Path) -> None:
     profile, data = toy
     task = build_task(profile, "toy", engine(), data)
@@ -246,7 +246,7 @@ def test_answer_after_think_off_sends_no_think_filter(tmp_path: Path) -> None:
 
 
 def test_child_environment_is_offline_for_local_data_and_carries_the_key_only_in_one_variable(
-        toy: tuple[HwProfile, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+        toy: tuple[HardwareProfile, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NO_PROXY", "corp.example")
     profile, data = toy
     env = child_env(build_task(profile, "toy", engine(), data), engine(api_key="sk-secret"))
@@ -293,7 +293,7 @@ def test_unreadable_cache_entry_is_ignored(tmp_path: Path) -> None:
 
 
 # -- verdict -------------------------------------------------------------------------------------------------
-def test_failure_names_score_floor_sample_count_and_failing_samples(toy: tuple[HwProfile, Path],
+def test_failure_names_score_floor_sample_count_and_failing_samples(toy: tuple[HardwareProfile, Path],
                                                                     tmp_path: Path) -> None:
     profile, data = toy
     task = build_task(profile, "toy", engine(), data)
@@ -306,7 +306,7 @@ def test_failure_names_score_floor_sample_count_and_failing_samples(toy: tuple[H
     assert str(tmp_path / "samples.jsonl") in text
 
 
-def test_score_below_floor_fails_the_gate_and_at_the_floor_passes(toy: tuple[HwProfile, Path],
+def test_score_below_floor_fails_the_gate_and_at_the_floor_passes(toy: tuple[HardwareProfile, Path],
                                                                   tmp_path: Path) -> None:
     profile, data = toy
     task: AccuracyTask = replace(build_task(profile, "toy", engine(), data), floor=0.5)
@@ -319,7 +319,7 @@ def test_score_below_floor_fails_the_gate_and_at_the_floor_passes(toy: tuple[HwP
         record_and_check(failing, task, outcome([1.0, 0.0, 0.0]), tmp_path / "s.jsonl")
 
 
-def test_recorded_result_carries_workload_for_history(toy: tuple[HwProfile, Path], tmp_path: Path) -> None:
+def test_recorded_result_carries_workload_for_history(toy: tuple[HardwareProfile, Path], tmp_path: Path) -> None:
     profile, data = toy
     task = build_task(profile, "toy", engine(), data)
     gate = Gate(test_id="t", results=RunResults())

@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 
 from pytest_dsbench.conformance import CheckFailed, CheckSkipped, catalog
-from pytest_dsbench.conformance.selftest import SELFTEST_PROFILE, fake_check_context
-from pytest_dsbench.engines.base import EngineProfile
-from pytest_dsbench.engines.sglang import PROFILE as SGLANG_PROFILE
+from pytest_dsbench.conformance.selftest import SELFTEST_BEHAVIOUR, fake_check_context
+from pytest_dsbench.engines.base import EngineBehaviour
+from pytest_dsbench.engines.sglang import BEHAVIOUR as SGLANG_BEHAVIOUR
 
-SGLANG_LIKE = dataclasses.replace(SGLANG_PROFILE, features=SELFTEST_PROFILE.features)
+SGLANG_LIKE = dataclasses.replace(SGLANG_BEHAVIOUR, features=SELFTEST_BEHAVIOUR.features)
 SGLANG_FAKE: dict[str, Any] = {
     "engine": "sglang",
     "error_envelope": "flat",
@@ -23,8 +23,8 @@ SGLANG_FAKE: dict[str, Any] = {
 }
 
 
-def run(check_id: str, profile: EngineProfile, faults: tuple[str, ...] = (), **config: Any) -> None:
-    with fake_check_context(faults, profile=profile, **config) as ctx:
+def run(check_id: str, behaviour: EngineBehaviour, faults: tuple[str, ...] = (), **config: Any) -> None:
+    with fake_check_context(faults, behaviour=behaviour, **config) as ctx:
         catalog.get(check_id).func(ctx)
 
 
@@ -47,7 +47,7 @@ def test_sglang_style_server_passes_under_the_sglang_profile(check_id: str) -> N
 
 def test_flat_errors_under_a_nested_profile_fail_naming_both() -> None:
     with pytest.raises(CheckFailed, match=r"declares error_envelope='nested'.*expected 'nested', got 'flat"):
-        run("B01.error_envelope_shape", SELFTEST_PROFILE, error_envelope="flat")
+        run("B01.error_envelope_shape", SELFTEST_BEHAVIOUR, error_envelope="flat")
 
 
 def test_reasoning_content_under_the_vllm_profile_fails_naming_both_keys() -> None:
@@ -56,29 +56,29 @@ def test_reasoning_content_under_the_vllm_profile_fails_naming_both_keys() -> No
         match=r"declares reasoning_field='reasoning', but the server put the reasoning "
         r"in 'reasoning_content'",
     ):
-        run("N00.reasoning_field_matches_profile", SELFTEST_PROFILE, reasoning_field="reasoning_content")
+        run("N00.reasoning_field_matches_profile", SELFTEST_BEHAVIOUR, reasoning_field="reasoning_content")
 
 
 def test_server_that_rejects_what_the_profile_says_it_clamps_fails() -> None:
     with pytest.raises(CheckFailed, match=r"declares validates_prompt_plus_max_tokens=False.*got <HTTP 400"):
-        run("B05.context_overflow_prompt_plus_max_tokens", SELFTEST_PROFILE, clamp_max_tokens=False)
+        run("B05.context_overflow_prompt_plus_max_tokens", SELFTEST_BEHAVIOUR, clamp_max_tokens=False)
 
 
 def test_server_that_clamps_what_the_profile_says_it_rejects_fails() -> None:
-    validating = dataclasses.replace(SELFTEST_PROFILE, validates_prompt_plus_max_tokens=True)
+    validating = dataclasses.replace(SELFTEST_BEHAVIOUR, validates_prompt_plus_max_tokens=True)
     with pytest.raises(CheckFailed, match=r"declares validates_prompt_plus_max_tokens=True.*got <HTTP 200"):
         run("B05.context_overflow_prompt_plus_max_tokens", validating)
 
 
 def test_stream_options_without_stream_follows_the_declared_policy() -> None:
-    lenient = dataclasses.replace(SELFTEST_PROFILE, stream_options_without_stream_rejected=False)
+    lenient = dataclasses.replace(SELFTEST_BEHAVIOUR, stream_options_without_stream_rejected=False)
     run("B12.stream_options_without_stream", lenient, ("accept_stream_options",))
     with pytest.raises(CheckFailed, match=r"declares it is ignored.*got <HTTP 400"):
         run("B12.stream_options_without_stream", lenient)
 
 
 def test_unknown_model_check_skips_when_the_profile_does_not_validate_models() -> None:
-    lenient = dataclasses.replace(SELFTEST_PROFILE, validates_model=False)
+    lenient = dataclasses.replace(SELFTEST_BEHAVIOUR, validates_model=False)
     with pytest.raises(CheckSkipped, match="validates_model=False"):
         run("A03.unknown_model_404", lenient, ("accept_unknown_model",))
 
@@ -88,7 +88,7 @@ def test_a_check_needing_a_missing_feature_skips_with_the_feature_named(fake_eng
 
     from pytest_dsbench.conformance.selftest import fake_context
 
-    without_tools = dataclasses.replace(SELFTEST_PROFILE, features=SELFTEST_PROFILE.features - {"tools"})
+    without_tools = dataclasses.replace(SELFTEST_BEHAVIOUR, features=SELFTEST_BEHAVIOUR.features - {"tools"})
     with httpx.Client(base_url=fake_engine.base_url, timeout=5) as client:
         ctx = fake_context(fake_engine, without_tools, client=client)
         with pytest.raises(pytest.skip.Exception, match=r"does not support feature.*tools"):
@@ -122,7 +122,7 @@ def test_a_check_the_engine_profile_lacks_a_feature_for_skips_naming_it(
     from pytest_dsbench.engines.registry import ADAPTERS
 
     with httpx.Client(base_url=fake_engine.base_url, timeout=5) as client:
-        ctx = fake_context(fake_engine, ADAPTERS[engine].profile, client=client)
+        ctx = fake_context(fake_engine, ADAPTERS[engine].behaviour, client=client)
         with pytest.raises(pytest.skip.Exception, match=rf"does not support feature\(s\): .*\b{feature}\b"):
             catalog.run(check_id, ctx)
 
@@ -160,18 +160,18 @@ def test_engine_version_specifiers(version: str | None, versions: str, matches: 
 
 
 def test_a_profile_for_a_version_applies_only_that_versions_behaviours() -> None:
-    from pytest_dsbench.engines.vllm import PROFILE
+    from pytest_dsbench.engines.vllm import BEHAVIOUR
 
-    assert PROFILE.for_version("0.20.1").validates_prompt_plus_max_tokens is True
-    assert PROFILE.for_version("0.32.0").validates_prompt_plus_max_tokens is False
-    assert PROFILE.for_version("unknown") is PROFILE
-    assert PROFILE.known_failure("B13.structured_output_bad_schema") is None  # collection: version not yet known
-    assert PROFILE.known_failure("B13.structured_output_bad_schema", "0.20.1") is not None
+    assert BEHAVIOUR.for_version("0.20.1").validates_prompt_plus_max_tokens is True
+    assert BEHAVIOUR.for_version("0.32.0").validates_prompt_plus_max_tokens is False
+    assert BEHAVIOUR.for_version("unknown") is BEHAVIOUR
+    assert BEHAVIOUR.known_failure("B13.structured_output_bad_schema") is None  # collection: version not yet known
+    assert BEHAVIOUR.known_failure("B13.structured_output_bad_schema", "0.20.1") is not None
 
 
 def test_a_version_behaviour_may_only_change_fields_read_after_the_version_is_known() -> None:
     from pytest_dsbench.engines.base import VersionBehaviour
-    from pytest_dsbench.engines.vllm import PROFILE
+    from pytest_dsbench.engines.vllm import BEHAVIOUR
 
     with pytest.raises(ValueError, match=r"changes features, which a version cannot change"):
-        dataclasses.replace(PROFILE, version_behaviours=(VersionBehaviour("<1", (("features", frozenset()),), "x"),))
+        dataclasses.replace(BEHAVIOUR, version_behaviours=(VersionBehaviour("<1", (("features", frozenset()),), "x"),))

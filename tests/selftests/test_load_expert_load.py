@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from pytest_dsbench.engines.base import EngineInfo
-from pytest_dsbench.engines.vllm import PROFILE as VLLM_PROFILE
+from pytest_dsbench.engines.vllm import BEHAVIOUR as VLLM_BEHAVIOUR
 from pytest_dsbench.gate import Gate
 from pytest_dsbench.load import api
 from pytest_dsbench.load.api import LoadContext, record_expert_load, run_workload
@@ -54,7 +54,7 @@ def test_no_counter_means_no_load_is_reported(tmp_path: Path) -> None:
 
 def context(base_url: str, counts: Path | None, artifacts: Path) -> LoadContext:
     engine = EngineInfo(name="vllm", version="0.32.0", base_url=base_url, model="fake-r1", model_path=None,
-                        tokenizer_path=None, max_model_len=4096, profile=VLLM_PROFILE, mode="start",
+                        tokenizer_path=None, max_model_len=4096, behaviour=VLLM_BEHAVIOUR, mode="start",
                         eplb_mode="observe", eplb_counts_path=counts)
     options: Any = SimpleNamespace(tokenizer="chars", artifacts_dir=artifacts, request_timeout_s=30.0,
                                    load_workers=1, load_generator="dsbench", datasets_dir=None)

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from pytest_dsbench.engines.base import EngineInfo
-from pytest_dsbench.engines.vllm import PROFILE as VLLM_PROFILE
+from pytest_dsbench.engines.vllm import BEHAVIOUR as VLLM_BEHAVIOUR
 from pytest_dsbench.load import sglang_bridge
 from pytest_dsbench.load import side_by_side as side_by_side_module
 from pytest_dsbench.load.api import LoadContext
@@ -321,7 +321,7 @@ def side_by_side_context(base_url: str, tok: Path, artifacts: Path) -> LoadConte
         model_path=None,
         tokenizer_path=None,
         max_model_len=4096,
-        profile=VLLM_PROFILE,
+        behaviour=VLLM_BEHAVIOUR,
         mode="attach",
     )
     options: Any = SimpleNamespace(
