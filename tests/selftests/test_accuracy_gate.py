@@ -69,7 +69,7 @@ def engine(**fields: Any) -> EngineInfo:
     """An engine as the fixtures describe it."""
     values: dict[str, Any] = {
         "name": "vllm", "version": "0.32.0", "base_url": "http://127.0.0.1:8000", "model": "tiny-r1",
-        "model_path": "/m/tiny-r1", "tokenizer_path": None, "max_model_len": 4096, "profile": VLLM_BEHAVIOUR,
+        "model_path": "/m/tiny-r1", "tokenizer_path": None, "max_model_len": 4096, "behaviour": VLLM_BEHAVIOUR,
         "mode": "attach",
     }
     values.update(fields)
