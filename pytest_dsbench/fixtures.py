@@ -1,4 +1,4 @@
-"""Session fixtures, layered like pytest-httpserver: options -> hardware profile -> engine -> clients.
+"""Session fixtures, layered like pytest-httpserver: run -> options -> hardware profile -> engine -> clients.
 
 Override ``dsbench_engine`` in a conftest to point the suite at something else; every check depends only on
 the layers below it.
@@ -21,21 +21,26 @@ from pytest_dsbench.errors import DsbenchUsageError, EngineDied, EngineStartErro
 from pytest_dsbench.gate import Gate
 from pytest_dsbench.options import DsbenchOptions
 from pytest_dsbench.results import RunResults
-from pytest_dsbench.session import EngineSession
-from pytest_dsbench.stash import ENGINE_SESSION, OPTIONS, PROFILE, RESULTS
+from pytest_dsbench.run import DsbenchRun
 from pytest_dsbench.thresholds import HardwareProfile
 
 
 @pytest.fixture(scope="session")
-def dsbench_options(pytestconfig: pytest.Config) -> DsbenchOptions:
-    """The resolved, validated command-line and ini options."""
-    return pytestconfig.stash[OPTIONS]
+def dsbench_run(pytestconfig: pytest.Config) -> DsbenchRun:
+    """The run object: options, hardware profile, engine session, results and history of this session."""
+    return DsbenchRun.of(pytestconfig)
 
 
 @pytest.fixture(scope="session")
-def hw_profile(pytestconfig: pytest.Config) -> HardwareProfile:
-    """The hardware profile chosen with ``--hw`` (deployment, limits, SLOs, baselines, floors)."""
-    return pytestconfig.stash[PROFILE]
+def dsbench_options(dsbench_run: DsbenchRun) -> DsbenchOptions:
+    """The resolved, validated command-line and ini options."""
+    return dsbench_run.options
+
+
+@pytest.fixture(scope="session")
+def hw_profile(dsbench_run: DsbenchRun) -> HardwareProfile:
+    """The hardware profile chosen with ``--hw`` (deployment, limits, SLOs, workloads, floors)."""
+    return dsbench_run.hw
 
 
 @pytest.fixture(scope="session")
@@ -45,17 +50,16 @@ def thresholds(hw_profile: HardwareProfile) -> HardwareProfile:
 
 
 @pytest.fixture(scope="session")
-def dsbench_results(pytestconfig: pytest.Config) -> RunResults:
+def dsbench_results(dsbench_run: DsbenchRun) -> RunResults:
     """Where tests record measured values for the summary table and history."""
-    return pytestconfig.stash[RESULTS]
+    return dsbench_run.results
 
 
 @pytest.fixture(scope="session")
-def dsbench_engine(pytestconfig: pytest.Config) -> EngineInfo:
+def dsbench_engine(dsbench_run: DsbenchRun) -> EngineInfo:
     """The engine under test, launched on first use (start mode) or attached with ``--base-url``."""
-    session: EngineSession = pytestconfig.stash[ENGINE_SESSION]
     try:
-        return session.ensure()
+        return dsbench_run.engine.ensure()
     except EngineStartError as exc:
         pytest.exit(f"dsbench: {exc}", returncode=pytest.ExitCode.TESTS_FAILED)
     except DsbenchUsageError as exc:
@@ -112,16 +116,17 @@ def _dsbench_engine_alive(request: pytest.FixtureRequest) -> None:
     """Fail fast, instead of waiting for timeouts, when the engine the suite launched has exited."""
     if "dsbench_engine" not in request.fixturenames:
         return
-    session: EngineSession | None = request.config.stash.get(ENGINE_SESSION, None)
-    if session is None or session.process is None:
+    run = DsbenchRun.find(request.config)
+    process = run.engine.process if run is not None else None
+    if process is None:
         return
     try:
-        session.process.check_alive()
+        process.check_alive()
     except EngineDied as exc:
         pytest.fail(str(exc), pytrace=False)
 
 
 @pytest.fixture
-def dsbench_gate(request: pytest.FixtureRequest, dsbench_results: RunResults) -> Gate:
-    """Record measured values with their limits; ``check()`` fails the test on any violation."""
-    return Gate(test_id=request.node.nodeid, results=dsbench_results)
+def dsbench_gate(request: pytest.FixtureRequest, dsbench_run: DsbenchRun) -> Gate:
+    """Record measured values with their limits; ``check()`` fails the test on any violation or regression."""
+    return dsbench_run.gate(request.node.nodeid)

@@ -2,16 +2,17 @@
 
 A test records its measured values through ``dsbench_gate.record(...)`` and ends with
 ``dsbench_gate.check()``, which fails the test with every violated limit and every regression, so the exit
-code, JUnit and the summary table agree. With ``--dsbench-compare RUN`` each ``record`` also compares the
-value and its per-request samples with the same test, metric and workload in the stored run (see
-:mod:`pytest_dsbench.history.compare`).
+code, JUnit and the summary table agree. With ``--dsbench-compare RUN`` the run hands each gate a *judge*: a
+callable that compares a recorded value and its per-request samples with the same test, metric and workload in
+the stored run (:meth:`pytest_dsbench.history.compare.Comparator.compare`). The gate only applies the judgement;
+it never reaches into the history itself.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import pytest
 
@@ -19,12 +20,36 @@ from pytest_dsbench import metrics
 from pytest_dsbench.results import MetricResult, RunResults
 
 
+class Judgement(Protocol):
+    """What a regression judge says of one result (:class:`pytest_dsbench.history.compare.Comparison`)."""
+
+    @property
+    def baseline_value(self) -> float | None: ...
+    @property
+    def change_pct(self) -> float | None: ...
+    @property
+    def limit_pct(self) -> float | None: ...
+    @property
+    def method(self) -> str | None: ...
+    @property
+    def regressed(self) -> bool: ...
+    @property
+    def refused(self) -> str | None: ...
+    def message(self) -> str: ...
+    def as_dict(self) -> dict[str, Any]: ...
+
+
+Judge = Callable[[MetricResult], Judgement]
+"""Compares a recorded result with the stored baseline."""
+
+
 @dataclass
 class Gate:
-    """Collects one test's results and judges them."""
+    """Collects one test's results and judges them: limits always, regressions when given a ``judge``."""
 
     test_id: str
     results: RunResults
+    judge: Judge | None = None
     recorded: list[MetricResult] = field(default_factory=list)
     samples: dict[str, list[float]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
@@ -72,9 +97,8 @@ class Gate:
                 f"{metric} = {value:.4g} {result.unit}, limit {comparison} {limit:g} {result.unit} "
                 f"({limit_source or 'limit'}); {result.samples} samples"
             )
-        comparator = self.results.comparator
-        if comparator is not None:
-            judged = comparator.compare(result)
+        if self.judge is not None:
+            judged = self.judge(result)
             result.extra["regression"] = judged.as_dict()
             result.baseline = judged.baseline_value
             result.change_pct = judged.change_pct

@@ -17,8 +17,9 @@ cheap (a call that prints nothing costs a lock and a clock read).
 
 Where the output goes:
 
-* inside pytest (the plugin calls :func:`bind` when pytest configures): through pytest's terminal writer with
-  output capture suspended, so it is seen live even while the test's own output is captured;
+* inside pytest (the run calls :func:`bind` with a :class:`Terminal` when pytest configures): through pytest's
+  terminal writer with output capture suspended, so it is seen live even while the test's own output is
+  captured;
 * outside pytest: ``stream`` or ``sys.stderr``.
 
 How it looks: on a TTY with capture off (``pytest -s``), or a bare TTY outside pytest, one line is rewritten
@@ -30,31 +31,49 @@ overrides the choice.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 import threading
 import time
-from typing import IO, Any, Literal
+from typing import IO, Literal, Protocol
 
 Mode = Literal["live", "lines", "off"]
-_BOUND: dict[str, Any] = {}
 
 
-def bind(config: Any) -> None:
-    """Route progress through this pytest session's terminal (called from ``pytest_configure``)."""
-    _BOUND["config"] = config
-    config.add_cleanup(unbind)
+class Terminal(Protocol):
+    """A test runner's terminal: writes reach the user even while the test's own output is captured."""
+
+    def available(self) -> bool:
+        """False when the runner has no terminal to write to (then progress goes to ``sys.stderr``)."""
+        ...
+
+    def can_rewrite(self) -> bool:
+        """True on a TTY whose output is not captured: a line may be rewritten in place."""
+        ...
+
+    def write_line(self, text: str) -> None: ...
+
+    def rewrite(self, text: str, *, final: bool) -> None:
+        """Replace the current line with ``text``; ``final`` ends the line."""
+        ...
+
+
+_BOUND: list[Terminal] = []
+
+
+def bind(terminal: Terminal) -> None:
+    """Route progress through ``terminal`` (the run binds pytest's when pytest configures)."""
+    _BOUND[:] = [terminal]
 
 
 def unbind() -> None:
-    """Forget the pytest session (its terminal is gone)."""
+    """Forget the terminal (its session is over)."""
     _BOUND.clear()
 
 
-def _reporter() -> Any:
-    config = _BOUND.get("config")
-    return config.pluginmanager.get_plugin("terminalreporter") if config is not None else None
+def _terminal() -> Terminal | None:
+    terminal = _BOUND[0] if _BOUND else None
+    return terminal if terminal is not None and terminal.available() else None
 
 
 def _fmt_s(seconds: float) -> str:
@@ -102,28 +121,21 @@ class Progress:
         forced = os.environ.get("DSBENCH_PROGRESS", "").strip().lower()
         if forced in ("live", "lines", "off"):
             return forced  # type: ignore[return-value]
-        reporter = _reporter() if self._stream is None else None
-        if reporter is not None:
-            capture = getattr(reporter.config.option, "capture", "fd")
-            return "live" if bool(reporter.isatty()) and capture == "no" else "lines"
+        terminal = _terminal() if self._stream is None else None
+        if terminal is not None:
+            return "live" if terminal.can_rewrite() else "lines"
         stream = self._stream or sys.stderr
         isatty = getattr(stream, "isatty", None)
         return "live" if callable(isatty) and isatty() else "lines"
 
     def _write(self, text: str, *, live: bool, final: bool = False) -> None:
         self._last_said = (self.done, self.failed)
-        reporter = _reporter() if self._stream is None else None
-        if reporter is not None:
-            capman = reporter.config.pluginmanager.get_plugin("capturemanager")
-            with capman.global_and_fixture_disabled() if capman is not None else contextlib.nullcontext():
-                if live:
-                    reporter.rewrite(text, erase=True)
-                    if final:
-                        reporter.write("\n", flush=True)
-                    else:
-                        reporter.flush()
-                else:
-                    reporter.write_line(text)
+        terminal = _terminal() if self._stream is None else None
+        if terminal is not None:
+            if live:
+                terminal.rewrite(text, final=final)
+            else:
+                terminal.write_line(text)
             return
         stream = self._stream or sys.stderr
         if live:

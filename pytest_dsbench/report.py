@@ -17,15 +17,13 @@ from __future__ import annotations
 import html
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-import pytest
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pytest_dsbench import _atomic
-from pytest_dsbench.results import MetricResult
-from pytest_dsbench.stash import ENGINE_SESSION, RESULTS
+from pytest_dsbench.results import MetricResult, RunResults
 
 if TYPE_CHECKING:
+    from pytest_dsbench.engines.base import EngineInfo
     from pytest_dsbench.history.document import StoredRun
     from pytest_dsbench.history.session import HistorySession
 
@@ -106,44 +104,50 @@ def result_rows(items: list[MetricResult]) -> list[str]:
     return rows
 
 
-def write_terminal_summary(reporter: pytest.TerminalReporter, config: pytest.Config) -> None:
-    """Print the engine identity, the results table and where history and reports went."""
-    from pytest_dsbench.history.session import HISTORY
+class TerminalWriter(Protocol):
+    """The part of pytest's terminal reporter the summary writes through."""
 
-    session = config.stash.get(ENGINE_SESSION, None)
-    results = config.stash.get(RESULTS, None)
-    history = config.stash.get(HISTORY, None)
-    info = session.info if session is not None else None
-    has_results = bool(results and results.items)
-    if info is None and not has_results and not (history and history.warnings):
+    def write_sep(self, sep: str, title: str | None = None, **markup: bool) -> None: ...
+    def write_line(self, line: str | bytes, **markup: bool) -> None: ...
+
+
+def write_terminal_summary(
+    out: TerminalWriter,
+    *,
+    engine: EngineInfo | None,
+    hw: str,
+    results: RunResults,
+    history: HistorySession | None,
+) -> None:
+    """Print the engine identity, the results table and where history and reports went."""
+    if engine is None and not results.items and not (history and history.warnings):
         return
-    reporter.write_sep("=", "dsbench")
-    if info is not None and session is not None:
-        reporter.write_line(
-            f"engine {info.name} {info.version} ({info.mode} {info.base_url}) model={info.model} "
-            f"max_model_len={info.max_model_len} hw={session.options.hw} eplb={info.eplb_mode}"
+    out.write_sep("=", "dsbench")
+    if engine is not None:
+        out.write_line(
+            f"engine {engine.name} {engine.version} ({engine.mode} {engine.base_url}) model={engine.model} "
+            f"max_model_len={engine.max_model_len} hw={hw} eplb={engine.eplb_mode}"
         )
-        if info.log_paths:
-            reporter.write_line("engine log: " + ", ".join(str(p) for p in info.log_paths))
-    if results is not None and results.items:
-        for row in result_rows(results.items):
-            reporter.write_line(row)
+        if engine.log_paths:
+            out.write_line("engine log: " + ", ".join(str(p) for p in engine.log_paths))
+    for row in result_rows(results.items):
+        out.write_line(row)
     if history is None:
         return
     if history.baseline is not None:
         limits = {**history.limits.profile, **history.limits.cli}
         limit_text = ", ".join(f"{k}:{v:g}%" for k, v in sorted(limits.items())) or "none"
-        reporter.write_line(
+        out.write_line(
             f"baseline: run {history.baseline.label} ({history.baseline.datetime}); regression "
             f"limits {limit_text}; confidence {history.confidence * 100:g}%; run-to-run noise from "
             f"{len(history.history_runs)} stored run(s)"
         )
     if history.saved_path is not None:
-        reporter.write_line(f"history: stored as {history.saved_path}")
+        out.write_line(f"history: stored as {history.saved_path}")
     if history.report_paths:
-        reporter.write_line("reports: " + ", ".join(str(p) for p in history.report_paths))
+        out.write_line("reports: " + ", ".join(str(p) for p in history.report_paths))
     for warning in history.warnings:
-        reporter.write_line(f"dsbench warning: {warning}", yellow=True)
+        out.write_line(f"dsbench warning: {warning}", yellow=True)
 
 
 # -- JSON ----------------------------------------------------------------------------------------------------

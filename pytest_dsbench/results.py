@@ -8,10 +8,7 @@ results, with their raw per-request samples, are stored in the history (:mod:`py
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
-
-if TYPE_CHECKING:
-    from pytest_dsbench.history.compare import Comparator
+from typing import Any, Literal
 
 
 @dataclass
@@ -69,10 +66,9 @@ class MetricResult:
 
 @dataclass
 class RunResults:
-    """Every result recorded in this session, in recording order, and the regression comparator if any."""
+    """Every result recorded in this session, in recording order."""
 
     items: list[MetricResult] = field(default_factory=list)
-    comparator: Comparator | None = None
 
     def record(self, result: MetricResult) -> MetricResult:
         self.items.append(result)

@@ -1,34 +1,38 @@
-"""The history's part in a pytest session: load the baseline when pytest configures, store the run at the end.
+"""The history's part in a run: vet the baseline before any test runs, store the run at the end.
 
-* ``configure`` (from ``pytest_configure``) validates the regression limits, resolves ``--dsbench-compare``
-and
-  refuses a baseline of another engine or hardware profile before any test runs (exit code 4, one line). It
-  hands a :class:`~pytest_dsbench.history.compare.Comparator` to the results, so ``dsbench_gate.record``
-  judges regressions inside each test: the exit code and JUnit see them.
-* ``finish`` (from ``pytest_sessionfinish``) stores every recorded result with its samples and provenance, and
-  writes the JSON and HTML reports into the artifacts folder.
+* :func:`configure` (when the run is built, in ``pytest_configure``) validates the regression limits, resolves
+  ``--dsbench-compare`` and refuses a baseline of another engine or hardware profile before any test runs (a
+  usage error, one line). It builds the :class:`~pytest_dsbench.history.compare.Comparator` whose ``compare``
+  the run hands to every gate, so regressions are judged inside each test: the exit code and JUnit see them.
+* :func:`store` (at session finish) stores every recorded result with its samples and provenance and returns
+  the run's document, from which the run writes the JSON and HTML reports (:mod:`pytest_dsbench.report`).
+
+A library: it is handed options, profile and engine, and never sees pytest's configuration.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
-
+from pytest_dsbench.engines.base import EngineInfo
 from pytest_dsbench.history import document, provenance, storage
 from pytest_dsbench.history.compare import DEFAULT_CONFIDENCE, Comparator, RegressLimits, validate_limits
 from pytest_dsbench.history.document import StoredRun
 from pytest_dsbench.options import DsbenchOptions
-from pytest_dsbench.results import RunResults
+from pytest_dsbench.results import MetricResult
 from pytest_dsbench.thresholds import HardwareProfile
+
+INTERRUPTED_EXIT_STATUS = 2
+"""pytest's ``ExitCode.INTERRUPTED``: a run stopped with Ctrl-C is stored, marked interrupted."""
 
 
 @dataclass
 class HistorySession:
-    """What the history knows and did in this pytest session (read by the terminal summary)."""
+    """What the history knows and did in this run (read by the terminal summary and the reports)."""
 
     root: Path
     folder: Path
@@ -41,24 +45,15 @@ class HistorySession:
     report_paths: list[Path] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     document: dict[str, Any] | None = None
-
-
-HISTORY = pytest.StashKey[HistorySession]()
-
-
-def _engine_identity(config: pytest.Config) -> dict[str, Any] | None:
-    from pytest_dsbench.stash import ENGINE_SESSION
-
-    session = config.stash.get(ENGINE_SESSION, None)
-    if session is None or session.info is None:
-        return None
-    return dict(session.info.identity())
+    comparator: Comparator | None = None
 
 
 def configure(
-    config: pytest.Config, options: DsbenchOptions, profile: HardwareProfile, results: RunResults
+    options: DsbenchOptions, profile: HardwareProfile, *, identity: Callable[[], dict[str, Any] | None]
 ) -> HistorySession:
-    """Validate limits, load and vet the baseline, and install the comparator; usage errors stop the run."""
+    """Validate limits, load and vet the baseline, and build the regression comparator; usage errors stop the
+    run. ``identity`` gives the engine's identity once it is known (results are compared only between runs of
+    the same engine and model)."""
     validate_limits(options.regress_pct, "--dsbench-regress")
     profile_source = f"{profile.path.name if profile.path else options.hw} [regress_pct]"
     validate_limits(dict(profile.regress_pct), profile_source)
@@ -74,7 +69,6 @@ def configure(
         save_enabled=save_enabled,
         limits=limits,
     )
-    config.stash[HISTORY] = history
     if not options.compare:
         return history
     if not save_enabled:
@@ -102,50 +96,38 @@ def configure(
         history.warnings.append(f"forced comparison with run {baseline.label}: {'; '.join(diffs)}")
     history.baseline = baseline
     history.history_runs = storage.comparable_history(baseline)
-    results.comparator = Comparator(
+    history.comparator = Comparator(
         baseline,
         limits,
         confidence=history.confidence,
         force=options.force_compare,
-        identity=lambda: _engine_identity(config),
+        identity=identity,
         history=history.history_runs,
     )
     return history
 
 
-def _interrupted(exitstatus: int | pytest.ExitCode) -> bool:
-    return int(exitstatus) == int(pytest.ExitCode.INTERRUPTED)
-
-
-def finish(config: pytest.Config, exitstatus: int | pytest.ExitCode) -> None:
-    """Store the run (when anything was recorded) and write the JSON and HTML reports."""
-    from pytest_dsbench import report
-    from pytest_dsbench.stash import ENGINE_SESSION, OPTIONS, PROFILE, RESULTS
-
-    history = config.stash.get(HISTORY, None)
-    results = config.stash.get(RESULTS, None)
-    options = config.stash.get(OPTIONS, None)
-    profile = config.stash.get(PROFILE, None)
-    if history is None or results is None or options is None or profile is None or not results.items:
-        return
-    if hasattr(config, "workerinput"):
-        return  # pytest-xdist worker: the controller owns the run
-    engine_session = config.stash.get(ENGINE_SESSION, None)
-    engine = engine_session.info if engine_session is not None else None
-    prov = provenance.collect(
-        options,
-        profile,
-        engine,
-        invocation_args=tuple(config.invocation_params.args),
-        cwd=Path(config.rootpath),
-    )
+def store(
+    history: HistorySession,
+    results: Sequence[MetricResult],
+    options: DsbenchOptions,
+    profile: HardwareProfile,
+    engine: EngineInfo | None,
+    *,
+    invocation_args: tuple[str, ...],
+    cwd: Path,
+    exitstatus: int,
+) -> dict[str, Any]:
+    """Store the run's results with their provenance (when saving is on) and return the run's document."""
+    prov = provenance.collect(options, profile, engine, invocation_args=invocation_args, cwd=cwd)
     prov["regress_pct"] = {**history.limits.profile, **history.limits.cli}
     prov["confidence"] = history.confidence
     prov["baseline_run"] = history.baseline.label if history.baseline else None
     when = _dt.datetime.fromisoformat(prov["time"])
     name = storage.run_name(str(prov["git"]["id"]), when)
     doc = document.build(
-        results.items, prov, exitstatus=int(exitstatus), interrupted=_interrupted(exitstatus), run_name=name
+        list(results), prov, exitstatus=int(exitstatus),
+        interrupted=int(exitstatus) == INTERRUPTED_EXIT_STATUS, run_name=name,
     )
     history.document = doc
     if history.save_enabled:
@@ -153,7 +135,4 @@ def finish(config: pytest.Config, exitstatus: int | pytest.ExitCode) -> None:
             history.saved_path = storage.save(history.folder, name, doc)
         except OSError as exc:
             history.warnings.append(f"could not store the run in {history.folder}: {exc}")
-    try:
-        history.report_paths = report.write_reports(options.artifacts_dir, doc, history)
-    except OSError as exc:
-        history.warnings.append(f"could not write the reports to {options.artifacts_dir}: {exc}")
+    return doc

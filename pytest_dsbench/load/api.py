@@ -225,26 +225,21 @@ def record_expert_load(gate: Gate, run: LoadRun) -> None:
             )
 
 
-def baseline_params(config: Any, *methods: str) -> list[Any]:
+def baseline_params(hw: HardwareProfile, engine: str, *methods: str) -> list[Any]:
     """``pytest.param((name, baseline), id=name)`` for each ``[throughput.NAME]`` entry of ``methods``.
 
     Entries limited to other engines are skipped with the reason; no entry at all gives one skipped param.
     """
     import pytest
 
-    from pytest_dsbench.stash import OPTIONS, PROFILE
-
-    profile = config.stash.get(PROFILE, None)
-    options = config.stash.get(OPTIONS, None)
-    entries = [(n, b) for n, b in (profile.throughput.items() if profile else ()) if b.method in methods]
+    entries = [(n, b) for n, b in hw.throughput.items() if b.method in methods]
     if not entries:
-        where = profile.path if profile is not None else "the hardware profile"
-        reason = f"{where} has no [throughput.*] entry with method = {' or '.join(map(repr, methods))}"
+        reason = f"{hw.path} has no [throughput.*] entry with method = {' or '.join(map(repr, methods))}"
         return [pytest.param(None, id="none", marks=pytest.mark.skip(reason=reason))]
     params = []
     for name, baseline in entries:
         marks = []
-        if baseline.engines and options is not None and options.engine not in baseline.engines:
+        if baseline.engines and engine not in baseline.engines:
             marks.append(pytest.mark.skip(reason=f"[throughput.{name}] is for {', '.join(baseline.engines)}"))
         params.append(pytest.param((name, baseline), id=name, marks=marks))
     return params

@@ -17,7 +17,7 @@ from pytest_dsbench.accuracy.check import SAMPLES_FILE
 from pytest_dsbench.engines.base import EngineInfo
 from pytest_dsbench.gate import Gate
 from pytest_dsbench.options import DsbenchOptions
-from pytest_dsbench.stash import OPTIONS, PROFILE
+from pytest_dsbench.run import DsbenchRun
 from pytest_dsbench.thresholds import HardwareProfile
 
 pytestmark = pytest.mark.accuracy
@@ -27,13 +27,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """One test per ``[accuracy.<name>]`` table of the hardware profile."""
     if "accuracy_dataset" not in metafunc.fixturenames:
         return
-    profile = metafunc.config.stash.get(PROFILE, None)
-    names = sorted(profile.accuracy) if profile is not None else []
+    run = DsbenchRun.of(metafunc.config)
+    names = sorted(run.hw.accuracy)
     if names:
         metafunc.parametrize("accuracy_dataset", names)
         return
-    opts = metafunc.config.stash.get(OPTIONS, None)
-    hw = opts.hw if opts is not None else "?"
+    hw = run.options.hw
     metafunc.parametrize("accuracy_dataset", [pytest.param(
         None, id="none", marks=pytest.mark.skip(reason=f"hw profile {hw} lists no [accuracy.*] floors"))])
 

@@ -44,8 +44,8 @@ from pytest_dsbench.eplb.counts import (
 from pytest_dsbench.eplb.launch import eplb_launch_settings
 from pytest_dsbench.errors import EngineStartError
 from pytest_dsbench.results import MetricResult, RunResults
-from pytest_dsbench.session import EngineSession, has_gpu
-from pytest_dsbench.stash import ENGINE_SESSION
+from pytest_dsbench.run import DsbenchRun
+from pytest_dsbench.session import has_gpu
 
 pytestmark = pytest.mark.eplb
 
@@ -193,8 +193,8 @@ def launch_variant(
     drop_env: tuple[str, ...] = (),
 ) -> EngineProcess:
     """Launch another copy of the session's engine with routing patch ``mode`` (same model and profile)."""
-    session: EngineSession | None = config.stash.get(ENGINE_SESSION, None)
-    if session is None or engine.mode != "start":
+    session = DsbenchRun.of(config).engine
+    if engine.mode != "start":
         pytest.skip("extra EPLB engines can only be launched when the suite launched the engine itself")
     opts, hw = session.options, session.hw
     adapter = get_adapter(opts.engine)
@@ -237,8 +237,7 @@ def variant_runs(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[dict[str, CountsReport]]:
     """Counter deltas of the same load on a control engine (``observe``) and on the other transform mode."""
-    session: EngineSession | None = request.config.stash.get(ENGINE_SESSION, None)
-    timeout_s = session.options.engine_startup_timeout_s if session else 600.0
+    timeout_s = DsbenchRun.of(request.config).options.engine_startup_timeout_s
     other = "balanced" if dsbench_engine.eplb_mode == "reference" else "reference"
     runs: dict[str, CountsReport] = {}
     for mode in ("observe", other):

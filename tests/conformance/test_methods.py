@@ -27,6 +27,7 @@ from pytest_dsbench.load.runner import LoadRun
 from pytest_dsbench.methods import ali, deeplink, tencent
 from pytest_dsbench.metrics import metric_samples
 from pytest_dsbench.options import DsbenchOptions
+from pytest_dsbench.run import DsbenchRun
 from pytest_dsbench.thresholds import HardwareProfile
 
 pytestmark = pytest.mark.throughput
@@ -40,9 +41,10 @@ ENTRIES = {
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    run = DsbenchRun.of(metafunc.config)
     for argname, method in ENTRIES.items():
         if argname in metafunc.fixturenames:
-            metafunc.parametrize(argname, baseline_params(metafunc.config, method))
+            metafunc.parametrize(argname, baseline_params(run.hw, run.options.engine, method))
 
 
 @pytest.fixture(scope="module")

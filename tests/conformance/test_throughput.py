@@ -25,6 +25,7 @@ from pytest_dsbench.load.api import (
 )
 from pytest_dsbench.load.runner import LoadRun
 from pytest_dsbench.options import DsbenchOptions
+from pytest_dsbench.run import DsbenchRun
 from pytest_dsbench.thresholds import HardwareProfile
 
 pytestmark = pytest.mark.throughput
@@ -34,7 +35,8 @@ FLOORS = (("output_tok_s", "output_tok_s_min"), ("total_tok_s", "total_tok_s_min
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "baseline" in metafunc.fixturenames:
-        metafunc.parametrize("baseline", baseline_params(metafunc.config, "random"))
+        run = DsbenchRun.of(metafunc.config)
+        metafunc.parametrize("baseline", baseline_params(run.hw, run.options.engine, "random"))
 
 
 @pytest.fixture(scope="module")

@@ -22,8 +22,8 @@ def _pgid_file_test(path: Path) -> str:
     return f"""
 import os
 def test_record_pgid(dsbench_engine, pytestconfig):
-    from pytest_dsbench.stash import ENGINE_SESSION
-    proc = pytestconfig.stash[ENGINE_SESSION].process
+    from pytest_dsbench.run import DsbenchRun
+    proc = DsbenchRun.of(pytestconfig).engine.process
     open({str(path)!r}, "w").write(str(proc.pgid))
 """
 
@@ -91,8 +91,8 @@ def test_engine_killed_mid_session_makes_remaining_tests_fail_fast(
         """
         import os, signal, time
         def test_kill(dsbench_engine, pytestconfig):
-            from pytest_dsbench.stash import ENGINE_SESSION
-            proc = pytestconfig.stash[ENGINE_SESSION].process
+            from pytest_dsbench.run import DsbenchRun
+            proc = DsbenchRun.of(pytestconfig).engine.process
             os.killpg(proc.pgid, signal.SIGKILL)
             proc.popen.wait(10)
         def test_after_1(dsbench_engine, openai_client):
@@ -186,8 +186,8 @@ def test_engine_args_and_env_reach_the_launched_process(
         """
         import os
         def test_env(dsbench_engine, pytestconfig):
-            from pytest_dsbench.stash import ENGINE_SESSION
-            pid = pytestconfig.stash[ENGINE_SESSION].process.pgid  # the group leader is the engine process
+            from pytest_dsbench.run import DsbenchRun
+            pid = DsbenchRun.of(pytestconfig).engine.process.pgid  # the group leader is the engine process
             environ = open(f"/proc/{pid}/environ", "rb").read().split(b"\\0")
             assert b"DSBENCH_SELFTEST_FLAG=on" in environ
         """

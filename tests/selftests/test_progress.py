@@ -6,7 +6,7 @@ import io
 
 import pytest
 
-from pytest_dsbench.progress import Progress
+from pytest_dsbench.progress import Progress, bind, unbind
 
 
 class FakeTty(io.StringIO):
@@ -89,3 +89,38 @@ def test_the_final_line_is_printed_only_when_it_says_something_new() -> None:
     with Progress(10, "partial", stream=out, step_pct=50) as progress:
         progress.advance(3)  # below the first step: nothing yet
     assert [line.split(": ", 1)[1].split(",")[0] for line in out.getvalue().splitlines()] == ["3/10 req (30%)"]
+
+
+class RecordingTerminal:
+    """A terminal that keeps what progress wrote, and whether it could rewrite lines."""
+
+    def __init__(self, rewrites: bool) -> None:
+        self.rewrites = rewrites
+        self.lines: list[str] = []
+        self.rewritten: list[str] = []
+
+    def available(self) -> bool:
+        return True
+
+    def can_rewrite(self) -> bool:
+        return self.rewrites
+
+    def write_line(self, text: str) -> None:
+        self.lines.append(text)
+
+    def rewrite(self, text: str, *, final: bool) -> None:
+        self.rewritten.append(text)
+
+
+@pytest.mark.parametrize("rewrites", [False, True], ids=["lines", "live"])
+def test_progress_goes_to_the_bound_terminal_in_its_mode(rewrites: bool) -> None:
+    terminal = RecordingTerminal(rewrites)
+    bind(terminal)
+    try:
+        with Progress(2, "bound", min_interval_s=0.0) as progress:
+            progress.advance(2)
+    finally:
+        unbind()
+    written = terminal.rewritten if rewrites else terminal.lines
+    assert written and written[-1].startswith("[dsbench] bound: 2/2 req")
+    assert not (terminal.lines if rewrites else terminal.rewritten)

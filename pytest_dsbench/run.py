@@ -1,0 +1,169 @@
+"""The run: the one object that owns a pytest session's dsbench state, with the session's hooks as its methods.
+
+Built in ``pytest_configure`` and registered as the ``dsbench-run`` plugin (as pytest-benchmark registers its
+``BenchmarkSession`` and pytest-xdist its ``DSession``). It holds the resolved options, the hardware profile, the
+engine session, the recorded results and the history (baseline and regression judge). Everything below it
+(engines, load, metrics, gate, history, report) is a library that is handed what it needs: nothing there reads
+``pytest.Config``. Fixtures and the suite's own ``pytest_generate_tests`` reach the run through :meth:`of`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Generator, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from pytest_dsbench.gate import Gate, Judgement
+from pytest_dsbench.options import DsbenchOptions
+from pytest_dsbench.results import MetricResult, RunResults
+from pytest_dsbench.session import EngineSession
+from pytest_dsbench.thresholds import HardwareProfile
+
+if TYPE_CHECKING:
+    from pytest_dsbench.history.session import HistorySession
+
+PLUGIN_NAME = "dsbench-run"
+
+
+class PytestTerminal:
+    """pytest's terminal reporter as a :class:`pytest_dsbench.progress.Terminal`, with capture suspended around
+    each write so that load-run progress is seen live."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self._config = config
+
+    def _plugin(self, name: str) -> Any:
+        return self._config.pluginmanager.get_plugin(name)
+
+    @contextlib.contextmanager
+    def _uncaptured(self) -> Iterator[Any]:
+        capman = self._plugin("capturemanager")
+        with capman.global_and_fixture_disabled() if capman is not None else contextlib.nullcontext():
+            yield self._plugin("terminalreporter")
+
+    def available(self) -> bool:
+        return self._plugin("terminalreporter") is not None
+
+    def can_rewrite(self) -> bool:
+        reporter = self._plugin("terminalreporter")
+        capture = getattr(self._config.option, "capture", "fd")
+        return reporter is not None and bool(reporter.isatty()) and capture == "no"
+
+    def write_line(self, text: str) -> None:
+        with self._uncaptured() as reporter:
+            reporter.write_line(text)
+
+    def rewrite(self, text: str, *, final: bool) -> None:
+        with self._uncaptured() as reporter:
+            reporter.rewrite(text, erase=True)
+            if final:
+                reporter.write("\n", flush=True)
+            else:
+                reporter.flush()
+
+
+class DsbenchRun:
+    """Options, hardware profile, engine, results and history of one pytest session."""
+
+    def __init__(self, config: pytest.Config, options: DsbenchOptions, hw: HardwareProfile) -> None:
+        from pytest_dsbench.history import session as history
+
+        self.config = config
+        self.options = options
+        self.hw = hw
+        self.results = RunResults()
+        self.engine = EngineSession(options, hw, options.artifacts_dir.resolve())
+        self.history: HistorySession = history.configure(options, hw, identity=self._engine_identity)
+
+    @staticmethod
+    def of(config: pytest.Config) -> DsbenchRun:
+        """The run of ``config``; a usage error when pytest configured without one (``--dsbench-list-hw``)."""
+        run = config.pluginmanager.get_plugin(PLUGIN_NAME)
+        if not isinstance(run, DsbenchRun):
+            raise pytest.UsageError("pytest-dsbench is not configured in this session (is -p no:dsbench set?)")
+        return run
+
+    @staticmethod
+    def find(config: pytest.Config) -> DsbenchRun | None:
+        """The run of ``config``, or None when there is none."""
+        run = config.pluginmanager.get_plugin(PLUGIN_NAME)
+        return run if isinstance(run, DsbenchRun) else None
+
+    # -- what fixtures hand out --------------------------------------------------------------------------------
+    @property
+    def judge(self) -> Callable[[MetricResult], Judgement] | None:
+        """The regression judge against the stored baseline, when ``--dsbench-compare`` chose one."""
+        comparator = self.history.comparator
+        return comparator.compare if comparator is not None else None
+
+    def gate(self, test_id: str) -> Gate:
+        """A fresh verdict for one test, recording into this run's results."""
+        return Gate(test_id=test_id, results=self.results, judge=self.judge)
+
+    def _engine_identity(self) -> dict[str, object] | None:
+        info = self.engine.info
+        return dict(info.identity()) if info is not None else None
+
+    # -- hooks -------------------------------------------------------------------------------------------------
+    def pytest_report_header(self, config: pytest.Config) -> list[str]:
+        opts = self.options
+        target = f"attach {opts.base_url}" if opts.attach else "start (embedded tiny-r1)" if not opts.model else \
+            f"start {opts.model}"
+        return [
+            f"dsbench: engine={opts.engine} hw={opts.hw} ({self.hw.path}) mode={target} eplb={opts.eplb} "
+            f"artifacts={opts.artifacts_dir}"
+        ]
+
+    def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+        from pytest_dsbench.selection import apply_engine_marks
+
+        apply_engine_marks(items, self.options)
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        """Attach mode: an unreachable ``--base-url`` is a one-line usage error before any test runs."""
+        if not self.options.attach or session.config.option.collectonly:
+            return
+        if any("dsbench_engine" in getattr(item, "fixturenames", ()) for item in session.items):
+            self.engine.attach_check()
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        from pytest_dsbench.errors import InvalidRun
+
+        report = yield
+        if call.excinfo is not None and call.excinfo.errisinstance(InvalidRun):
+            report.longrepr = str(call.excinfo.value)  # the message says it all: no traceback wall
+        setattr(item, f"rep_{report.when}", report)
+        return report
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int | pytest.ExitCode) -> None:
+        from pytest_dsbench import report
+        from pytest_dsbench.engines.launcher import stop_all
+        from pytest_dsbench.history import session as history
+
+        self.engine.stop()
+        stop_all()
+        if hasattr(session.config, "workerinput") or not self.results.items:
+            return  # a pytest-xdist worker: the controller owns the run; nothing recorded: nothing to store
+        doc = history.store(
+            self.history, self.results.items, self.options, self.hw, self.engine.info,
+            invocation_args=tuple(session.config.invocation_params.args), cwd=Path(session.config.rootpath),
+            exitstatus=exitstatus,
+        )
+        try:
+            self.history.report_paths = report.write_reports(self.options.artifacts_dir, doc, self.history)
+        except OSError as exc:
+            self.history.warnings.append(f"could not write the reports to {self.options.artifacts_dir}: {exc}")
+
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        from pytest_dsbench.report import write_terminal_summary
+
+        write_terminal_summary(
+            terminalreporter, engine=self.engine.info, hw=self.options.hw, results=self.results,
+            history=self.history,
+        )

@@ -1,0 +1,44 @@
+"""Which collected tests apply to the engine under test: engine-only tests, required features, known upstream
+bugs (strict xfails), GPU-only tests, and checks a routing patch would make meaningless."""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_dsbench.options import DsbenchOptions
+
+
+def apply_engine_marks(items: list[pytest.Item], options: DsbenchOptions) -> None:
+    """Add skip and xfail marks to ``items`` from their ``only_engine``, ``requires``, ``check``, ``gpu``,
+    ``accuracy`` and ``fixture_model`` markers."""
+    from pytest_dsbench.engines.registry import get_adapter
+    from pytest_dsbench.eplb import accuracy_skip_reason
+    from pytest_dsbench.session import has_gpu
+
+    engine = options.engine
+    behaviour = get_adapter(engine).behaviour
+    gpu: bool | None = None
+    for item in items:
+        only = item.get_closest_marker("only_engine")
+        if only and engine not in only.args:
+            reason = f"only for engine(s) {', '.join(only.args)}; this is {engine}"
+            item.add_marker(pytest.mark.skip(reason=reason))
+        required = item.get_closest_marker("requires")
+        if required:
+            missing = sorted(set(required.args) - behaviour.features)
+            if missing:
+                item.add_marker(pytest.mark.skip(
+                    reason=f"engine {engine} does not support feature(s): {', '.join(missing)}"))
+        check = item.get_closest_marker("check")
+        if check and check.args:
+            known = behaviour.known_failure(str(check.args[0]))
+            if known:
+                item.add_marker(pytest.mark.xfail(strict=True, reason=f"{known.reason} ({known.url})"))
+        if item.get_closest_marker("gpu"):
+            gpu = has_gpu() if gpu is None else gpu
+            if not gpu:
+                item.add_marker(pytest.mark.skip(reason="needs an NVIDIA GPU; none is visible"))
+        if item.get_closest_marker("accuracy") or item.get_closest_marker("fixture_model"):
+            patched = accuracy_skip_reason(options.eplb)
+            if patched:
+                item.add_marker(pytest.mark.skip(reason=patched))
