@@ -5,11 +5,15 @@ must see (a missing ``data: [DONE]``, ``event:`` lines, bytes after ``[DONE]``, 
 the body). So the parsing is split in two layers:
 
 * :class:`SSEParser` follows the WHATWG event-stream rules (UTF-8, CRLF / LF / CR line ends, ``field: value``
-  lines, blank line dispatches) and is *tolerant* of arbitrary chunk boundaries: feeding the body in any
-  pieces, down to single bytes that split a UTF-8 character or a CRLF pair, gives the same events.
-* :func:`read_openai_stream` is *strict* about the framing OpenAI-compatible servers promise: every event is
-  exactly one ``data:`` line, every payload but the last is a JSON object, the last is ``[DONE]``, nothing
-  follows it and the body does not end inside an event. It never raises on bad input; it lists problems.
+  lines, comment lines, a blank line dispatches the event, a block without a ``data`` field dispatches
+  nothing) and is *tolerant* of arbitrary chunk boundaries: feeding the body in any pieces, down to single
+  bytes that split a UTF-8 character or a CRLF pair, gives the same events.
+* :func:`read_openai_stream` is *strict* about what breaks OpenAI clients: every event is exactly one
+  ``data:`` line, no ``event:`` field (the openai SDK routes typed events elsewhere), every payload but the
+  last is a JSON object, the last is ``[DONE]``, nothing follows it and the body does not end inside an
+  event. What the SSE specification allows (comment lines such as ``: ping`` keep-alives, blocks with no
+  data, ``id:`` and ``retry:`` fields, unknown fields, CR or CRLF line ends) is accepted and reported as
+  notes. It never raises on bad input; it lists problems.
 """
 
 from __future__ import annotations
@@ -22,6 +26,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 DONE = "[DONE]"
+
+
+@dataclass(frozen=True)
+class IgnoredBlock:
+    """A block the SSE rules do not dispatch (no ``data`` field): a keep-alive comment, a lone ``id:``..."""
+
+    fields: tuple[tuple[str, str], ...]
+    comments: tuple[str, ...]
+    end_offset: int
+
+    def describe(self) -> str:
+        parts = [f"{name}: {value}"[:40] for name, value in self.fields] + [f":{c}"[:40] for c in self.comments]
+        return "; ".join(parts) or "(empty)"
 
 
 @dataclass(frozen=True)
@@ -64,6 +81,8 @@ class SSEParser:
         self.problems: list[str] = []
         self.unterminated: str = ""
         self.line_endings: set[str] = set()
+        #: Blocks that dispatched no event (keep-alive comments, ``id:``/``retry:`` alone), in order.
+        self.ignored: list[IgnoredBlock] = []
 
     def _decode(self, data: bytes, final: bool) -> str:
         pending, _ = self._decoder.getstate()
@@ -93,10 +112,12 @@ class SSEParser:
         if self._buffer:
             self._fields_from_line(self._buffer)
             self._buffer = ""
-        if self._fields or self._comments:
+        if any(name == "data" for name, _ in self._fields):
             lines = [f"{n}: {v}" for n, v in self._fields] + [f":{c}" for c in self._comments]
             self.unterminated = "\n".join(lines)
-            self._fields, self._comments = [], []
+        elif self._fields or self._comments:
+            self.ignored.append(IgnoredBlock(tuple(self._fields), tuple(self._comments), self._offset))
+        self._fields, self._comments = [], []
         return events
 
     def _drain(self, final: bool) -> list[SSEEvent]:
@@ -119,8 +140,10 @@ class SSEParser:
             line = buf[start:end]
             start = nxt
             if line == "":
-                if self._fields or self._comments:
+                if any(name == "data" for name, _ in self._fields):
                     events.append(SSEEvent(tuple(self._fields), tuple(self._comments), self._offset))
+                elif self._fields or self._comments:
+                    self.ignored.append(IgnoredBlock(tuple(self._fields), tuple(self._comments), self._offset))
                 self._fields, self._comments = [], []
             else:
                 self._fields_from_line(line)
@@ -176,6 +199,8 @@ class OpenAIStream:
     done: bool = False
     problems: list[str] = field(default_factory=list)
     error_chunks: list[dict[str, Any]] = field(default_factory=list)
+    #: What the SSE specification allows and this stream used (comments, id/retry fields, CR line ends).
+    notes: list[str] = field(default_factory=list)
 
 
 def read_openai_stream(events: list[SSEEvent], parser: SSEParser | None = None) -> OpenAIStream:
@@ -183,14 +208,22 @@ def read_openai_stream(events: list[SSEEvent], parser: SSEParser | None = None) 
     out = OpenAIStream(events=list(events))
     if parser is not None:
         out.problems.extend(parser.problems)
+        out.notes.extend(_parser_notes(parser))
+    tolerated: set[str] = set()
     for number, event in enumerate(events, start=1):
         where = f"event {number}"
         if out.done:
             out.problems.append(f"{where} arrives after data: [DONE] ({event.data[:80]!r})")
             continue
-        others = event.other_fields()
-        if others:
-            out.problems.append(f"{where} has non-data field(s) {sorted(set(others))}; expected only 'data:'")
+        others = set(event.other_fields())
+        if "event" in others:
+            out.problems.append(
+                f"{where} has an 'event:' field ({dict(event.fields)['event']!r}); expected only 'data:' "
+                "(the openai SDK does not read typed events as completion chunks)"
+            )
+        tolerated |= others - {"event"}
+        if event.comments:
+            tolerated.add("comment")
         if event.data_lines != 1:
             out.problems.append(f"{where} has {event.data_lines} data lines; expected exactly 1")
             if event.data_lines == 0:
@@ -216,7 +249,20 @@ def read_openai_stream(events: list[SSEEvent], parser: SSEParser | None = None) 
         )
     if not out.done:
         out.problems.append("stream has no final 'data: [DONE]' event")
+    if tolerated:
+        out.notes.append(f"events carry {', '.join(sorted(tolerated))} besides data (allowed by SSE, ignored)")
     return out
+
+
+def _parser_notes(parser: SSEParser) -> list[str]:
+    notes = []
+    if parser.ignored:
+        examples = ", ".join(block.describe() for block in parser.ignored[:3])
+        notes.append(f"{len(parser.ignored)} block(s) without data, not dispatched (e.g. {examples})")
+    unusual = sorted(parser.line_endings - {"\n"}, key=len)
+    if unusual:
+        notes.append("line ends " + " and ".join(repr(e) for e in unusual))
+    return notes
 
 
 def parse_openai_stream(chunks: Iterable[bytes]) -> OpenAIStream:

@@ -31,6 +31,7 @@ from pytest_dsbench.testing import fake_tokens as tok
 from pytest_dsbench.testing.fake_faults import FAULTS, unknown
 from pytest_dsbench.testing.fake_model import FakeModel, Output, Request, filler
 from pytest_dsbench.testing.fake_responses import ResponseBuilding
+from pytest_dsbench.testing.fake_stream import stream_response
 from pytest_dsbench.testing.fake_validation import RequestValidation, _Invalid
 
 
@@ -47,6 +48,10 @@ class FakeConfig:
     ttft_ms: float = 0.0
     itl_ms: float = 0.0
     tokens_per_chunk: int = 1
+    #: Valid SSE that OpenAI servers do not usually send: the line end of every SSE line ("\n", "\r\n"
+    #: or "\r"), and keep-alive comment blocks, ``retry:``/``id:`` fields and comment lines inside events.
+    sse_newline: str = "\n"
+    sse_extras: bool = False
     reasoning_field: str = "reasoning"
     reasoning_usage_path: str = "completion_tokens_details.reasoning_tokens"
     error_envelope: str = "nested"
@@ -335,8 +340,6 @@ class FakeEngine(RequestValidation, ResponseBuilding):
                     and "stream_options" in body
                     and self.config.has("stream_options_starts_stream")
                 ):
-                    from pytest_dsbench.testing.fake_stream import stream_response
-
                     self.streams_started += 1
                     return await stream_response(
                         self, request, body, outs, prompt_tokens, chat, extra_delay_s=delay_s

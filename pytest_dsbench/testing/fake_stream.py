@@ -6,16 +6,29 @@ import asyncio
 import contextlib
 import json
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from pytest_dsbench.testing import fake_tokens as tok
 from pytest_dsbench.testing.fake_load import keeps_generating_after_disconnect
-from pytest_dsbench.testing.fake_model import Output
+from pytest_dsbench.testing.fake_model import FakeModel, Output
 
-if TYPE_CHECKING:
-    from pytest_dsbench.testing.fake_engine import FakeEngine
+
+class FakeEngine(Protocol):
+    """What streaming needs of the fake engine (:class:`pytest_dsbench.testing.fake_engine.FakeEngine`)."""
+
+    config: Any
+    model: FakeModel
+    running: int
+    streams_started: int
+    tokens_streamed: int
+    serial_lock: asyncio.Lock
+
+    def response_id(self, prefix: str) -> str: ...
+    def usage(self, outs: list[tuple[int, Output, str]], prompt_tokens: int, chat: bool) -> dict[str, Any]: ...
+    def reasoning_key(self) -> str: ...
+    def finish_reason(self, out: Output) -> str: ...
 
 
 def _segments(
@@ -107,7 +120,8 @@ async def _write_stream(
         if chat
         else "text_completion"
     )
-    prefix = "event: message\n" if has("sse_event_field") else ""
+    typed = ["event: message"] if has("sse_event_field") else []
+    newline: str = config.sse_newline
     want_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     usage = engine.usage(outs, prompt_tokens, chat)
     if has("stream_usage_off_by_one"):
@@ -118,13 +132,25 @@ async def _write_stream(
         }
 
     client_gone = False
+    events_sent = 0
+
+    def framed(data: str) -> bytes:
+        """One SSE event in this fake's framing (its line ends, and keep-alives/ids when asked)."""
+        lines = [*typed, f"data: {data}"]
+        if config.sse_extras:
+            lines = [": ping", "", ": a comment inside the event", f"id: {events_sent}", *lines]
+        return newline.join([*lines, "", ""]).encode()
+
+    if config.sse_extras:
+        await response.write(newline.join(["retry: 3000", "", ""]).encode())
 
     async def send(payload: dict[str, Any]) -> None:
-        nonlocal client_gone
+        nonlocal client_gone, events_sent
         if client_gone:
             return
         try:
-            await response.write(f"{prefix}data: {json.dumps(payload)}\n\n".encode())
+            events_sent += 1
+            await response.write(framed(json.dumps(payload)))
         except ConnectionResetError:
             if not keeps_generating_after_disconnect(engine):
                 raise  # the client went away: abort the generation
@@ -237,7 +263,8 @@ async def _write_stream(
     if client_gone:
         return
     if not has("no_done"):
-        await response.write(b"data: [DONE]\n" if has("sse_unterminated_last_event") else b"data: [DONE]\n\n")
+        done = framed("[DONE]")
+        await response.write(done[: -len(newline)] if has("sse_unterminated_last_event") else done)
         if has("data_after_done"):
             await send(chunk([]))
     await response.write_eof()

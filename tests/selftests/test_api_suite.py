@@ -38,6 +38,25 @@ def test_compliant_engine_passes_the_whole_api_group(
     assert outcomes["passed"] >= 80
 
 
+@pytest.mark.parametrize(
+    "variation",
+    [
+        {"sse_newline": "\r\n", "sse_extras": True},
+        {"sse_newline": "\r", "tokens_per_chunk": 3},
+    ],
+    ids=["crlf-keepalive-comments-ids-retry", "cr-several-tokens-per-chunk"],
+)
+def test_valid_sse_variations_pass_the_whole_api_group(
+    pytester: pytest.Pytester, make_fake_engine: Callable[..., FakeEngineThread], variation: dict[str, object]
+) -> None:
+    # What the SSE specification allows and gateways send (sse-starlette pings, CRLF, ids) is not a fault.
+    engine = make_fake_engine(max_model_len=CPU_CONTEXT, faults=["reasoning_tokens_zero"], **variation)
+    result = run_api(pytester, engine)
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("failed", 0) == 0, result.stdout.str()[-3000:]
+    assert result.ret == 0
+
+
 def test_a_violation_fails_its_check_with_expected_and_actual(
     pytester: pytest.Pytester, make_fake_engine: Callable[..., FakeEngineThread]
 ) -> None:

@@ -45,9 +45,43 @@ def test_missing_done_is_a_framing_problem() -> None:
     assert stream.problems == ["stream has no final 'data: [DONE]' event"]
 
 
-def test_event_and_id_lines_are_framing_problems() -> None:
-    stream = parse_openai_stream([b"event: message\nid: 7\ndata: {}\n\n", DONE])
-    assert any("non-data field(s) ['event', 'id']" in p for p in stream.problems)
+def test_an_event_field_is_a_framing_problem() -> None:
+    stream = parse_openai_stream([b"event: message\ndata: {}\n\n", DONE])
+    assert any("has an 'event:' field ('message')" in p for p in stream.problems)
+
+
+def test_id_retry_and_unknown_fields_are_allowed_and_noted() -> None:
+    stream = parse_openai_stream([b"id: 7\nretry: 1000\nx-trace: a\ndata: {}\n\n", DONE])
+    assert stream.problems == []
+    assert stream.notes == ["events carry id, retry, x-trace besides data (allowed by SSE, ignored)"]
+
+
+def test_keep_alive_comments_between_events_dispatch_nothing() -> None:
+    body = [b": ping\n\n", chunk({"choices": []}), b":\n\n: ping - 2026-12-07\n\n", DONE]
+    stream = parse_openai_stream(body)
+    assert stream.problems == []
+    assert len(stream.events) == 2 and len(stream.chunks) == 1
+    assert stream.notes[0].startswith("3 block(s) without data, not dispatched (e.g. : ping")
+
+
+def test_a_block_with_only_an_id_dispatches_nothing() -> None:
+    events, parser = parse_events([b"id: 3\n\ndata: x\n\n"])
+    assert [e.data for e in events] == ["x"]
+    assert [block.fields for block in parser.ignored] == [(("id", "3"),)]
+
+
+def test_crlf_and_cr_line_ends_are_valid_and_noted() -> None:
+    for newline in (b"\r\n", b"\r"):
+        body = chunk({"choices": []}).replace(b"\n", newline) + DONE.replace(b"\n", newline)
+        stream = parse_openai_stream([body])
+        assert stream.problems == [] and stream.done
+        assert stream.notes == [f"line ends {newline.decode()!r}"]
+
+
+def test_a_comment_block_left_open_at_the_end_is_not_an_unterminated_event() -> None:
+    _, parser = parse_events([b"data: x\n\n: ping\n"])
+    assert parser.unterminated == ""
+    assert len(parser.ignored) == 1
 
 
 def test_anything_after_done_is_a_framing_problem() -> None:
@@ -92,6 +126,45 @@ def test_comments_are_kept_apart_from_data() -> None:
 def test_leading_byte_order_mark_is_ignored() -> None:
     events, _ = parse_events([b"\xef\xbb", b"\xbfdata: x\n\n"])
     assert [e.data for e in events] == ["x"]
+
+
+# -- the specification's own examples (WHATWG HTML, "Server-sent events", 9.2.5 and 9.2.6) -----------------
+SPEC_EXAMPLES = {
+    "two-line data": (
+        "data: This is the first message.\n\ndata: This is the second message, it\ndata: has two lines.\n\n"
+        "data: This is the third message.\n\n",
+        ["This is the first message.", "This is the second message, it\nhas two lines.", "This is the third message."],
+    ),
+    "event types": (
+        "event: add\ndata: 73857293\n\nevent: remove\ndata: 2153\n\nevent: add\ndata: 113411\n\n",
+        ["73857293", "2153", "113411"],
+    ),
+    "comment, ids and one leading space": (
+        ": test stream\n\ndata: first event\nid: 1\n\ndata:second event\nid\n\ndata:  third event\n",
+        ["first event", "second event"],  # the last block is not followed by a blank line: not dispatched
+    ),
+    "empty data": ("data\n\ndata\ndata\n\ndata:", ["", "\n"]),
+    "space after the colon is optional": ("data:test\n\ndata: test\n\n", ["test", "test"]),
+}
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    name=st.sampled_from(sorted(SPEC_EXAMPLES)),
+    newline=st.sampled_from(["\n", "\r\n", "\r"]),
+    cuts=st.lists(st.integers(0, 400), max_size=6),
+)
+def test_the_specifications_examples_dispatch_the_events_it_names(name: str, newline: str, cuts: list[int]) -> None:
+    text, expected = SPEC_EXAMPLES[name]
+    body = text.replace("\n", newline).encode()
+    events, parser = parse_events(_pieces(body, sorted(c for c in cuts if c <= len(body))))
+    assert [e.data for e in events] == expected
+    assert parser.problems == []
+
+
+def test_the_last_block_without_a_blank_line_is_reported_as_unterminated() -> None:
+    _, parser = parse_events([SPEC_EXAMPLES["comment, ids and one leading space"][0].encode()])
+    assert parser.unterminated == "data:  third event"
 
 
 # -- fuzzing -------------------------------------------------------------------------------------------------
