@@ -81,6 +81,9 @@ class EngineBehaviour:
     known_failures: tuple[KnownFailure, ...] = ()
     features: frozenset[str] = field(default_factory=frozenset)
     version_behaviours: tuple[VersionBehaviour, ...] = ()
+    #: How a request constrains the output to a regex or a choice: vLLM's ``structured_outputs``, SGLang's
+    #: top-level ``regex``, LMDeploy's ``response_format`` ``regex_schema``; None: not supported.
+    constraint_params: Literal["structured_outputs", "top_level_regex", "regex_schema"] | None = None
 
     def __post_init__(self) -> None:
         fields = {f.name for f in dataclasses.fields(self)} - _NOT_BY_VERSION

@@ -20,6 +20,7 @@ BEHAVIOUR = EngineBehaviour(
     tool_parser=None,
     min_tokens_param="min_new_tokens",
     routed_experts=True,
+    constraint_params="regex_schema",
     decode_log_format="lmdeploy",
     known_failures=(
         KnownFailure(

@@ -20,6 +20,7 @@ BEHAVIOUR = EngineBehaviour(
     tool_parser="deepseekv3",
     min_tokens_param="min_new_tokens",
     routed_experts=True,
+    constraint_params="top_level_regex",
     decode_log_format="sglang",
     features=frozenset({"ignore_eos", "logit_bias", "logprobs", "metrics", "min_tokens", "models_retrieve", "n",
                         "reasoning", "seed", "structured_output", "tokenize", "tools", "top_k"}),

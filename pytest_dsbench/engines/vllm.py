@@ -20,6 +20,7 @@ BEHAVIOUR = EngineBehaviour(
     tool_parser=None,
     min_tokens_param="min_tokens",
     routed_experts=False,
+    constraint_params="structured_outputs",
     decode_log_format="vllm",
     known_failures=(
         KnownFailure(

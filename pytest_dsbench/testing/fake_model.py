@@ -69,6 +69,34 @@ def instance_for(schema: Any) -> Any:
     return "Paris"
 
 
+def string_matching(pattern: str) -> str:
+    """The shortest-first string that fully matches ``pattern`` (literals, classes, groups, alternation and
+    repeats: what the conformance checks' constraints use), as guided decoding would produce one."""
+    import re._parser as sre_parse  # the regex parser of the standard library
+    from re._constants import BRANCH, IN, LITERAL, MAX_REPEAT, MIN_REPEAT, RANGE, SUBPATTERN
+
+    def walk(items: Any) -> str:
+        out = []
+        for op, arg in items:
+            if op == LITERAL:
+                out.append(chr(arg))
+            elif op == IN:
+                kind, value = arg[0]
+                out.append(chr(value[0]) if kind == RANGE else chr(value) if kind == LITERAL else "0")
+            elif op in (MAX_REPEAT, MIN_REPEAT):
+                low, _, body = arg
+                out.append(walk(body) * max(1, low))
+            elif op == SUBPATTERN:
+                out.append(walk(arg[-1]))
+            elif op == BRANCH:
+                out.append(walk(arg[1][0]))
+            else:
+                raise ValueError(f"the fake engine cannot generate {op} in {pattern!r}")
+        return "".join(out)
+
+    return walk(sre_parse.parse(pattern))
+
+
 @dataclass
 class Output:
     """One generated choice."""
@@ -190,26 +218,54 @@ class FakeModel:
         if calls:
             return f"{reasoning}{tok.END_THINK}\n\n{tok.render_tool_calls(calls)}", calls
         last = req.messages[-1] if req.messages else {}
+        structured: str | None = None
         if last.get("role") == "tool":
             answer = f"The weather is {tok.message_text(last.get('content'))}."
         else:
-            answer = self.structured_answer(req.body) or self.answer(req.question)
+            structured = self.structured_answer(req.body)
+            answer = structured or self.answer(req.question)
         if salt:
             answer = f"{answer} {filler(seed_text, 8)}"
-        text = f"{reasoning}{tok.END_THINK}\n\n{answer}"
+        # a grammar takes over right after </think>: no free-text separator before a constrained answer
+        separator = "" if structured else "\n\n"
+        text = f"{reasoning}{tok.END_THINK}{separator}{answer}"
         if self.has("think_tag_in_content"):
             text = f"{tok.THINK}{text}"
         return text, []
 
     def structured_answer(self, body: dict[str, Any]) -> str | None:
+        constrained = self.constrained_answer(body)
+        if constrained is not None:
+            return constrained
         fmt = body.get("response_format") or {}
         if self.has("ignore_response_format") or not isinstance(fmt, dict):
             return None
         if fmt.get("type") == "json_object":
-            return '{"result": 2}'
-        if fmt.get("type") == "json_schema":
-            return json.dumps(instance_for((fmt.get("json_schema") or {}).get("schema")))
-        return None
+            answer = '{"result": 2}'
+        elif fmt.get("type") == "json_schema":
+            instance = instance_for((fmt.get("json_schema") or {}).get("schema"))
+            if self.has("json_schema_violated") and isinstance(instance, dict):
+                instance = {key: "maybe" for key in instance}
+            answer = json.dumps(instance)
+        else:
+            return None
+        return answer[:-1] if self.has("json_truncated") else answer
+
+    def constrained_answer(self, body: dict[str, Any]) -> str | None:
+        """The answer under a regex or choice constraint, in any engine's parameters (vLLM
+        ``structured_outputs``, SGLang ``regex``, LMDeploy ``regex_schema``)."""
+        if self.has("ignore_constraints"):
+            return None
+        outputs: dict[str, Any] = body.get("structured_outputs") or {}
+        fmt: dict[str, Any] = body.get("response_format") or {}
+        if not isinstance(outputs, dict) or not isinstance(fmt, dict):
+            return None
+        if outputs.get("choice"):
+            return str(outputs["choice"][0])
+        regex = outputs.get("regex") or body.get("regex") or (
+            fmt.get("regex_schema") if fmt.get("type") == "regex_schema" else None
+        )
+        return string_matching(str(regex)) if regex else None
 
     # -- length, stop, usage --------------------------------------------------------------------------------
     def generate(self, req: Request, index: int) -> Output:
