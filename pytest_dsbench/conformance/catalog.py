@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import pytest
 
 from pytest_dsbench.conformance.expect import CheckFailed, CheckSkipped
+from pytest_dsbench.engines.registry import all_adapters, unknown_engines, valid_engines
 
 if TYPE_CHECKING:
     from pytest_dsbench.conformance.context import ApiContext
@@ -105,8 +106,6 @@ def check(
     greedy_retries: int = 0,
 ) -> Callable[[CheckFn], CheckFn]:
     """Register a check function under ``check_id`` (``"B03.context_overflow_prompt"``)."""
-
-    from pytest_dsbench.engines.registry import unknown_engines, valid_engines
 
     unknown = unknown_engines(deviations or {})
     if unknown:
@@ -218,8 +217,6 @@ def _judge_known_failure_of_this_version(check_id: str, ctx: ApiContext, outcome
 
 # -- the generated documentation -----------------------------------------------------------------------------
 def _deviating_engines(item: Check) -> str:
-    from pytest_dsbench.engines.registry import all_adapters
-
     notes = []
     for name, adapter in sorted(all_adapters().items()):
         profile = adapter.behaviour

@@ -19,6 +19,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from pytest_dsbench.engines.registry import ENGINE_NAMES, get_adapter
 from pytest_dsbench.eplb.counts import clear_counts
 from pytest_dsbench.eplb.runtime import ENV_COUNTS, ENV_MODE, ENV_PLACEMENT, ENV_RANKS, RUNTIME_MODES
 
@@ -51,8 +52,6 @@ def eplb_launch_settings(
     are removed so the run starts from zero. ``base_env`` (default ``os.environ``) is what the engine would
     otherwise inherit; it is only read to extend plugin allowlists.
     """
-    from pytest_dsbench.engines.registry import ENGINE_NAMES, get_adapter
-
     if engine not in ENGINE_NAMES:
         raise ValueError(f"unknown engine {engine!r}; expected one of {', '.join(ENGINE_NAMES)}")
     if mode not in RUNTIME_MODES:

@@ -52,9 +52,9 @@ def test_user_args_then_the_patch_then_the_api_key_end_the_command(tmp_path: Pat
     )
     assert process.command == [
         "/venv/bin/python", "-m", "vllm.entrypoints.openai.api_server", "--model", "/models/DeepSeek-R1",
-        "--served-model-name", "DeepSeek-R1", "--host", "0.0.0.0", "--port", str(PORT), "--max-model-len", "2048", "--reasoning-parser", "deepseek_r1",
-        "--max-num-seqs", "128", "--dtype", "bfloat16", "--attention-config", '{"flash_attn_version": 2}',
-        "--enforce-eager", "--api-key", "sk-secret",
+        "--served-model-name", "DeepSeek-R1", "--host", "0.0.0.0", "--port", str(PORT), "--max-model-len", "2048",
+        "--reasoning-parser", "deepseek_r1", "--max-num-seqs", "128", "--dtype", "bfloat16", "--attention-config",
+        '{"flash_attn_version": 2}', "--enforce-eager", "--api-key", "sk-secret",
     ]
     assert process.env == {
         "VLLM_LOG_STATS_INTERVAL": "1", "A": "1", "DSBENCH_EPLB_MODE": "reference",
