@@ -11,13 +11,11 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
+from pytest_dsbench.engines.command import Flag, build_command
 from pytest_dsbench.engines.registry import ENGINE_NAMES, valid_engines
 from pytest_dsbench.thresholds import HardwareProfile
-
-if TYPE_CHECKING:
-    from pytest_dsbench.engines.command import Flag
 
 DecodeLine = tuple[int, float, str]
 """One decode-throughput log line read: (running requests, generation tok/s, which format wrote it)."""
@@ -148,8 +146,6 @@ class EngineAdapter:
 
     def launch_command(self, request: LaunchRequest) -> list[str]:
         """The full command that starts this engine's OpenAI-compatible server."""
-        from pytest_dsbench.engines.command import build_command
-
         return build_command(request, self.name, self.entry, self.flags)
 
     def version_probe(self) -> list[str]:
