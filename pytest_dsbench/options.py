@@ -14,9 +14,9 @@ from urllib.parse import urlparse
 
 import pytest
 
+from pytest_dsbench.engines.registry import ENGINE_NAMES
 from pytest_dsbench.errors import DsbenchUsageError
 
-ENGINES = ("vllm", "sglang", "lmdeploy")
 EPLB_MODES = ("off", "observe", "reference", "balanced")
 LOAD_GENERATORS = ("dsbench", "sglang")
 
@@ -47,7 +47,7 @@ class OptionSpec:
 
 
 SPECS: tuple[OptionSpec, ...] = (
-    OptionSpec("--engine", "str", "Serving engine under test.", "vllm", "DSBENCH_ENGINE", ENGINES),
+    OptionSpec("--engine", "str", "Serving engine under test.", "vllm", "DSBENCH_ENGINE", ENGINE_NAMES),
     OptionSpec("--hw", "str", "Hardware profile: a thresholds/<NAME>.toml file (NAME or NAME/DEPLOYMENT, "
                "e.g. va16/tp32-pp2). See --dsbench-list-hw.", "cpu", "DSBENCH_HW", metavar="NAME"),
     OptionSpec("--base-url", "str", "Attach to a running server at this URL instead of launching one.",

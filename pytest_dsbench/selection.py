@@ -11,7 +11,7 @@ from pytest_dsbench.options import DsbenchOptions
 def apply_engine_marks(items: list[pytest.Item], options: DsbenchOptions) -> None:
     """Add skip and xfail marks to ``items`` from their ``only_engine``, ``requires``, ``check``, ``gpu``,
     ``accuracy`` and ``fixture_model`` markers."""
-    from pytest_dsbench.engines.registry import get_adapter
+    from pytest_dsbench.engines.adapters import get_adapter
     from pytest_dsbench.eplb import accuracy_skip_reason
     from pytest_dsbench.session import has_gpu
 

@@ -12,9 +12,10 @@ from typing import Any
 import httpx
 
 from pytest_dsbench._http import auth_headers, join, redact
-from pytest_dsbench.engines.base import EngineInfo, LaunchRequest
-from pytest_dsbench.engines.launcher import EngineProcess, free_port
-from pytest_dsbench.engines.registry import get_adapter
+from pytest_dsbench.engines.adapters import get_adapter
+from pytest_dsbench.engines.base import EngineInfo
+from pytest_dsbench.engines.launch import EplbLaunch, launch_engine
+from pytest_dsbench.engines.launcher import EngineProcess
 from pytest_dsbench.errors import DsbenchUsageError, EngineStartError, MissingExtra
 from pytest_dsbench.options import DsbenchOptions
 from pytest_dsbench.thresholds import HardwareProfile
@@ -172,41 +173,28 @@ class EngineSession:
                 raise DsbenchUsageError(f"the embedded model is missing ({model_dir}); pass --model PATH.")
             model = str(model_dir)
         served = opts.served_model_name or (EMBEDDED_MODEL_NAME if opts.model is None else Path(model).name)
-        port = free_port(opts.engine_host)
-        host_for_url = "127.0.0.1" if opts.engine_host in ("0.0.0.0", "") else opts.engine_host
-        base_url = f"http://{host_for_url}:{port}"
         python = opts.engine_python or sys.executable
         if opts.engine_python is None:
             _require_engine_package(adapter.name, adapter.extra)
-        env = {**self.hw.launch(opts.engine).env, **self.hw.deployment.engine_env, **opts.engine_env}
-        extra_args = list(opts.engine_args)
-        counts_path: Path | None = None
-        eplb_ranks: int | None = None
+        eplb: EplbLaunch | None = None
         if opts.eplb != "off":
-            from pytest_dsbench.eplb.launch import eplb_launch_settings
-
-            counts_path = (self.artifacts_dir / "eplb-counts.json").resolve()
-            eplb_ranks = opts.eplb_ranks or (
-                self.hw.deployment.expert_parallel if self.hw.deployment.expert_parallel > 1 else EMBEDDED_EPLB_RANKS
+            eplb = EplbLaunch(
+                mode=opts.eplb,
+                ranks=opts.eplb_ranks or (
+                    self.hw.deployment.expert_parallel if self.hw.deployment.expert_parallel > 1
+                    else EMBEDDED_EPLB_RANKS
+                ),
+                counts_path=(self.artifacts_dir / "eplb-counts.json").resolve(),
             )
-            eplb_env, eplb_args = eplb_launch_settings(opts.engine, opts.eplb, eplb_ranks, counts_path)
-            env.update(eplb_env)
-            extra_args += eplb_args
-        if opts.api_key:
-            extra_args += ["--api-key", opts.api_key]
-        request = LaunchRequest(
-            python=python, model=model, served_model_name=served, host=opts.engine_host, port=port,
-            hw=self.hw, extra_args=tuple(extra_args), on_cpu=on_cpu,
-        )
-        command = adapter.launch_command(request)
         log_path = self.artifacts_dir / f"engine-{opts.engine}.log"
-        process = EngineProcess(
-            command, base_url=base_url, log_path=log_path, env=env,
-            health_paths=(adapter.health_path, "/v1/models"), api_key=opts.api_key,
+        process = launch_engine(
+            opts.engine, self.hw, model=model, served_model_name=served, log_path=log_path, on_cpu=on_cpu,
+            python=python, host=opts.engine_host, engine_args=opts.engine_args, engine_env=opts.engine_env,
+            api_key=opts.api_key, eplb=eplb,
         )
         self.process = process
-        process.start()
         process.wait_healthy(opts.engine_startup_timeout_s)
+        base_url, command = process.base_url, process.command
         models = served_models(base_url, opts.api_key, opts.request_timeout_s)
         listed = _pick_model(models, served, base_url)
         version = probe_version(base_url, opts.api_key, opts.request_timeout_s) or _version_from_python(
@@ -219,7 +207,8 @@ class EngineSession:
             max_model_len=_int_or_none(listed.get("max_model_len")) or self.hw.deployment.max_model_len,
             behaviour=adapter.behaviour.for_version(version), mode="start", log_paths=(log_path,),
             launch_command=tuple(redact(" ".join(command), [opts.api_key]).split(" ")), api_key=opts.api_key,
-            eplb_mode=opts.eplb, eplb_counts_path=counts_path, eplb_ranks=eplb_ranks,
+            eplb_mode=opts.eplb, eplb_counts_path=eplb.counts_path if eplb else None,
+            eplb_ranks=eplb.ranks if eplb else None,
         )
 
     def stop(self) -> None:

@@ -11,8 +11,10 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
+from pytest_dsbench.engines.registry import ENGINE_NAMES, valid_engines
 from pytest_dsbench.errors import ThresholdsError
 
 SCHEMA_VERSION = 1
@@ -64,6 +66,16 @@ class Deployment(_Strict):
         if self.mtp and not self.mtp_supported:
             raise ValueError("mtp = true but this deployment does not support MTP (mtp_supported = false)")
         return self
+
+
+def _registered_engine(name: str) -> str:
+    if name not in ENGINE_NAMES:
+        raise PydanticCustomError("unknown_engine", "unknown engine", {"expected": valid_engines()})
+    return name
+
+
+EngineName = Annotated[str, AfterValidator(_registered_engine)]
+"""An engine of :mod:`pytest_dsbench.engines.registry` (the ``[engines.NAME]`` keys)."""
 
 
 class EngineLaunch(_Strict):
@@ -151,7 +163,7 @@ class HardwareProfile(_Strict):
     hardware: Hardware
     deployment: Deployment
     deployments: dict[str, Deployment] = {}
-    engines: dict[Literal["vllm", "sglang", "lmdeploy"], EngineLaunch] = {}
+    engines: dict[EngineName, EngineLaunch] = {}
     slo: Slo = Slo()
     throughput: dict[str, ThroughputBaseline] = {}
     accuracy: dict[str, AccuracyFloor] = {}
@@ -169,8 +181,7 @@ class HardwareProfile(_Strict):
 
     def launch(self, engine: str) -> EngineLaunch:
         """Launch extras for ``engine`` (empty when the profile has none)."""
-        launch: EngineLaunch = self.engines.get(engine, EngineLaunch())  # type: ignore[call-overload]
-        return launch
+        return self.engines.get(engine, EngineLaunch())
 
     def accuracy_floor(self, dataset: str, engine: str) -> float:
         """The floor for ``dataset``, with a per-engine override when the profile gives one."""

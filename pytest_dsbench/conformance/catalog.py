@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import pytest
 
 from pytest_dsbench.conformance.expect import CheckFailed, CheckSkipped
+from pytest_dsbench.engines.adapters import all_adapters
+from pytest_dsbench.engines.registry import unknown_engines, valid_engines
 
 if TYPE_CHECKING:
     from pytest_dsbench.conformance.context import ApiContext
@@ -105,6 +107,11 @@ def check(
     greedy_retries: int = 0,
 ) -> Callable[[CheckFn], CheckFn]:
     """Register a check function under ``check_id`` (``"B03.context_overflow_prompt"``)."""
+
+    unknown = unknown_engines(deviations or {})
+    if unknown:
+        raise ValueError(f"conformance check {check_id!r}: deviations name unknown engine(s) {', '.join(unknown)}; "
+                         f"valid engines: {valid_engines()} (pytest_dsbench/engines/registry.py)")
 
     def register(func: CheckFn) -> CheckFn:
         if check_id in REGISTRY and REGISTRY[check_id].func is not func:
@@ -211,10 +218,8 @@ def _judge_known_failure_of_this_version(check_id: str, ctx: ApiContext, outcome
 
 # -- the generated documentation -----------------------------------------------------------------------------
 def _deviating_engines(item: Check) -> str:
-    from pytest_dsbench.engines.registry import ADAPTERS
-
     notes = []
-    for name, adapter in sorted(ADAPTERS.items()):
+    for name, adapter in sorted(all_adapters().items()):
         profile = adapter.behaviour
         known = profile.known_failure(item.id)
         missing = sorted(set(item.requires) - profile.features)

@@ -14,7 +14,7 @@ import httpx
 from pytest_dsbench.conformance.catalog import Check
 from pytest_dsbench.conformance.context import ApiContext, Target
 from pytest_dsbench.engines.base import EngineBehaviour
-from pytest_dsbench.engines.vllm import BEHAVIOUR as VLLM_BEHAVIOUR
+from pytest_dsbench.engines.vllm.behaviour import BEHAVIOUR as VLLM_BEHAVIOUR
 from pytest_dsbench.testing.fake_engine import FakeConfig, FakeEngineThread
 from pytest_dsbench.testing.fake_tokens import FakeTokenCounter
 

@@ -1,16 +1,14 @@
-"""Engine adapters (vLLM, SGLang, LMDeploy), the launcher for start mode and the probe for attach mode."""
+"""The engines under test: one package per engine, plus what every engine shares.
 
-from __future__ import annotations
+* :mod:`.registry` — the list of engines (name -> adapter); everything that names an engine validates against it.
+* :mod:`.base` — ``EngineAdapter``, ``EngineBehaviour`` (declared divergences, known failures, version
+  behaviours), ``LaunchRequest``, ``EngineInfo``.
+* :mod:`.command` — the one command builder that renders an adapter's declarative flag table.
+* :mod:`.launch` — ``launch_engine``: command, environment, EPLB settings and API key for one launched engine.
+* :mod:`.launcher` — process handling: free port, process group, health wait, log capture, teardown.
+* ``vllm/``, ``sglang/``, ``lmdeploy/`` — per engine: ``adapter`` (flag table), ``behaviour``, ``logformat``
+  (its decode-throughput log lines) and ``eplb`` (the routing-patch hook that runs inside the engine).
 
-from pytest_dsbench.engines.base import EngineAdapter, EngineBehaviour, EngineInfo, KnownFailure, LaunchRequest
-from pytest_dsbench.engines.registry import ADAPTERS, get_adapter
-
-__all__ = [
-           "ADAPTERS",
-           "EngineAdapter",
-           "EngineBehaviour",
-           "EngineInfo",
-           "KnownFailure",
-           "LaunchRequest",
-           "get_adapter",
-]
+Nothing is imported here: engine processes import ``pytest_dsbench.engines.<name>.eplb`` and must not pull in
+pytest, pydantic or httpx on the way.
+"""

@@ -1,6 +1,6 @@
-"""What every engine adapter provides: a launch command, readiness probes and a capability profile.
+"""What every engine adapter provides: a launch command, readiness probes and a behaviour profile.
 
-The profile records where engines legitimately differ from each other and from the OpenAI API (reference
+The behaviour profile records where engines legitimately differ from each other and from the OpenAI API (reference
 api_conformance.md section 1), so checks can skip with a reason, assert the declared behaviour, or xfail known
 upstream bugs strictly.
 """
@@ -8,12 +8,16 @@ upstream bugs strictly.
 from __future__ import annotations
 
 import dataclasses
-import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from pytest_dsbench.thresholds import HardwareProfile
+from pytest_dsbench.engines.command import Flag, LaunchRequest, build_command
+from pytest_dsbench.engines.registry import ENGINE_NAMES, valid_engines
+
+DecodeLine = tuple[int, float, str]
+"""One decode-throughput log line read: (running requests, generation tok/s, which format wrote it)."""
 
 
 def version_matches(version: str | None, versions: str) -> bool:
@@ -77,7 +81,8 @@ class EngineBehaviour:
     tool_parser: str | None
     min_tokens_param: Literal["min_tokens", "min_new_tokens"] | None
     routed_experts: bool
-    decode_log_format: Literal["vllm", "sglang", "lmdeploy"]
+    decode_log_format: str
+    """The registered engine whose decode-throughput log lines this server writes (its ``logformat`` module)."""
     known_failures: tuple[KnownFailure, ...] = ()
     features: frozenset[str] = field(default_factory=frozenset)
     version_behaviours: tuple[VersionBehaviour, ...] = ()
@@ -86,6 +91,9 @@ class EngineBehaviour:
     constraint_params: Literal["structured_outputs", "top_level_regex", "regex_schema"] | None = None
 
     def __post_init__(self) -> None:
+        if self.decode_log_format not in ENGINE_NAMES:
+            raise ValueError(f"decode_log_format {self.decode_log_format!r} is not a registered engine; valid "
+                             f"values: {valid_engines()} (pytest_dsbench/engines/registry.py)")
         fields = {f.name for f in dataclasses.fields(self)} - _NOT_BY_VERSION
         for behaviour in self.version_behaviours:
             unknown = sorted({name for name, _ in behaviour.changes} - fields)
@@ -110,32 +118,23 @@ class EngineBehaviour:
         return replace(self, **changes) if changes else self
 
 
-@dataclass(frozen=True)
-class LaunchRequest:
-    """Everything an adapter needs to build a launch command."""
-
-    python: str
-    model: str
-    served_model_name: str
-    host: str
-    port: int
-    hw: HardwareProfile
-    extra_args: tuple[str, ...] = ()
-    on_cpu: bool = False
-
-
 class EngineAdapter:
-    """Base class of the vLLM, SGLang and LMDeploy adapters."""
+    """Base class of the vLLM, SGLang and LMDeploy adapters.
+
+    An adapter is mostly data: ``entry`` (what follows the interpreter on the command line) and ``flags`` (the
+    declarative flag table that :func:`pytest_dsbench.engines.command.build_command` renders)."""
 
     name: str = ""
     display_name: str = ""
     behaviour: EngineBehaviour
     extra: str = ""
     health_path = "/health"
+    entry: tuple[str, ...] = ()
+    flags: tuple[Flag, ...] = ()
 
     def launch_command(self, request: LaunchRequest) -> list[str]:
         """The full command that starts this engine's OpenAI-compatible server."""
-        raise NotImplementedError
+        return build_command(request, self.name, self.entry, self.flags)
 
     def version_probe(self) -> list[str]:
         """Python code run with the engine's interpreter to print its version (start mode)."""
@@ -144,9 +143,14 @@ class EngineAdapter:
     def distribution(self) -> str:
         return self.name
 
-    @staticmethod
-    def _mtp_config(num_tokens: int = 1) -> str:
-        return json.dumps({"method": "deepseek_mtp", "num_speculative_tokens": num_tokens})
+    def eplb_env(self, mode: str, base_env: Mapping[str, str]) -> dict[str, str]:
+        """The engine's own switch for the EPLB routing patch (its plugin allowlist, strategy or shim): what
+        :func:`pytest_dsbench.eplb.launch.eplb_launch_settings` adds to the ``DSBENCH_EPLB_*`` variables."""
+        raise NotImplementedError
+
+    def parse_decode_line(self, line: str) -> DecodeLine | None:
+        """One of this engine's decode-throughput log lines read (None for any other line)."""
+        raise NotImplementedError
 
 
 @dataclass

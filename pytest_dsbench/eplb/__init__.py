@@ -1,10 +1,10 @@
-"""EPLB patch equivalence: the seed's reference routing transform, a better balanced one, engine adapters.
+"""EPLB patch equivalence: the seed's reference routing transform, a better balanced one, what engines share.
 
 * :mod:`.transforms` — pure-torch ``reference_topk_ids`` / ``balanced_topk_ids``, placements, load statistics.
 * :mod:`.runtime` — engine-side config (``DSBENCH_EPLB_*`` env vars), recorder, opaque torch ops.
-* :mod:`.vllm_plugin`, :mod:`.sglang_plugin`, :mod:`.lmdeploy_patch` — the adapters.
+* each engine's hook (vLLM general plugin, SGLang plugin, LMDeploy patch) — ``pytest_dsbench/engines/<name>/eplb.py``.
 * :mod:`.counts` — the routing-counter file, its reader and the balance checks.
-* :mod:`.launch` — env vars / args the launcher adds for ``--eplb``.
+* :mod:`.launch` — env vars / args the launcher adds for ``--eplb`` (each engine's switch from its hook).
 
 Heavy imports (torch, engines) happen inside functions, so importing this package is cheap.
 """

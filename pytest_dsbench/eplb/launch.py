@@ -1,7 +1,8 @@
-"""What the suite's launcher adds to an engine command line to install the EPLB routing patch.
+"""What the suite's launcher adds to an engine's environment to install the EPLB routing patch.
 
-The patch lives in the engine processes, so it is configured through the environment (see
-:mod:`pytest_dsbench.eplb.runtime`) plus each engine's own plugin switch:
+The patch lives in the engine processes, so it is configured through the environment (``DSBENCH_EPLB_*``, see
+:mod:`pytest_dsbench.eplb.runtime`) plus each engine's own switch, which its EPLB hook declares
+(``pytest_dsbench/engines/<name>/eplb.py: launch_env``):
 
 * vLLM: the ``vllm.general_plugins`` entry point ``dsbench_eplb`` (loaded in every vLLM process) and
   ``VLLM_MOE_ROUTING_SIMULATION_STRATEGY=dsbench_eplb_<mode>``; ``VLLM_PLUGINS``, if set, is extended.
@@ -18,15 +19,16 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from pytest_dsbench.engines.adapters import get_adapter
+from pytest_dsbench.engines.registry import ENGINE_NAMES
 from pytest_dsbench.eplb.counts import clear_counts
 from pytest_dsbench.eplb.runtime import ENV_COUNTS, ENV_MODE, ENV_PLACEMENT, ENV_RANKS, RUNTIME_MODES
 
-ENGINES = ("vllm", "sglang", "lmdeploy")
 PLUGIN_NAME = "dsbench_eplb"
-SHIM_DIR = Path(__file__).resolve().parent / "_shim"
+"""The entry-point name of the vLLM and SGLang plugins (pyproject.toml)."""
 
 
-def _extend_list_var(env: Mapping[str, str], name: str, item: str) -> dict[str, str]:
+def extend_list_var(env: Mapping[str, str], name: str, item: str) -> dict[str, str]:
     """Append ``item`` to a comma-separated allowlist variable only if the user set one."""
     current = env.get(name)
     if current is None or item in [p.strip() for p in current.split(",")]:
@@ -51,8 +53,8 @@ def eplb_launch_settings(
     are removed so the run starts from zero. ``base_env`` (default ``os.environ``) is what the engine would
     otherwise inherit; it is only read to extend plugin allowlists.
     """
-    if engine not in ENGINES:
-        raise ValueError(f"unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
+    if engine not in ENGINE_NAMES:
+        raise ValueError(f"unknown engine {engine!r}; expected one of {', '.join(ENGINE_NAMES)}")
     if mode not in RUNTIME_MODES:
         raise ValueError(f"unknown EPLB mode {mode!r}; expected one of {', '.join(RUNTIME_MODES)}")
     if mode == "off":
@@ -68,16 +70,5 @@ def eplb_launch_settings(
         env[ENV_RANKS] = str(simulated_ranks)
     if placement is not None:
         env[ENV_PLACEMENT] = placement
-    args: list[str] = []
-    if engine == "vllm":
-        from pytest_dsbench.eplb.vllm_plugin import STRATEGY_ENV, strategy_name
-
-        if mode in ("reference", "balanced"):
-            env[STRATEGY_ENV] = strategy_name(mode)
-        env.update(_extend_list_var(base, "VLLM_PLUGINS", PLUGIN_NAME))
-    elif engine == "sglang":
-        env.update(_extend_list_var(base, "SGLANG_PLUGINS", PLUGIN_NAME))
-    else:
-        existing = base.get("PYTHONPATH", "")
-        env["PYTHONPATH"] = str(SHIM_DIR) + (os.pathsep + existing if existing else "")
-    return env, args
+    env.update(get_adapter(engine).eplb_env(mode, base))
+    return env, []

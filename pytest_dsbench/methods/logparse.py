@@ -1,51 +1,24 @@
-"""Decode throughput per running batch size, parsed from the engines' own server logs (seed 003 ali decode).
+"""Decode throughput per running batch size, read from the engines' own server logs (seed 003 ali decode).
 
-The three engines log it differently (read from their sources):
-
-* SGLang scheduler, every ``--decode-log-interval`` steps::
-
-    [2026-03-14 04:59:11 TP0] Decode batch, #running-req: 20, #token: 2326, token usage: 0.14,
-    cuda graph: True, gen throughput (token/s): 1174.06, #queue-req: 6
-
-  (older releases write ``Decode batch. #running-req: ...``).
-* vLLM v1 stat logger (``vllm/v1/metrics/loggers.py``), every ``VLLM_LOG_STATS_INTERVAL`` s (10 by default),
-  only while the engine is busy::
-
-    (APIServer pid=1) INFO 11-23 21:50:01 [loggers.py:284] Engine 000: Avg prompt throughput: 0.0 tokens/s,
-    Avg generation throughput: 456.7 tokens/s, Running: 8 reqs, Waiting: 0 reqs, CPU KV cache usage: 1.2%, ...
-
-  and, with ``--enable-logging-iteration-details``, one line per engine step::
-
-    Engine 000: Iteration(412): 0 context requests, 0 context tokens, 8 generation requests,
-    8 generation tokens, iteration elapsed time: 11.62 ms, CPU KV cache usage: 1.2%
-
-  (decode-only steps count: ``generation tokens / elapsed time`` at ``generation requests`` running).
-* LMDeploy ``LoggingStatLogger`` (``--enable-metrics``)::
-
-    [2026-01-01 10:00:00 DP0] Avg prompt throughput: 0.0 tokens/s, Avg generation throughput: 123.4 tokens/s,
-    Finished: 0 reqs, Unfinished: 8 reqs, Running: 8 reqs, Waiting: 0 reqs, GPU KV cache usage: 3.1%, ...
-
-  (older releases: ``DP: 0, Avg prompt throughput: ...``).
-
+Each engine's line format lives with the engine (``pytest_dsbench/engines/<name>/logformat.py``: SGLang's
+``Decode batch`` line, vLLM's stat and iteration-details lines, LMDeploy's stat line); this module reads log
+files with them. A format is a registered engine name, or ``auto`` (every engine's lines, in registry order).
 Idle lines (no running request, or zero throughput) are not samples.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
-from typing import Literal
 
-LogFormat = Literal["auto", "vllm", "sglang", "lmdeploy"]
+from pytest_dsbench.engines.adapters import get_adapter
+from pytest_dsbench.engines.base import DecodeLine, EngineAdapter
+from pytest_dsbench.engines.registry import ENGINE_NAMES, valid_engines
 
-_SGLANG = re.compile(r"Decode batch[.,]\s*#running-req:\s*(\d+).*?gen throughput \(token/s\):\s*([0-9.]+)")
-_AVG = re.compile(r"Avg generation throughput:\s*([0-9.]+)\s*tokens/s,.*?Running:\s*(\d+)\s*reqs")
-_ITER = re.compile(
-    r"Iteration\(\d+\):\s*(\d+) context requests,\s*\d+ context tokens,\s*(\d+) generation requests,"
-    r"\s*(\d+) generation tokens,\s*iteration elapsed time:\s*([0-9.]+) ms"
-)
+LogFormat = str
+"""``auto`` or a registered engine name (``EngineBehaviour.decode_log_format``)."""
 
 
 @dataclass(frozen=True)
@@ -58,22 +31,19 @@ class DecodeSample:
     line: int
 
 
-def parse_line(line: str, fmt: LogFormat = "auto") -> tuple[int, float, str] | None:
+@cache
+def _adapters(fmt: LogFormat) -> tuple[EngineAdapter, ...]:
+    if fmt != "auto" and fmt not in ENGINE_NAMES:
+        raise ValueError(f"unknown decode log format {fmt!r}; valid values: auto, {valid_engines()}")
+    return tuple(get_adapter(name) for name in (ENGINE_NAMES if fmt == "auto" else (fmt,)))
+
+
+def parse_line(line: str, fmt: LogFormat = "auto") -> DecodeLine | None:
     """(running requests, generation tok/s, which format) of one log line, or None."""
-    if fmt in ("auto", "sglang") and (m := _SGLANG.search(line)):
-        return int(m.group(1)), float(m.group(2)), "sglang"
-    if fmt in ("auto", "vllm", "lmdeploy") and (m := _AVG.search(line)):
-        source = "vllm" if "Engine " in line else "lmdeploy" if "DP" in line else "vllm/lmdeploy"
-        return int(m.group(2)), float(m.group(1)), source
-    if fmt in ("auto", "vllm") and (m := _ITER.search(line)):
-        context, running, tokens, elapsed_ms = (
-            int(m.group(1)),
-            int(m.group(2)),
-            int(m.group(3)),
-            float(m.group(4)),
-        )
-        if context == 0 and elapsed_ms > 0:
-            return running, tokens / elapsed_ms * 1000.0, "vllm-iteration"
+    for adapter in _adapters(fmt):
+        parsed = adapter.parse_decode_line(line)
+        if parsed is not None:
+            return parsed
     return None
 
 

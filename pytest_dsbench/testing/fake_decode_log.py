@@ -2,7 +2,7 @@
 
 With ``FakeConfig.decode_log_interval_s > 0`` the fake prints, every interval while requests run, the line the
 real engine's stat logger prints (formats read from their sources, see
-:mod:`pytest_dsbench.methods.logparse`), so the ali decode method can be exercised end to end: in start mode
+``pytest_dsbench/engines/<name>/logformat.py``), so the ali decode method can be exercised end to end: in start mode
 the lines land in the engine log file.
 """
 

@@ -1,6 +1,7 @@
 """EPLB patch equivalence on a live engine (run with ``--eplb reference`` or ``--eplb balanced``).
 
-The suite launched the engine with its routing patch (:mod:`pytest_dsbench.eplb.launch`). The patch keeps a
+The suite launched the engine with its routing patch (:mod:`pytest_dsbench.eplb.launch`, each engine's hook in
+``pytest_dsbench/engines/<name>/eplb.py``). The patch keeps a
 per-layer histogram of the expert ids the engine actually hands to its expert kernels, plus the histogram the
 claimed transform predicts (the only channel that works on every engine: vLLM's CPU build cannot start with
 ``--enable-return-routed-experts``). Under a fixed load these checks require:
@@ -19,7 +20,6 @@ expert ids onto ranks with the engine's placement (vLLM: linear blocks).
 from __future__ import annotations
 
 import dataclasses
-import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,9 +28,9 @@ import httpx
 import pytest
 
 from pytest_dsbench._http import auth_headers
-from pytest_dsbench.engines.base import EngineInfo, LaunchRequest
-from pytest_dsbench.engines.launcher import EngineProcess, free_port, log_tail
-from pytest_dsbench.engines.registry import get_adapter
+from pytest_dsbench.engines.base import EngineInfo
+from pytest_dsbench.engines.launch import EplbLaunch, launch_engine
+from pytest_dsbench.engines.launcher import EngineProcess, log_tail
 from pytest_dsbench.eplb.counts import (
     CountsReport,
     assert_no_problems,
@@ -41,7 +41,6 @@ from pytest_dsbench.eplb.counts import (
     load_summary,
     wait_for_quiet_counts,
 )
-from pytest_dsbench.eplb.launch import eplb_launch_settings
 from pytest_dsbench.errors import EngineStartError
 from pytest_dsbench.results import MetricResult, RunResults
 from pytest_dsbench.run import DsbenchRun
@@ -192,41 +191,29 @@ def launch_variant(
     extra_env: dict[str, str] | None = None,
     drop_env: tuple[str, ...] = (),
 ) -> EngineProcess:
-    """Launch another copy of the session's engine with routing patch ``mode`` (same model and profile)."""
+    """Launch another copy of the session's engine with routing patch ``mode`` (same model, profile, options
+    and launch function); the process is started, not yet healthy."""
     session = DsbenchRun.of(config).engine
     if engine.mode != "start":
         pytest.skip("extra EPLB engines can only be launched when the suite launched the engine itself")
-    opts, hw = session.options, session.hw
-    adapter = get_adapter(opts.engine)
-    env = {**hw.launch(opts.engine).env, **hw.deployment.engine_env, **opts.engine_env}
-    eplb_env, eplb_args = eplb_launch_settings(opts.engine, mode, engine.eplb_ranks, folder / "counts.json")
-    env.update(eplb_env)
-    env.update(extra_env or {})
-    port = free_port(opts.engine_host)
-    host = "127.0.0.1" if opts.engine_host in ("0.0.0.0", "") else opts.engine_host
-    command = adapter.launch_command(
-        LaunchRequest(
-            python=opts.engine_python or sys.executable,
-            model=engine.model_path or str(opts.model),
-            served_model_name=engine.model,
-            host=opts.engine_host,
-            port=port,
-            hw=hw,
-            extra_args=(*opts.engine_args, *eplb_args),
-            on_cpu=not has_gpu(),
-        )
-    )
-    for name in drop_env:  # empty, not absent: the server inherits os.environ under this mapping
-        env[name] = ""
-    process = EngineProcess(
-        command,
-        base_url=f"http://{host}:{port}",
+    opts = session.options
+    # empty, not absent: the server inherits os.environ under this mapping
+    overrides = {**(extra_env or {}), **dict.fromkeys(drop_env, "")}
+    return launch_engine(
+        opts.engine,
+        session.hw,
+        model=engine.model_path or str(opts.model),
+        served_model_name=engine.model,
         log_path=folder / f"engine-{mode}.log",
-        env=env,
-        health_paths=(adapter.health_path, "/v1/models"),
+        on_cpu=not has_gpu(),
+        python=opts.engine_python,
+        host=opts.engine_host,
+        engine_args=opts.engine_args,
+        engine_env=opts.engine_env,
         api_key=opts.api_key,
+        eplb=EplbLaunch(mode=mode, ranks=engine.eplb_ranks, counts_path=folder / "counts.json"),
+        env_overrides=overrides,
     )
-    return process
 
 
 @pytest.fixture(scope="module")
@@ -244,7 +231,6 @@ def variant_runs(
         folder = tmp_path_factory.mktemp(f"eplb-{mode}")
         process = launch_variant(request.config, dsbench_engine, mode, folder)
         try:
-            process.start()
             process.wait_healthy(timeout_s)
             runs[mode] = measure(
                 process.base_url,
@@ -306,7 +292,6 @@ def test_a_patch_that_cannot_take_effect_stops_the_engine(
         tmp_path,
         drop_env=("VLLM_MOE_ROUTING_SIMULATION_STRATEGY",),
     )
-    process.start()
     try:
         with pytest.raises(EngineStartError):
             process.wait_healthy(300.0)

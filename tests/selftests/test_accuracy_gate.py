@@ -29,7 +29,7 @@ from pytest_dsbench.accuracy.runner import (
 )
 from pytest_dsbench.accuracy.task import PROMPT_RESERVE_TOKENS, AccuracyTask, build_task, clamp_max_tokens
 from pytest_dsbench.engines.base import EngineInfo
-from pytest_dsbench.engines.vllm import BEHAVIOUR as VLLM_BEHAVIOUR
+from pytest_dsbench.engines.vllm.behaviour import BEHAVIOUR as VLLM_BEHAVIOUR
 from pytest_dsbench.errors import ThresholdsError
 from pytest_dsbench.gate import Gate
 from pytest_dsbench.results import RunResults

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pytest_dsbench.conformance import all_checks, catalog
-from pytest_dsbench.engines.registry import ADAPTERS
+from pytest_dsbench.engines.adapters import all_adapters
 from pytest_dsbench.testing.fake_engine import FakeConfig
 from pytest_dsbench.testing.fake_faults import FAULTS
 
@@ -106,14 +106,14 @@ def test_a_misspelled_fault_is_refused_by_the_fake_engine() -> None:
 
 def test_engine_profiles_declare_known_failures_of_existing_checks_with_links() -> None:
     ids = {c.id for c in CHECKS}
-    for name, adapter in ADAPTERS.items():
+    for name, adapter in all_adapters().items():
         for known in adapter.behaviour.known_failures:
             assert known.check_id in ids, f"{name}: unknown check id {known.check_id}"
             assert known.url.startswith("https://"), f"{name}: {known.check_id} has no upstream link"
 
 
 def test_check_requirements_are_profile_features() -> None:
-    features = set().union(*(a.behaviour.features for a in ADAPTERS.values())) | {"tools"}
+    features = set().union(*(a.behaviour.features for a in all_adapters().values())) | {"tools"}
     for item in CHECKS:
         assert set(item.requires) <= features, item.id
 

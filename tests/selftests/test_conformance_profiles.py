@@ -11,7 +11,7 @@ import pytest
 from pytest_dsbench.conformance import CheckFailed, CheckSkipped, catalog
 from pytest_dsbench.conformance.selftest import SELFTEST_BEHAVIOUR, fake_check_context
 from pytest_dsbench.engines.base import EngineBehaviour
-from pytest_dsbench.engines.sglang import BEHAVIOUR as SGLANG_BEHAVIOUR
+from pytest_dsbench.engines.sglang.behaviour import BEHAVIOUR as SGLANG_BEHAVIOUR
 
 SGLANG_LIKE = dataclasses.replace(SGLANG_BEHAVIOUR, features=SELFTEST_BEHAVIOUR.features)
 SGLANG_FAKE: dict[str, Any] = {
@@ -119,10 +119,10 @@ def test_a_check_the_engine_profile_lacks_a_feature_for_skips_naming_it(
     import httpx
 
     from pytest_dsbench.conformance.selftest import fake_context
-    from pytest_dsbench.engines.registry import ADAPTERS
+    from pytest_dsbench.engines.adapters import adapter_class
 
     with httpx.Client(base_url=fake_engine.base_url, timeout=5) as client:
-        ctx = fake_context(fake_engine, ADAPTERS[engine].behaviour, client=client)
+        ctx = fake_context(fake_engine, adapter_class(engine).behaviour, client=client)
         with pytest.raises(pytest.skip.Exception, match=rf"does not support feature\(s\): .*\b{feature}\b"):
             catalog.run(check_id, ctx)
 
@@ -160,7 +160,7 @@ def test_engine_version_specifiers(version: str | None, versions: str, matches: 
 
 
 def test_a_profile_for_a_version_applies_only_that_versions_behaviours() -> None:
-    from pytest_dsbench.engines.vllm import BEHAVIOUR
+    from pytest_dsbench.engines.vllm.behaviour import BEHAVIOUR
 
     assert BEHAVIOUR.for_version("0.20.1").validates_prompt_plus_max_tokens is True
     assert BEHAVIOUR.for_version("0.32.0").validates_prompt_plus_max_tokens is False
@@ -171,7 +171,7 @@ def test_a_profile_for_a_version_applies_only_that_versions_behaviours() -> None
 
 def test_a_version_behaviour_may_only_change_fields_read_after_the_version_is_known() -> None:
     from pytest_dsbench.engines.base import VersionBehaviour
-    from pytest_dsbench.engines.vllm import BEHAVIOUR
+    from pytest_dsbench.engines.vllm.behaviour import BEHAVIOUR
 
     with pytest.raises(ValueError, match=r"changes features, which a version cannot change"):
         dataclasses.replace(BEHAVIOUR, version_behaviours=(VersionBehaviour("<1", (("features", frozenset()),), "x"),))

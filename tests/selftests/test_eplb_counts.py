@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from pytest_dsbench.engines.lmdeploy.eplb import SHIM_DIR
 from pytest_dsbench.eplb import accuracy_skip_reason, runtime
 from pytest_dsbench.eplb.counts import (
     CountsReport,
@@ -22,7 +23,7 @@ from pytest_dsbench.eplb.counts import (
     shard_path,
     wait_for_quiet_counts,
 )
-from pytest_dsbench.eplb.launch import SHIM_DIR, eplb_launch_settings
+from pytest_dsbench.eplb.launch import eplb_launch_settings
 from pytest_dsbench.eplb.runtime import EplbConfig, EplbPatchError, RoutingRecorder
 from pytest_dsbench.eplb.transforms import balanced_topk_ids, reference_topk_ids
 

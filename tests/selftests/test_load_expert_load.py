@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from pytest_dsbench.engines.base import EngineInfo
-from pytest_dsbench.engines.vllm import BEHAVIOUR as VLLM_BEHAVIOUR
+from pytest_dsbench.engines.vllm.behaviour import BEHAVIOUR as VLLM_BEHAVIOUR
 from pytest_dsbench.gate import Gate
 from pytest_dsbench.load import api
 from pytest_dsbench.load.api import LoadContext, record_expert_load, run_workload

@@ -1,9 +1,9 @@
-"""The seeds' methods without an engine: log lines of all three engines, seed 003's output formats, the search."""
+"""The seeds' methods without an engine: seed 003's output formats and the search (the engines' log lines:
+test_engines_logformat.py)."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,90 +12,8 @@ from pytest_dsbench.load.datasets import DatasetSpec
 from pytest_dsbench.load.records import RequestRecord
 from pytest_dsbench.load.runner import LoadConfig, LoadRun
 from pytest_dsbench.methods import ali, tencent
-from pytest_dsbench.methods.logparse import DecodeSample, LogCursor, parse_line, parse_lines
+from pytest_dsbench.methods.logparse import DecodeSample
 from pytest_dsbench.metrics import Summary
-from pytest_dsbench.testing.fake_decode_log import decode_line
-
-# Lines as the engines print them (formats read from vllm 0.32 loggers.py, sglang scheduler, lmdeploy
-# loggers.py).
-VLLM = (
-    "(APIServer pid=4242) INFO 11-23 21:50:01 [loggers.py:284] Engine 000: "
-    "Avg prompt throughput: 0.0 tokens/s, Avg generation throughput: 456.7 tokens/s, Running: 8 reqs, "
-    "Waiting: 0 reqs, CPU KV cache usage: 1.2%, "
-    "Prefix cache hit rate: 0.0%"
-)
-VLLM_ITERATION = (
-    "(EngineCore_DP0 pid=77) INFO 11-23 21:50:01 [loggers.py:198] Engine 000: Iteration(412): 0 context "
-    "requests, 0 context tokens, 8 generation requests, 8 generation tokens, iteration elapsed time: "
-    "16.00 ms, CPU KV cache usage: 1.2%"
-)
-VLLM_PREFILL_ITERATION = VLLM_ITERATION.replace(
-    "0 context requests, 0 context tokens", "2 context requests, 700 context tokens"
-)
-SGLANG = (
-    "[2026-03-14 04:59:11 TP0] Decode batch, #running-req: 20, #token: 2326796, token usage: 0.14, "
-    "cuda graph: True, gen throughput (token/s): 1174.06, #queue-req: 6, "
-)
-SGLANG_OLD = (
-    "[2025-11-06 12:11:03] Decode batch. #running-req: 1, #token: 206, token usage: 0.00, "
-    "cuda graph: True, gen throughput (token/s): 656.23, #queue-req: 0"
-)
-LMDEPLOY = (
-    "[2026-01-01 10:00:00 DP0] Avg prompt throughput: 0.0 tokens/s, "
-    "Avg generation throughput: 123.4 tokens/s, Finished: 0 reqs, Unfinished: 4 reqs, Running: 4 reqs, "
-    "Waiting: 0 reqs, GPU KV cache usage: 3.1%, "
-    "Prefix cache hit rate: 0.0%"
-)
-LMDEPLOY_OLD = (
-    "DP: 0, Avg prompt throughput: 10.0 tokens/s, Avg generation throughput: 99.5 tokens/s, "
-    "Running: 3 reqs, Waiting: 1 reqs, GPU KV cache usage: 2.0%, "
-)
-
-
-@pytest.mark.parametrize(
-    ("line", "expected"),
-    [
-        (VLLM, (8, 456.7, "vllm")),
-        (VLLM_ITERATION, (8, 500.0, "vllm-iteration")),
-        (SGLANG, (20, 1174.06, "sglang")),
-        (SGLANG_OLD, (1, 656.23, "sglang")),
-        (LMDEPLOY, (4, 123.4, "lmdeploy")),
-        (LMDEPLOY_OLD, (3, 99.5, "lmdeploy")),
-    ],
-    ids=["vllm", "vllm-iteration", "sglang", "sglang-old", "lmdeploy", "lmdeploy-old"],
-)
-def test_decode_lines_of_every_engine_give_running_size_and_throughput(
-    line: str, expected: tuple[int, float, str]
-) -> None:
-    running, tok_s, source = parse_line(line)  # type: ignore[misc]
-    assert (running, source) == expected[::2]
-    assert tok_s == pytest.approx(expected[1])
-
-
-def test_prefill_steps_idle_lines_and_other_lines_are_not_decode_samples() -> None:
-    idle = VLLM.replace("456.7", "0.0").replace("Running: 8", "Running: 0")
-    lines = ["INFO: 127.0.0.1 - POST /v1/completions 200", idle, VLLM_PREFILL_ITERATION, SGLANG]
-    assert [(s.running, s.line) for s in parse_lines(lines)] == [(20, 3)]
-
-
-def test_an_explicit_format_ignores_the_other_engines_lines() -> None:
-    assert parse_lines([VLLM, SGLANG], "sglang") == [DecodeSample(20, 1174.06, "sglang", 1)]
-
-
-@pytest.mark.parametrize("engine", ["vllm", "sglang", "lmdeploy"])
-def test_the_fake_engines_decode_lines_parse_as_that_engine(engine: str) -> None:
-    parsed = parse_line(decode_line(engine, 5, 321.0))
-    assert parsed is not None and parsed[:2] == (5, pytest.approx(321.0))
-
-
-def test_log_cursor_reads_only_what_was_written_after_it(tmp_path: Path) -> None:
-    log = tmp_path / "engine.log"
-    log.write_text("old line\n")
-    cursor = LogCursor([log, tmp_path / "missing.log"])
-    with log.open("a") as out:
-        out.write(SGLANG + "\n")
-    assert cursor.new_lines() == [SGLANG]
-    assert cursor.new_lines() == []
 
 
 def test_ali_decode_json_is_seed_003s_two_dictionaries() -> None:

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from pytest_dsbench.engines.base import EngineInfo
-from pytest_dsbench.engines.vllm import BEHAVIOUR as VLLM_BEHAVIOUR
+from pytest_dsbench.engines.vllm.behaviour import BEHAVIOUR as VLLM_BEHAVIOUR
 from pytest_dsbench.load import sglang_bridge
 from pytest_dsbench.load import side_by_side as side_by_side_module
 from pytest_dsbench.load.api import LoadContext

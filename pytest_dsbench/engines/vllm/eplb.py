@@ -1,4 +1,5 @@
-"""vLLM adapter: a ``vllm.general_plugins`` entry point that installs the EPLB routing patch.
+"""vLLM's EPLB hook: a ``vllm.general_plugins`` entry point that installs the routing patch, and the switch
+the launcher sets to turn it on (:func:`launch_env`).
 
 vLLM loads ``vllm.general_plugins`` in every process (API server, engine core, workers) before the model is
 built (eplb.md 1.4). ``register()`` reads :class:`~pytest_dsbench.eplb.runtime.EplbConfig` from the
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from pytest_dsbench.eplb import runtime
@@ -61,7 +63,7 @@ def check_version(version: tuple[int, ...]) -> None:
         raise EplbPatchError(
             f"vLLM {'.'.join(map(str, version))} is outside the versions the dsbench EPLB adapter supports "
             f"({'.'.join(map(str, MIN_VERSION))} <= v < {'.'.join(map(str, MAX_VERSION_EXCLUSIVE))}: the "
-            "fused_moe/router layout); run with --eplb off or extend pytest_dsbench/eplb/vllm_plugin.py")
+            "fused_moe/router layout); run with --eplb off or extend pytest_dsbench/engines/vllm/eplb.py")
 
 
 def _ep_size() -> int:
@@ -227,3 +229,13 @@ def register() -> None:
         raise EplbPatchError(f"vLLM's router layout is missing ({exc}); the dsbench EPLB adapter cannot "
                              "install its routing patch") from exc
     install(config, router_mod, simulator_mod)
+
+
+def launch_env(mode: str, base_env: Mapping[str, str]) -> dict[str, str]:
+    """What the launcher adds for ``mode`` besides ``DSBENCH_EPLB_*``: the routing-simulation strategy of a
+    transform mode, and this plugin in ``VLLM_PLUGINS`` when the user set that allowlist (runs in the suite's
+    process only; the engine processes never call it)."""
+    from pytest_dsbench.eplb.launch import PLUGIN_NAME, extend_list_var
+
+    env = {STRATEGY_ENV: strategy_name(mode)} if mode in ("reference", "balanced") else {}
+    return env | extend_list_var(base_env, "VLLM_PLUGINS", PLUGIN_NAME)

@@ -16,7 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pytest_dsbench.eplb import runtime, sglang_plugin
+from pytest_dsbench.engines.sglang import eplb as sglang_eplb
+from pytest_dsbench.eplb import runtime
 from pytest_dsbench.eplb.counts import check_transform_applied, read_counts
 from pytest_dsbench.eplb.runtime import EplbConfig, EplbPatchError, RoutingRecorder
 from pytest_dsbench.eplb.transforms import transform_topk_ids
@@ -183,7 +184,7 @@ def start(fake_sglang: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
         monkeypatch.setenv("DSBENCH_EPLB_COUNTS_PATH", str(counts))
         from sglang.srt.plugins.hook_registry import HookRegistry
 
-        sglang_plugin.register()
+        sglang_eplb.register()
         HookRegistry.apply_hooks()
         return counts
 
@@ -304,12 +305,12 @@ def test_missing_plugin_framework_stops_the_process(
     (fake_sglang / "sglang/srt/plugins/hook_registry.py").unlink()
     monkeypatch.setenv("DSBENCH_EPLB_MODE", "reference")
     with pytest.raises(SystemExit, match="no plugin HookRegistry"):
-        sglang_plugin.register()
+        sglang_eplb.register()
 
 
 def test_register_is_a_noop_when_mode_is_off(fake_sglang: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DSBENCH_EPLB_MODE", raising=False)
-    sglang_plugin.register()
+    sglang_eplb.register()
     from sglang.srt.plugins.hook_registry import HookRegistry
 
     assert not HookRegistry._hooks
@@ -318,5 +319,5 @@ def test_register_is_a_noop_when_mode_is_off(fake_sglang: Path, monkeypatch: pyt
 def test_recorder_dump_load_stats(tmp_path: Path) -> None:
     path = tmp_path / "expert_distribution_recorder_1.pt"
     torch.save({"rank": 0, "logical_count": torch.tensor([[[4, 0, 0, 0], [1, 1, 1, 1]]])}, path)
-    summary = sglang_plugin.load_recorder_dump(str(path))
+    summary = sglang_eplb.load_recorder_dump(str(path))
     assert summary["layers"]["0"]["max_over_mean"] == 4.0 and summary["layers"]["1"]["max_over_mean"] == 1.0

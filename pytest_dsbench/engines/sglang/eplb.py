@@ -1,4 +1,5 @@
-"""SGLang adapter: an ``sglang.srt.plugins`` entry point that installs the EPLB routing patch.
+"""SGLang's EPLB hook: an ``sglang.srt.plugins`` entry point that installs the routing patch, and the switch
+the launcher sets to turn it on (:func:`launch_env`).
 
 SGLang loads general plugins (entry-point group ``sglang.srt.plugins``, filtered by ``SGLANG_PLUGINS``) early
 in every scheduler process and applies the hooks they register with ``HookRegistry`` before the model is built
@@ -28,7 +29,7 @@ import inspect
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pytest_dsbench.eplb import runtime
@@ -181,3 +182,11 @@ def load_recorder_dump(path: str) -> dict[str, Any]:
     layers = {str(i): load_stats([int(c) for c in row.tolist()]).as_dict() for i, row in enumerate(counts)}
     total = counts.sum(dim=0)
     return {"per_expert": load_stats([int(c) for c in total.tolist()]).as_dict(), "layers": layers}
+
+
+def launch_env(mode: str, base_env: Mapping[str, str]) -> dict[str, str]:
+    """What the launcher adds besides ``DSBENCH_EPLB_*``: this plugin in ``SGLANG_PLUGINS`` when the user set that
+    allowlist (SGLang loads every plugin otherwise). Runs in the suite's process only."""
+    from pytest_dsbench.eplb.launch import PLUGIN_NAME, extend_list_var
+
+    return extend_list_var(base_env, "SGLANG_PLUGINS", PLUGIN_NAME)

@@ -1,4 +1,4 @@
-"""dsbench EPLB shim, put on PYTHONPATH by pytest_dsbench.eplb.launch for engines without plugin entry points.
+"""dsbench EPLB shim, put on PYTHONPATH by the launcher (pytest_dsbench.engines.lmdeploy.eplb.launch_env).
 
 Python imports ``sitecustomize`` at start-up in every process (engine workers spawned by multiprocessing or
 Ray inherit PYTHONPATH), so this installs the LMDeploy routing patch everywhere. It does nothing unless
@@ -12,7 +12,7 @@ import sys
 def _dsbench_eplb_install() -> None:
     if (os.environ.get("DSBENCH_EPLB_MODE") or "off").lower() == "off":
         return
-    from pytest_dsbench.eplb.lmdeploy_patch import install_import_hook
+    from pytest_dsbench.engines.lmdeploy.eplb import install_import_hook
 
     install_import_hook()
 

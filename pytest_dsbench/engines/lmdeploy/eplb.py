@@ -1,4 +1,4 @@
-"""LMDeploy adapter: wrap ``MoEGate.forward`` in ``lmdeploy.pytorch.models.deepseek_v2``.
+"""LMDeploy's EPLB hook: wrap ``MoEGate.forward`` in ``lmdeploy.pytorch.models.deepseek_v2``.
 
 The seed patch edits two call sites of LMDeploy v0.9.0 (``DeepseekV2MoE.forward`` and
 ``DeepseekV2DecoderLayer.forward_yield``, the ``--enable-microbatch`` path); both consume the return value of
@@ -12,8 +12,8 @@ Like the seed it runs after LMDeploy's logical-to-physical EPLB remap (ids are p
 equals the seed's ``torch.distributed.get_world_size()`` in EP mode; placement defaults to LMDeploy's ``ceil``
 blocks.
 
-LMDeploy has no plugin entry point: :func:`install_import_hook` (run from the ``sitecustomize`` shim that
-:mod:`pytest_dsbench.eplb.launch` puts on ``PYTHONPATH``) patches the module the moment any engine process, DP
+LMDeploy has no plugin entry point: :func:`install_import_hook` (run from the ``sitecustomize`` shim in
+``_shim/`` that :func:`launch_env` puts on ``PYTHONPATH``) patches the module the moment any engine process, DP
 and Ray workers included, imports it. A wrapped MoE forward that finishes without passing through the wrapped
 gate raises, so a future refactor that bypasses ``MoEGate.forward`` cannot silently serve unpatched routing.
 """
@@ -28,7 +28,8 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -38,6 +39,8 @@ from pytest_dsbench.eplb.runtime import EplbConfig, EplbPatchError, RoutingRecor
 log = logging.getLogger("pytest_dsbench.eplb.lmdeploy")
 
 TARGET_MODULE = "lmdeploy.pytorch.models.deepseek_v2"
+SHIM_DIR = Path(__file__).resolve().parent / "_shim"
+"""The ``sitecustomize`` folder prepended to the engine's ``PYTHONPATH``."""
 CHECKED_METHODS = (("DeepseekV2MoE", "forward"), ("DeepseekV2DecoderLayer", "forward_yield"))
 
 _state = threading.local()
@@ -197,3 +200,11 @@ def install_import_hook(config: EplbConfig | None = None) -> bool:
             return True
     sys.meta_path.insert(0, _PatchOnImport(TARGET_MODULE, config))
     return True
+
+
+def launch_env(mode: str, base_env: Mapping[str, str]) -> dict[str, str]:
+    """What the launcher adds besides ``DSBENCH_EPLB_*``: the ``sitecustomize`` shim ahead of the ``PYTHONPATH``
+    the engine would inherit (``base_env``), so every engine process installs the import hook. Runs in the
+    suite's process only."""
+    existing = base_env.get("PYTHONPATH", "")
+    return {"PYTHONPATH": str(SHIM_DIR) + (os.pathsep + existing if existing else "")}

@@ -14,7 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pytest_dsbench.eplb import runtime, vllm_plugin
+from pytest_dsbench.engines.vllm import eplb as vllm_eplb
+from pytest_dsbench.eplb import runtime
 from pytest_dsbench.eplb.counts import check_transform_applied, read_counts
 from pytest_dsbench.eplb.runtime import EplbConfig, EplbPatchError, RoutingRecorder
 from pytest_dsbench.eplb.transforms import transform_topk_ids
@@ -63,12 +64,12 @@ def install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Callabl
         if ranks is not None:
             monkeypatch.setenv("DSBENCH_EPLB_RANKS", str(ranks))
         if strategy == "auto":
-            strategy = vllm_plugin.strategy_name(mode) if mode in ("reference", "balanced") else None
+            strategy = vllm_eplb.strategy_name(mode) if mode in ("reference", "balanced") else None
         if strategy is None:
-            monkeypatch.delenv(vllm_plugin.STRATEGY_ENV, raising=False)
+            monkeypatch.delenv(vllm_eplb.STRATEGY_ENV, raising=False)
         else:
-            monkeypatch.setenv(vllm_plugin.STRATEGY_ENV, strategy)
-        vllm_plugin.register()
+            monkeypatch.setenv(vllm_eplb.STRATEGY_ENV, strategy)
+        vllm_eplb.register()
         return counts
 
     yield do
@@ -137,7 +138,7 @@ def install_reference(install: Callable[..., Path]) -> None:
     # the strategy reads mode/ranks from the active recorder (swapped per example); the wrapper only counts
     for mode in ("reference", "balanced"):
         sm.RoutingSimulator.register_strategy(
-            vllm_plugin.strategy_name(mode), vllm_plugin.make_strategy(sm.RoutingStrategy, mode)
+            vllm_eplb.strategy_name(mode), vllm_eplb.make_strategy(sm.RoutingStrategy, mode)
         )
 
 
@@ -170,7 +171,7 @@ def test_a_router_that_ignores_the_strategy_fails_at_model_build(
 ) -> None:
     """A release that ignores the env var (vLLM between PRs #21990 and #28002) builds the normal router."""
     install("balanced")
-    monkeypatch.delenv(vllm_plugin.STRATEGY_ENV)
+    monkeypatch.delenv(vllm_eplb.STRATEGY_ENV)
     with pytest.raises(EplbPatchError, match="built a CPURouter instead of RoutingSimulatorRouter"):
         make_router()
 
@@ -187,9 +188,9 @@ def test_a_strategy_swapped_after_install_is_caught_by_the_counter(install: Call
 
 
 def test_version_gate() -> None:
-    vllm_plugin.check_version((0, 32))
+    vllm_eplb.check_version((0, 32))
     with pytest.raises(EplbPatchError, match=r"vLLM 0\.10 is outside the versions"):
-        vllm_plugin.check_version((0, 10))
+        vllm_eplb.check_version((0, 10))
 
 
 def test_simulator_warning_no_longer_breaks_fullgraph_compile(install: Callable[..., Path]) -> None:
@@ -201,17 +202,6 @@ def test_simulator_warning_no_longer_breaks_fullgraph_compile(install: Callable[
         fn(torch.zeros(5, 8), torch.randn(5, 16)),
         transform_topk_ids("balanced", torch.zeros(5, 4, dtype=torch.int32), 4, 16),
     )
-
-
-def test_entry_point_is_declared_when_installed() -> None:
-    eps = [
-        ep
-        for ep in importlib.metadata.entry_points(group="vllm.general_plugins")
-        if ep.name == "dsbench_eplb"
-    ]
-    if not eps:
-        pytest.skip("pytest-dsbench is not installed with its vllm.general_plugins entry point")
-    assert eps[0].value == "pytest_dsbench.eplb.vllm_plugin:register"
 
 
 def test_dp_offset_is_the_prefix_sum_of_earlier_ranks_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -226,19 +216,19 @@ def test_dp_offset_is_the_prefix_sum_of_earlier_ranks_tokens(monkeypatch: pytest
         vllm.forward_context, "get_forward_context", lambda: SimpleNamespace(dp_metadata=meta)
     )
     monkeypatch.setattr(vllm.distributed, "get_dp_group", lambda: SimpleNamespace(rank_in_group=2))
-    assert vllm_plugin.dp_slot_offset(2, 8) == (3 + 5) * 8
+    assert vllm_eplb.dp_slot_offset(2, 8) == (3 + 5) * 8
     monkeypatch.setattr(
         vllm.forward_context, "get_forward_context", lambda: SimpleNamespace(dp_metadata=None)
     )
-    assert vllm_plugin.dp_slot_offset(2, 8) == 0
+    assert vllm_eplb.dp_slot_offset(2, 8) == 0
 
 
 def test_balanced_mode_uses_the_dp_offset_when_asked(
     install: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(runtime, "slot_offset_hook", runtime.slot_offset_hook)
-    monkeypatch.setenv(vllm_plugin.ENV_DP_OFFSET, "1")
-    monkeypatch.setattr(vllm_plugin, "dp_slot_offset", lambda tokens, top_k: 3 * top_k)
+    monkeypatch.setenv(vllm_eplb.ENV_DP_OFFSET, "1")
+    monkeypatch.setattr(vllm_eplb, "dp_slot_offset", lambda tokens, top_k: 3 * top_k)
     install("balanced")
     assert runtime.slot_offset_hook is not runtime._no_offset
     monkeypatch.setattr(runtime, "slot_offset_hook", lambda tokens, top_k: 3 * top_k)
@@ -275,7 +265,7 @@ def test_vllm_020_layout_where_a_base_router_defines_select_experts_is_counted(
     router_mod = SimpleNamespace(FusedMoERouter=FusedMoERouter)
     simulator_mod = SimpleNamespace(RoutingSimulatorRouter=RoutingSimulatorRouter)
     counts = tmp_path / "counts.json"
-    recorder = vllm_plugin.install(EplbConfig(mode="observe", ranks=2, counts_path=counts), router_mod, simulator_mod)
+    recorder = vllm_eplb.install(EplbConfig(mode="observe", ranks=2, counts_path=counts), router_mod, simulator_mod)
     router = RoutingSimulatorRouter(8)
     _, ids = router.select_experts(torch.randn(5, 4), torch.randn(5, 8))
     recorder.flush()
@@ -304,7 +294,7 @@ def test_a_router_class_with_its_own_select_experts_stops_the_engine_instead_of_
 
     monkeypatch.setattr(runtime, "_ACTIVE", runtime._ACTIVE)
     config = EplbConfig(mode="observe", ranks=2, counts_path=tmp_path / "counts.json")
-    vllm_plugin.install(config, SimpleNamespace(FusedMoERouter=FusedMoERouter),
+    vllm_eplb.install(config, SimpleNamespace(FusedMoERouter=FusedMoERouter),
                         SimpleNamespace(RoutingSimulatorRouter=RoutingSimulatorRouter))
     RoutingSimulatorRouter(8)  # inherits the wrapped method: fine
     with pytest.raises(EplbPatchError, match=r"PlatformRouter defines its own select_experts.*go uncounted"):

@@ -19,9 +19,10 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from pytest_dsbench.eplb import lmdeploy_patch, runtime
+from pytest_dsbench.engines.lmdeploy import eplb as lmdeploy_eplb
+from pytest_dsbench.engines.lmdeploy.eplb import SHIM_DIR
+from pytest_dsbench.eplb import runtime
 from pytest_dsbench.eplb.counts import check_transform_applied, read_counts
-from pytest_dsbench.eplb.launch import SHIM_DIR
 from pytest_dsbench.eplb.runtime import EplbConfig, EplbPatchError
 from pytest_dsbench.eplb.transforms import balanced_topk_ids, make_placement
 
@@ -151,7 +152,7 @@ def load(
     forget_lmdeploy()
     monkeypatch.syspath_prepend(str(root))
     if config is not None:
-        assert lmdeploy_patch.install_import_hook(config)
+        assert lmdeploy_eplb.install_import_hook(config)
     import lmdeploy.pytorch.models.deepseek_v2 as module
 
     return module
@@ -303,7 +304,7 @@ def test_physical_expert_count_is_used_under_lmdeploy_eplb(
 
 
 def test_mode_off_installs_nothing(fresh: None) -> None:
-    assert not lmdeploy_patch.install_import_hook(EplbConfig(mode="off"))
+    assert not lmdeploy_eplb.install_import_hook(EplbConfig(mode="off"))
 
 
 def test_sitecustomize_shim_patches_every_new_process(tmp_path: Path) -> None:
@@ -311,7 +312,7 @@ def test_sitecustomize_shim_patches_every_new_process(tmp_path: Path) -> None:
     other = tmp_path / "other"
     other.mkdir()
     (other / "sitecustomize.py").write_text("import os\nos.environ['CHAINED'] = 'yes'\n")
-    package_root = Path(lmdeploy_patch.__file__).resolve().parents[2]
+    package_root = Path(lmdeploy_eplb.__file__).resolve().parents[3]
     env = {
         **os.environ,
         "DSBENCH_EPLB_MODE": "reference",

@@ -1,0 +1,52 @@
+"""LMDeploy: ``lmdeploy serve api_server`` (seeds 000 and 001), run as ``python -m lmdeploy``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from pytest_dsbench.engines.base import DecodeLine, EngineAdapter
+from pytest_dsbench.engines.command import VALUE, Flag
+from pytest_dsbench.engines.lmdeploy.behaviour import BEHAVIOUR
+
+FLAGS = (
+    Flag("model", (VALUE,)),
+    Flag("served_model_name", ("--model-name", VALUE)),
+    Flag("host", ("--server-name", VALUE)),
+    Flag("port", ("--server-port", VALUE)),
+    Flag("max_model_len", ("--session-len", VALUE)),
+    Flag(None, ("--reasoning-parser", "default")),
+    Flag(None, ("--enable-metrics",)),
+    Flag("tensor_parallel", ("--tp", VALUE), when="above_one"),
+    Flag("data_parallel", ("--dp", VALUE), when="above_one"),
+    Flag("expert_parallel", ("--ep", VALUE), when="above_one"),
+    Flag("max_batch_size", ("--max-batch-size", VALUE), when="set"),
+    Flag("cache_ratio", ("--cache-max-entry-count", VALUE), when="set"),
+    Flag("mtp", ("--speculative-algorithm", "deepseek_mtp", "--speculative-num-draft-tokens", "1"), when="set"),
+)
+"""Deployment -> LMDeploy flags. The model path is positional (``serve api_server PATH``); ``pipeline_parallel``
+has no row (the LMDeploy launch never passed one)."""
+
+
+class LmdeployAdapter(EngineAdapter):
+    """Launches LMDeploy's api_server with the hardware profile's parallelism and limits."""
+
+    name = "lmdeploy"
+    display_name = "LMDeploy"
+    behaviour = BEHAVIOUR
+    extra = "lmdeploy"
+    health_path = "/health"
+    entry = ("-m", "lmdeploy", "serve", "api_server")
+    flags = FLAGS
+
+    def version_probe(self) -> list[str]:
+        return ["-c", "import lmdeploy; print(lmdeploy.__version__)"]
+
+    def eplb_env(self, mode: str, base_env: Mapping[str, str]) -> dict[str, str]:
+        from pytest_dsbench.engines.lmdeploy.eplb import launch_env
+
+        return launch_env(mode, base_env)
+
+    def parse_decode_line(self, line: str) -> DecodeLine | None:
+        from pytest_dsbench.engines.lmdeploy.logformat import parse_decode_line
+
+        return parse_decode_line(line)

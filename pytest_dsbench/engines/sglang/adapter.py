@@ -1,0 +1,54 @@
+"""SGLang: ``python -m sglang.launch_server`` (seed 003's deployment)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from pytest_dsbench.engines.base import DecodeLine, EngineAdapter
+from pytest_dsbench.engines.command import VALUE, Flag
+from pytest_dsbench.engines.sglang.behaviour import BEHAVIOUR
+
+FLAGS = (
+    Flag("model", ("--model-path", VALUE)),
+    Flag("served_model_name", ("--served-model-name", VALUE)),
+    Flag("host", ("--host", VALUE)),
+    Flag("port", ("--port", VALUE)),
+    Flag("max_model_len", ("--context-length", VALUE)),
+    Flag(None, ("--reasoning-parser", "deepseek-r1")),
+    Flag(None, ("--enable-metrics",)),
+    Flag(None, ("--enable-cache-report",)),
+    Flag("tensor_parallel", ("--tp", VALUE), when="above_one"),
+    Flag("pipeline_parallel", ("--pp-size", VALUE), when="above_one"),
+    Flag("data_parallel", ("--dp", VALUE, "--enable-dp-attention"), when="above_one"),
+    Flag("expert_parallel", ("--ep-size", VALUE), when="above_one"),
+    Flag("max_batch_size", ("--max-running-requests", VALUE), when="set"),
+    Flag("cache_ratio", ("--mem-fraction-static", VALUE), when="set"),
+    Flag("mtp", ("--speculative-algorithm", "EAGLE", "--speculative-num-steps", "1", "--speculative-eagle-topk",
+                 "1", "--speculative-num-draft-tokens", "2"), when="set"),
+)
+"""Deployment -> SGLang flags. DP means DP attention (DeepSeek's MLA), as in seed 003's deployments."""
+
+
+class SglangAdapter(EngineAdapter):
+    """Launches SGLang with the hardware profile's parallelism and limits."""
+
+    name = "sglang"
+    display_name = "SGLang"
+    behaviour = BEHAVIOUR
+    extra = "sglang"
+    health_path = "/health"
+    entry = ("-m", "sglang.launch_server")
+    flags = FLAGS
+
+    def version_probe(self) -> list[str]:
+        return ["-c", "import sglang; print(sglang.__version__)"]
+
+    def eplb_env(self, mode: str, base_env: Mapping[str, str]) -> dict[str, str]:
+        from pytest_dsbench.engines.sglang.eplb import launch_env
+
+        return launch_env(mode, base_env)
+
+    def parse_decode_line(self, line: str) -> DecodeLine | None:
+        from pytest_dsbench.engines.sglang.logformat import parse_decode_line
+
+        return parse_decode_line(line)

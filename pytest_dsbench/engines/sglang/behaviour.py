@@ -1,0 +1,28 @@
+"""SGLang's OpenAI-compatible server as the conformance checks see it: where it legitimately differs from
+the API and the other engines, its known upstream bugs (strict xfails) and what differs by version."""
+
+from __future__ import annotations
+
+from pytest_dsbench.engines.base import EngineBehaviour
+
+BEHAVIOUR = EngineBehaviour(
+    reasoning_field="reasoning_content",
+    reasoning_usage_path="reasoning_tokens",
+    reasoning_count_includes_end_tag=True,
+    error_envelope="flat",
+    validates_model=False,
+    validates_prompt_plus_max_tokens=True,
+    multi_token_stop=True,
+    logprobs_enabled=True,
+    stream_options_without_stream_rejected=False,
+    role_on_every_delta=False,
+    tokenize_api="sglang",
+    metrics_prefix="sglang:",
+    tool_parser="deepseekv3",
+    min_tokens_param="min_new_tokens",
+    routed_experts=True,
+    constraint_params="top_level_regex",
+    decode_log_format="sglang",
+    features=frozenset({"ignore_eos", "logit_bias", "logprobs", "metrics", "min_tokens", "models_retrieve", "n",
+                        "reasoning", "seed", "structured_output", "tokenize", "tools", "top_k"}),
+)
