@@ -1,0 +1,60 @@
+"""``method = "random"``: one load run of the workload as written (e.g. seed 001's table, seed 004's example).
+
+The run takes its prompts from the entry's data set (random prompts by default, sglang's range-ratio
+convention, ratio 1 unless the entry says otherwise) at its request rate, burstiness and max concurrency.
+Judged: ``output_tok_s``, ``total_tok_s`` and ``qpm`` against the floors the entry sets (``{metric}_min``), and
+the error rate against ``[slo] error_rate_max``. An entry without a floor is measured and recorded (for history
+and the regression gate), and still fails when requests fail.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import Field
+
+from pytest_dsbench.load.api import LoadContext, run_workload, workload_arrivals, workload_dataset
+from pytest_dsbench.load.datasets import DatasetName
+from pytest_dsbench.load.runner import LoadRun
+from pytest_dsbench.methods.entry import Judge, OneRunWorkload, PositiveFloat
+
+FLOORS = ("output_tok_s", "total_tok_s", "qpm")
+"""The metrics a random workload can set a floor on, in the order they are judged."""
+
+
+class RandomConfig(OneRunWorkload):
+    """``method = "random"``: the workload as written, held to the floors it sets."""
+
+    method: Literal["random"]
+    dataset: DatasetName = Field(
+        default="random", description="where the prompts come from (sharegpt: the file in --dsbench-datasets)")
+    burstiness: PositiveFloat | None = Field(
+        default=None, description="gamma arrivals (1 = Poisson, < 1 burstier) at request_rate")
+    output_tok_s_min: PositiveFloat | None = None
+    total_tok_s_min: PositiveFloat | None = None
+    qpm_min: PositiveFloat | None = None
+
+    def dataset_name(self) -> DatasetName:
+        return self.dataset
+
+    def arrival_burstiness(self) -> float | None:
+        return self.burstiness
+
+
+@dataclass
+class RandomResult:
+    run: LoadRun
+
+
+def run(ctx: LoadContext, name: str, workload: RandomConfig) -> RandomResult:
+    """The workload's one load run (raw records under ``<artifacts>/load/throughput-NAME.jsonl``)."""
+    dataset = workload_dataset(ctx, name, workload)
+    return RandomResult(run_workload(ctx, dataset, name=f"throughput-{name}", **workload_arrivals(workload)))
+
+
+def judge(result: RandomResult, judge: Judge) -> None:
+    """Each floor the workload sets; the error rate against the SLO's."""
+    for metric in FLOORS:
+        judge.record(result.run, metric)
+    judge.record_health(result.run)
