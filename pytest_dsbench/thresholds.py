@@ -87,8 +87,8 @@ class Slo(_Strict):
     ttft_ms_p99_max: PositiveFloat | None = None
     itl_ms_p99_max: PositiveFloat | None = None
     error_rate_max: Annotated[float, Field(ge=0, le=1)] = 0.0
-    workload: str | None = Field(default=None, description="[throughput.NAME] entry the SLO tests run "
-                                 "(default: tencent, else the first entry)")
+    workload: str | None = Field(default=None, description="[throughput.NAME] workload the SLO tests run: a "
+                                 "random, deeplink or tencent one (default: tencent, else the first of those)")
     goodput_ttft_ms_max: PositiveFloat | None = None
     goodput_tpot_ms_max: PositiveFloat | None = None
     goodput_e2e_ms_max: PositiveFloat | None = None
