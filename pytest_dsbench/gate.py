@@ -75,9 +75,7 @@ class Gate:
         for accuracy); the regression gate's statistical test runs on them.
         """
         definition = metrics.get(metric)
-        comparison: Literal["<=", ">="] | None = None
-        if limit is not None:
-            comparison = "<=" if definition.direction == "lower_is_better" else ">="
+        comparison: Literal["<=", ">="] | None = definition.comparison if limit is not None else None
         values = [float(s) for s in samples]
         result = MetricResult(
             test_id=self.test_id,

@@ -1,306 +1,59 @@
-"""Every metric the suite reports, defined once: name, unit, direction, definition, and how it is computed.
+"""Every metric the suite reports, declared once: name, unit, direction, how it is computed, and its samples.
 
-Names carry their unit (``tpot_ms_mean``, ``output_tok_s``). The direction tells SLO and regression gates
-which way is worse. Formulas follow sglang.bench_serving exactly (reference bench_tools.md section (c)) so the
-numbers match the tool the seeds use; vLLM-style goodput, per-GPU / per-user throughput (InferenceX) and the
-time to the first *answer* token of reasoning models are computed alongside under their own names.
+A declaration (AIPerf's metric classes, without their class hierarchy) is the only place that knows a metric:
 
-The computations work on per-request records (:class:`pytest_dsbench.load.records.RequestRecord`, duck-typed
-here so this module imports nothing heavy): ``start_s`` (just before the request was sent), ``chunk_s``
-(receive times of the streamed chunks that carried text), ``end_s`` (the last line received), ``answer_s``,
-the declared ``prompt_len``, the requested ``max_tokens`` and the server's ``usage_completion_tokens``.
+* :class:`LatencyMetric` -- one statistic of a per-request latency (``tpot_ms_p99``); its samples are the
+  requests' values, so a regression is tested on the requests themselves.
+* :class:`RunMetric` -- a total or fraction of a whole run (``output_tok_s``, ``error_rate``), computed from the
+  run's records; throughputs take the run's 1-s windows as samples.
+* :class:`ReportedMetric` -- a value measured elsewhere (the client self-check, a server log, the tencent
+  search, an accuracy run); the measuring code passes its samples.
+
+Names carry their unit (``tpot_ms_mean``, ``output_tok_s``). The direction tells SLO and regression gates which
+way is worse, and names a metric's limit in ``thresholds/<hw>.toml``: ``{name}_max`` when lower is better,
+``{name}_min`` when higher is better (:attr:`Metric.limit_key`). Formulas follow sglang.bench_serving exactly
+(reference bench_tools.md section (c)) so the numbers match the tool the seeds use; vLLM-style goodput,
+per-GPU / per-user throughput (InferenceX) and the time to the first *answer* token of reasoning models are
+computed alongside under their own names.
+
+A test records a load run's metric with ``metrics.get(name).measure(run.summary)`` (value, samples and
+sample count together), through :func:`pytest_dsbench.load.api.record_run_metric`; recording an undeclared
+name fails with the declared names.
+
+The computations read a run's per-request records through :class:`pytest_dsbench.measures.RunData` (per-request
+latencies, output lengths, goodput and 1-s windows, each derived once).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
+
+from pytest_dsbench.measures import (
+    WINDOW_S,
+    GoodputSlo,
+    RecordLike,
+    RunData,
+    itl_s,
+    latency_s,
+    output_len,
+    stat,
+    tpot_s,
+    ttft_s,
+    window_output_tok_s,
+)
 
 Direction = Literal["lower_is_better", "higher_is_better"]
 STATS = ("mean", "median", "std", "p90", "p95", "p99", "max")
 
 
-@dataclass(frozen=True)
-class Metric:
-    """A metric's definition."""
+class UnknownMetric(KeyError):
+    """A metric name that no declaration here defines (a typo, or a metric that was never declared)."""
 
-    name: str
-    unit: str
-    direction: Direction
-    definition: str
-
-    def worse(self, new: float, old: float) -> bool:
-        """True when ``new`` is worse than ``old`` in this metric's direction."""
-        return new > old if self.direction == "lower_is_better" else new < old
-
-    def change_pct(self, new: float, old: float) -> float:
-        """Signed change in percent where positive always means worse."""
-        if old == 0:
-            return 0.0 if new == 0 else float("inf")
-        raw = (new - old) / abs(old) * 100.0
-        return raw if self.direction == "lower_is_better" else -raw
-
-
-def _lat(name: str, definition: str) -> list[Metric]:
-    return [Metric(f"{name}_ms_{stat}", "ms", "lower_is_better", f"{stat} of {definition}") for stat in STATS]
-
-
-def _hi(name: str, unit: str, definition: str) -> Metric:
-    return Metric(name, unit, "higher_is_better", definition)
-
-
-def _lo(name: str, unit: str, definition: str) -> Metric:
-    return Metric(name, unit, "lower_is_better", definition)
-
-
-_DEFINITIONS: list[Metric] = [
-    *_lat(
-        "ttft",
-        "time from sending the request to the first streamed chunk carrying text (reasoning included), "
-        "successful requests",
-    ),
-    *_lat(
-        "ttfat",
-        "time from sending the request to the first chunk of the answer (after the reasoning), "
-        "requests that produced an answer",
-    ),
-    *_lat(
-        "tpot",
-        "per request (e2e - ttft) / (output_tokens - 1), successful requests with more than one output "
-        "token (sglang/vLLM TPOT)",
-    ),
-    *_lat(
-        "itl",
-        "gaps between consecutive streamed text chunks, pooled over all requests (sglang ITL, per chunk)",
-    ),
-    *_lat("e2e", "request latency from sending to the last line received"),
-    _hi(
-        "output_tok_s",
-        "tok/s",
-        "sum of output tokens (usage, else the requested length) / benchmark duration",
-    ),
-    _hi("output_tok_s_retokenized", "tok/s", "sum of retokenized generated text lengths / benchmark duration"),
-    _hi("input_tok_s", "tok/s", "sum of declared prompt lengths / benchmark duration"),
-    _hi("total_tok_s", "tok/s", "(input + output tokens) / benchmark duration"),
-    _hi("request_throughput_req_s", "req/s", "completed requests / benchmark duration"),
-    _hi("qpm", "req/min", "completed requests per minute (60 x request throughput)"),
-    _hi(
-        "goodput_req_s",
-        "req/s",
-        "requests meeting every per-request SLO / duration (vLLM --goodput rule: "
-        "ttft <= T and tpot <= P and e2e <= E, tpot := 0 when output <= 1 token)",
-    ),
-    _hi("goodput_fraction", "fraction", "requests meeting every per-request SLO / all requests sent"),
-    _hi(
-        "output_tok_s_per_device",
-        "tok/s",
-        "output tok/s / accelerators of the deployment (InferenceX output_tput_per_gpu)",
-    ),
-    _hi("total_tok_s_per_device", "tok/s", "total tok/s / accelerators (InferenceX tput_per_gpu)"),
-    _hi(
-        "input_tok_s_per_device",
-        "tok/s",
-        "input tok/s / accelerators (seed 003 ali prefill: Input Throughput Per GPU)",
-    ),
-    _hi(
-        "output_tok_s_per_user",
-        "tok/s",
-        "1000 / mean TPOT in ms (InferenceX interactivity, tokens per second one user sees)",
-    ),
-    _hi("peak_output_tok_s", "tok/s", "max over 1-s bins of streamed text chunks received (sglang's peak)"),
-    _hi(
-        "peak_concurrent_requests",
-        "req",
-        "max over 1-s bins of requests in flight (sglang's peak; informational)",
-    ),
-    _hi("concurrency_mean", "req", "sum of request latencies / duration (Little's law; informational)"),
-    _lo("duration_s", "s", "benchmark duration: after warmup until the last request finished"),
-    _hi("completed_requests", "req", "successful requests"),
-    _lo("failed_requests", "req", "requests that failed (HTTP error, broken stream, timeout)"),
-    _lo("unsent_requests", "req", "requests not sent because the run's time limit (max_duration_s) ran out"),
-    _hi("accuracy", "fraction", "fraction of samples scored correct"),
-    _lo("error_rate", "fraction", "failed requests / all requests"),
-    _lo(
-        "output_len_mismatch_fraction",
-        "fraction",
-        "requests whose server usage differs from the requested length under ignore_eos",
-    ),
-    # seed 003 ali decode: server-log decode throughput per running batch size
-    _hi(
-        "decode_tok_s",
-        "tok/s",
-        "median decode (generation) throughput the server logged at one running batch "
-        "size (SGLang 'gen throughput', vLLM/LMDeploy 'Avg generation throughput')",
-    ),
-    _hi("decode_tok_s_per_device", "tok/s", "decode_tok_s / decode accelerators (seed 003 throughput_per_gpu)"),
-    _hi("decode_tok_s_per_user", "tok/s", "decode_tok_s / running batch size (seed 003 throughput_per_user)"),
-    # seed 003 tencent: the concurrency search
-    _hi("max_concurrency_under_slo", "req", "largest max-concurrency whose probe met the TPOT limit"),
-    # client self-check
-    _lo("client_cpu_util", "fraction", "client CPU time / wall time of the busiest worker (1.0 = a full core)"),
-    _lo(
-        "client_runnable_fraction",
-        "fraction",
-        "(CPU time + run-queue wait) / wall time of the busiest worker: "
-        "near 1.0 the client, not the server, limits the run",
-    ),
-    _lo("client_loop_lag_ms_p90", "ms", "p90 lateness of a 5 ms event-loop probe (delays every timestamp)"),
-    _lo("client_loop_lag_ms_p99", "ms", "p99 lateness of a 5 ms event-loop probe"),
-    _lo("client_send_lag_ms_p90", "ms", "p90 of actual - scheduled dispatch time of requests"),
-    _lo("client_send_lag_ms_p99", "ms", "p99 of actual - scheduled dispatch time of requests"),
-    _lo(
-        "client_queue_wait_ms_mean",
-        "ms",
-        "mean wait for a max-concurrency slot (excluded from TTFT, as sglang)",
-    ),
-    _hi("client_achieved_rate_ratio", "fraction", "achieved / offered request rate over the arrival schedule"),
-    # expert load during a load run (the suite's EPLB counter: --eplb observe|reference|balanced)
-    _lo(
-        "rank_load_max_over_mean",
-        "ratio",
-        "routed slots of the busiest simulated expert-parallel rank / the mean over ranks, summed over MoE "
-        "layers, during the run (1.0 = perfectly balanced)",
-    ),
-    _lo(
-        "expert_load_max_over_mean",
-        "ratio",
-        "routed slots of the busiest expert / the mean over experts, in the least balanced MoE layer, during "
-        "the run",
-    ),
-    # cross-check with the reference client
-    _lo(
-        "reference_diff_pct",
-        "%",
-        "relative difference between this suite's value and sglang.bench_serving's on the same workload",
-    ),
-]
-
-METRICS: dict[str, Metric] = {m.name: m for m in _DEFINITIONS}
-
-
-def get(name: str) -> Metric:
-    """The definition of ``name``; unknown names raise a KeyError listing close matches."""
-    try:
-        return METRICS[name]
-    except KeyError:
-        import difflib
-
-        close = difflib.get_close_matches(name, list(METRICS), n=3)
-        hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        raise KeyError(f"unknown metric {name!r}.{hint}") from None
-
-
-# -- statistics
-# ------------------------------------------------------------------------------------------------
-
-
-def stat(values: Sequence[float] | Any, which: str) -> float:
-    """numpy's mean / median / std (ddof=0) / linear percentile / max; an empty list gives 0 (sglang's rule)."""
-    import numpy as np
-
-    if len(values) == 0:
-        return 0.0
-    arr = np.asarray(values, dtype=float)
-    if which == "mean":
-        return float(np.mean(arr))
-    if which == "median":
-        return float(np.median(arr))
-    if which == "std":
-        return float(np.std(arr))
-    if which == "max":
-        return float(np.max(arr))
-    if which == "min":
-        return float(np.min(arr))
-    if which.startswith("p"):
-        return float(np.percentile(arr, float(which[1:])))
-    raise ValueError(f"unknown statistic {which!r}; use mean, median, std, max, min or pNN")
-
-
-def stats(prefix: str, values_ms: Sequence[float]) -> dict[str, float]:
-    """Every statistic of :data:`STATS` for one latency, named ``{prefix}_ms_{stat}``."""
-    import numpy as np
-
-    arr = np.asarray(values_ms, dtype=float)  # converted once for all statistics
-    return {f"{prefix}_ms_{s}": stat(arr, s) for s in STATS}
-
-
-# -- per-request values
-# ----------------------------------------------------------------------------------------
-
-
-class RecordLike(Protocol):
-    """The fields of a request record the formulas read."""
-
-    success: bool
-    prompt_len: int
-    max_tokens: int
-    start_s: float
-    end_s: float
-    chunk_s: list[float]
-    answer_s: float | None
-    usage_completion_tokens: int | None
-    retok_len: int | None
-
-
-def output_len(r: RecordLike) -> int:
-    """sglang's output length: the server's ``usage.completion_tokens`` when streamed, else the requested length."""
-    if not r.success:
-        return 0
-    return r.usage_completion_tokens if r.usage_completion_tokens is not None else r.max_tokens
-
-
-def ttft_s(r: RecordLike) -> float | None:
-    """Seconds to the first chunk carrying text; None when the request failed or streamed no text."""
-    return r.chunk_s[0] - r.start_s if r.success and r.chunk_s else None
-
-
-def latency_s(r: RecordLike) -> float:
-    return r.end_s - r.start_s
-
-
-def itl_s(r: RecordLike) -> list[float]:
-    """Gaps between consecutive text chunks (one sample per chunk, not per token: sglang's ITL)."""
-    c = r.chunk_s
-    return [c[i] - c[i - 1] for i in range(1, len(c))] if r.success else []
-
-
-def tpot_s(r: RecordLike) -> float | None:
-    """(e2e - ttft) / (output_len - 1), or None when the request has at most one output token."""
-    first = ttft_s(r)
-    n = output_len(r)
-    if first is None or n <= 1:
-        return None
-    return (latency_s(r) - first) / (n - 1)
-
-
-# -- goodput
-# ---------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class GoodputSlo:
-    """Per-request limits of vLLM's ``--goodput`` (DistServe): a request is good when it meets every one given."""
-
-    ttft_ms: float | None = None
-    tpot_ms: float | None = None
-    e2e_ms: float | None = None
-
-    @property
-    def empty(self) -> bool:
-        return self.ttft_ms is None and self.tpot_ms is None and self.e2e_ms is None
-
-    def good(self, r: RecordLike) -> bool:
-        if not r.success:
-            return False
-        first = ttft_s(r)
-        if self.ttft_ms is not None and (first is None or first * 1000 > self.ttft_ms):
-            return False
-        tpot = tpot_s(r) or 0.0  # vLLM: "we regard tpot as 0 for goodput" when output <= 1 token
-        if self.tpot_ms is not None and tpot * 1000 > self.tpot_ms:
-            return False
-        return not (self.e2e_ms is not None and latency_s(r) * 1000 > self.e2e_ms)
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 # -- the run summary
@@ -309,7 +62,11 @@ class GoodputSlo:
 
 @dataclass
 class Summary:
-    """Aggregates of one load run: metric name -> value, plus the per-request samples behind each latency."""
+    """Aggregates of one load run: metric name -> value, plus the samples behind them.
+
+    ``samples`` holds the per-request values of each latency (``"tpot"``: ms per request) and the run's 1-s
+    output tok/s windows (``"output_tok_s"``); a declaration's :meth:`Metric.measure` picks its own.
+    """
 
     values: dict[str, float]
     samples: dict[str, list[float]] = field(default_factory=dict)
@@ -323,10 +80,6 @@ class Summary:
     def __getitem__(self, name: str) -> float:
         return self.values[name]
 
-    def sample_count(self, metric: str) -> int:
-        """How many samples stand behind ``metric`` (e.g. requests behind ``tpot_ms_p99``)."""
-        return len(self.samples.get(metric.split("_ms_")[0], [])) if "_ms_" in metric else self.completed
-
     def as_dict(self) -> dict[str, Any]:
         return {
             "values": self.values,
@@ -339,138 +92,382 @@ class Summary:
         }
 
 
-def _bins_peak(records: Sequence[RecordLike]) -> tuple[float, float]:
-    """sglang's peak output tok/s (chunk events per 1-s bin) and peak concurrent requests (per 1-s bin)."""
-    import numpy as np
-
-    ok = [r for r in records if r.success]
-    if not ok:
-        return 0.0, 0.0
-    t0 = min(r.start_s for r in ok)
-    events = np.fromiter((t for r in ok for t in r.chunk_s), dtype=float)
-    peak_events = float(np.bincount((events - t0).astype(np.int64)).max()) if events.size else 0.0
-    starts = np.array([int(r.start_s - t0) for r in ok])
-    ends = np.array([int(r.end_s - t0) for r in ok])
-    active = np.zeros(int(ends.max()) + 2, dtype=np.int64)
-    np.add.at(active, starts, 1)
-    np.add.at(active, ends + 1, -1)
-    return peak_events, float(np.cumsum(active).max())
+# -- declarations
+# ----------------------------------------------------------------------------------------------
 
 
-WINDOW_S = 1.0
-"""Width of the windows behind throughput samples (sglang's peak uses the same 1-s bins)."""
+@dataclass(frozen=True)
+class Limit:
+    """The value a metric must meet (None: not limited, only recorded) and where it is set, for messages
+    (``"cpu.toml [slo] tpot_ms_mean_max"``)."""
+
+    value: float | None
+    source: str
 
 
-def window_output_tok_s(records: Sequence[RecordLike], window_s: float = WINDOW_S) -> list[float]:
-    """Output tok/s in each full ``window_s`` window between the first request's start and the last one's end.
+@dataclass(frozen=True)
+class Measurement:
+    """A metric's value in one run with the samples behind it (what ``dsbench_gate.record`` takes)."""
 
-    Each request's output tokens are spread evenly over its streamed chunks (a chunk may carry several tokens
-    under MTP); the last, partial window is dropped. These are the samples the regression gate tests
-    throughput on: one run's windows vary with the server's speed the way its aggregate does.
+    metric: Metric
+    value: float
+    samples: list[float]
+    sample_count: int
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A metric's declaration: what it is called, its unit, which way is better and what it means."""
+
+    name: str
+    unit: str
+    direction: Direction
+    definition: str
+
+    @property
+    def comparison(self) -> Literal["<=", ">="]:
+        """How a value must compare with this metric's limit to pass."""
+        return "<=" if self.direction == "lower_is_better" else ">="
+
+    @property
+    def limit_key(self) -> str:
+        """The key of this metric's limit in a thresholds table: ``{name}_max`` or ``{name}_min``."""
+        return f"{self.name}_max" if self.direction == "lower_is_better" else f"{self.name}_min"
+
+    def worse(self, new: float, old: float) -> bool:
+        """True when ``new`` is worse than ``old`` in this metric's direction."""
+        return new > old if self.direction == "lower_is_better" else new < old
+
+    def change_pct(self, new: float, old: float) -> float:
+        """Signed change in percent where positive always means worse."""
+        if old == 0:
+            return 0.0 if new == 0 else float("inf")
+        raw = (new - old) / abs(old) * 100.0
+        return raw if self.direction == "lower_is_better" else -raw
+
+    def compute(self, run: RunData) -> float | None:
+        """This metric's value from a run's records; None when records do not give it (measured elsewhere)."""
+        return None
+
+    def samples(self, summary: Summary) -> list[float]:
+        """The samples the regression gate's statistical test runs on; empty where a run has none."""
+        return []
+
+    def sample_count(self, summary: Summary) -> int:
+        """How many observations stand behind the value (the requests a run completed, unless said otherwise)."""
+        return summary.completed
+
+    def measure(self, summary: Summary, value: float | None = None) -> Measurement:
+        """The value (the summary's unless ``value`` is given), samples and sample count of one run."""
+        return Measurement(
+            self, summary[self.name] if value is None else value, self.samples(summary), self.sample_count(summary)
+        )
+
+
+@dataclass(frozen=True)
+class ReportedMetric(Metric):
+    """A metric whose value is measured outside the run's records (client self-check, server log, search)."""
+
+
+@dataclass(frozen=True)
+class LatencyMetric(Metric):
+    """One statistic of a per-request latency; its samples are the requests' values (ms)."""
+
+    latency: str = ""
+    stat: str = ""
+
+    def compute(self, run: RunData) -> float | None:
+        return stat(run.latency_arrays[self.latency], self.stat)
+
+    def samples(self, summary: Summary) -> list[float]:
+        return list(summary.samples.get(self.latency, []))
+
+    def sample_count(self, summary: Summary) -> int:
+        return len(summary.samples.get(self.latency, []))
+
+
+@dataclass(frozen=True)
+class RunMetric(Metric):
+    """A total, rate or fraction of the whole run, computed from its records by ``formula``.
+
+    ``windowed``: its samples are the run's 1-s output tok/s windows scaled by the run's ratio of this metric
+    to output tok/s (a ratio the workload fixes). ``counts``: the observations behind it, the completed
+    requests or every request sent.
     """
-    import numpy as np
 
-    ok = [r for r in records if r.success and r.chunk_s]
-    if not ok:
-        return []
-    t0 = min(r.start_s for r in ok)
-    full_windows = int((max(r.end_s for r in ok) - t0) // window_s)
-    if full_windows < 1:
-        return []
-    times = np.concatenate([np.asarray(r.chunk_s, dtype=float) for r in ok])
-    weights = np.concatenate([np.full(len(r.chunk_s), output_len(r) / len(r.chunk_s)) for r in ok])
-    bins = ((times - t0) // window_s).astype(np.int64)
-    keep = bins < full_windows
-    tokens = np.bincount(bins[keep], weights=weights[keep], minlength=full_windows)
-    return [float(t) / window_s for t in tokens]
+    formula: Callable[[RunData], float | None] = field(default=lambda run: None)
+    windowed: bool = False
+    counts: Literal["completed", "sent"] = "completed"
+
+    def compute(self, run: RunData) -> float | None:
+        return self.formula(run)
+
+    def samples(self, summary: Summary) -> list[float]:
+        windows = summary.samples.get("output_tok_s", [])
+        output = summary.values.get("output_tok_s", 0.0)
+        if not self.windowed or not windows or output <= 0:
+            return []
+        scale = summary.values.get(self.name, 0.0) / output
+        return [w * scale for w in windows]
+
+    def sample_count(self, summary: Summary) -> int:
+        return summary.completed + summary.failed if self.counts == "sent" else summary.completed
+
+
+def _latency(name: str, definition: str) -> list[Metric]:
+    return [LatencyMetric(f"{name}_ms_{s}", "ms", "lower_is_better", f"{s} of {definition}", name, s) for s in STATS]
+
+
+def _run(
+    name: str, unit: str, direction: Direction, definition: str, formula: Callable[[RunData], float | None], **kw: Any
+) -> Metric:
+    return RunMetric(name, unit, direction, definition, formula, **kw)
+
+
+def _reported(name: str, unit: str, direction: Direction, definition: str) -> Metric:
+    return ReportedMetric(name, unit, direction, definition)
+
+
+HI: Direction = "higher_is_better"
+LO: Direction = "lower_is_better"
+
+
+def _rate(total: Callable[[RunData], float], per_device: bool = False) -> Callable[[RunData], float]:
+    """A total divided by the run's duration (and by the deployment's accelerators)."""
+    return lambda run: total(run) * run.per_s / (run.devices if per_device else 1)
+
+
+def _per_user(run: RunData) -> float:
+    mean_tpot = stat(run.latency_arrays["tpot"], "mean")
+    return 1000.0 / mean_tpot if mean_tpot > 0 else 0.0
+
+
+def _error_rate(run: RunData) -> float:
+    return (len(run.records) - len(run.ok)) / len(run.records) if run.records else 0.0
+
+
+def _mismatch(run: RunData) -> float:
+    bad = [r for r in run.ok if r.usage_completion_tokens is not None and r.usage_completion_tokens != r.max_tokens]
+    return len(bad) / len(run.ok) if run.ok else 0.0
+
+
+def _goodput_fraction(run: RunData) -> float | None:
+    return None if run.good is None else (run.good / len(run.records) if run.records else 0.0)
+
+
+def _in(run: RunData) -> float:
+    return float(run.total_input)
+
+
+def _out(run: RunData) -> float:
+    return float(run.total_output)
+
+
+def _all(run: RunData) -> float:
+    return float(run.total_input + run.total_output)
+
+
+def _done(run: RunData) -> float:
+    return float(len(run.ok))
+
+
+_DECLARED: list[Metric] = [
+    *_latency(
+        "ttft",
+        "time from sending the request to the first streamed chunk carrying text (reasoning included), "
+        "successful requests",
+    ),
+    *_latency(
+        "ttfat",
+        "time from sending the request to the first chunk of the answer (after the reasoning), "
+        "requests that produced an answer",
+    ),
+    *_latency(
+        "tpot",
+        "per request (e2e - ttft) / (output_tokens - 1), successful requests with more than one output "
+        "token (sglang/vLLM TPOT)",
+    ),
+    *_latency(
+        "itl",
+        "gaps between consecutive streamed text chunks, pooled over all requests (sglang ITL, per chunk)",
+    ),
+    *_latency("e2e", "request latency from sending to the last line received"),
+    _run("output_tok_s", "tok/s", HI, "sum of output tokens (usage, else the requested length) / benchmark duration",
+         _rate(_out), windowed=True),
+    _run("output_tok_s_retokenized", "tok/s", HI, "sum of retokenized generated text lengths / benchmark duration",
+         _rate(lambda run: float(run.total_retokenized))),
+    _run("input_tok_s", "tok/s", HI, "sum of declared prompt lengths / benchmark duration", _rate(_in)),
+    _run("total_tok_s", "tok/s", HI, "(input + output tokens) / benchmark duration", _rate(_all), windowed=True),
+    _run("request_throughput_req_s", "req/s", HI, "completed requests / benchmark duration", _rate(_done),
+         windowed=True),
+    _run("qpm", "req/min", HI, "completed requests per minute (60 x request throughput)",
+         _rate(lambda run: 60.0 * len(run.ok)), windowed=True),
+    _run(
+        "goodput_req_s",
+        "req/s",
+        HI,
+        "requests meeting every per-request SLO / duration (vLLM --goodput rule: "
+        "ttft <= T and tpot <= P and e2e <= E, tpot := 0 when output <= 1 token)",
+        lambda run: None if run.good is None else run.good * run.per_s,
+    ),
+    _run("goodput_fraction", "fraction", HI, "requests meeting every per-request SLO / all requests sent",
+         _goodput_fraction, counts="sent"),
+    _run(
+        "output_tok_s_per_device",
+        "tok/s",
+        HI,
+        "output tok/s / accelerators of the deployment (InferenceX output_tput_per_gpu)",
+        _rate(_out, per_device=True),
+        windowed=True,
+    ),
+    _run("total_tok_s_per_device", "tok/s", HI, "total tok/s / accelerators (InferenceX tput_per_gpu)",
+         _rate(_all, per_device=True), windowed=True),
+    _run("input_tok_s_per_device", "tok/s", HI,
+         "input tok/s / accelerators (seed 003 ali prefill: Input Throughput Per GPU)", _rate(_in, per_device=True)),
+    _run("output_tok_s_per_user", "tok/s", HI,
+         "1000 / mean TPOT in ms (InferenceX interactivity, tokens per second one user sees)", _per_user),
+    _run("peak_output_tok_s", "tok/s", HI, "max over 1-s bins of streamed text chunks received (sglang's peak)",
+         lambda run: run.peaks[0]),
+    _run("peak_concurrent_requests", "req", HI, "max over 1-s bins of requests in flight (sglang's peak; "
+         "informational)", lambda run: run.peaks[1]),
+    _run("concurrency_mean", "req", HI, "sum of request latencies / duration (Little's law; informational)",
+         _rate(lambda run: sum(latency_s(r) for r in run.ok))),
+    _run("duration_s", "s", LO, "benchmark duration: after warmup until the last request finished",
+         lambda run: run.duration_s),
+    _run("completed_requests", "req", HI, "successful requests", _done),
+    _run("failed_requests", "req", LO, "requests that failed (HTTP error, broken stream, timeout)",
+         lambda run: float(len(run.records) - len(run.ok)), counts="sent"),
+    _reported("unsent_requests", "req", LO,
+              "requests not sent because the run's time limit (max_duration_s) ran out"),
+    _reported("accuracy", "fraction", HI, "fraction of samples scored correct"),
+    _run("error_rate", "fraction", LO, "failed requests / all requests", _error_rate, counts="sent"),
+    _run("output_len_mismatch_fraction", "fraction", LO,
+         "requests whose server usage differs from the requested length under ignore_eos", _mismatch),
+    _reported("health_latency_s", "s", LO, "how long GET /health took while streams generate (API check A06)"),
+    # seed 003 ali decode: server-log decode throughput per running batch size
+    _reported(
+        "decode_tok_s",
+        "tok/s",
+        HI,
+        "median decode (generation) throughput the server logged at one running batch "
+        "size (SGLang 'gen throughput', vLLM/LMDeploy 'Avg generation throughput')",
+    ),
+    _reported("decode_tok_s_per_device", "tok/s", HI, "decode_tok_s / decode accelerators (seed 003 "
+              "throughput_per_gpu)"),
+    _reported("decode_tok_s_per_user", "tok/s", HI, "decode_tok_s / running batch size (seed 003 "
+              "throughput_per_user)"),
+    # seed 003 tencent: the concurrency search
+    _reported("max_concurrency_under_slo", "req", HI, "largest max-concurrency whose probe met the TPOT limit"),
+    # client self-check (pytest_dsbench.load.selfcheck)
+    _reported("client_cpu_util", "fraction", LO,
+              "client CPU time / wall time of the busiest worker (1.0 = a full core)"),
+    _reported(
+        "client_runnable_fraction",
+        "fraction",
+        LO,
+        "(CPU time + run-queue wait) / wall time of the busiest worker: "
+        "near 1.0 the client, not the server, limits the run",
+    ),
+    _reported("client_loop_lag_ms_p90", "ms", LO, "p90 lateness of a 5 ms event-loop probe (delays every "
+              "timestamp)"),
+    _reported("client_loop_lag_ms_p99", "ms", LO, "p99 lateness of a 5 ms event-loop probe"),
+    _reported("client_send_lag_ms_p90", "ms", LO, "p90 of actual - scheduled dispatch time of requests"),
+    _reported("client_send_lag_ms_p99", "ms", LO, "p99 of actual - scheduled dispatch time of requests"),
+    _reported("client_queue_wait_ms_mean", "ms", LO,
+              "mean wait for a max-concurrency slot (excluded from TTFT, as sglang)"),
+    _reported("client_achieved_rate_ratio", "fraction", HI,
+              "achieved / offered request rate over the arrival schedule"),
+    # expert load during a load run (the suite's EPLB counter: --eplb observe|reference|balanced)
+    _reported(
+        "rank_load_max_over_mean",
+        "ratio",
+        LO,
+        "routed slots of the busiest simulated expert-parallel rank / the mean over ranks, summed over MoE "
+        "layers, during the run (1.0 = perfectly balanced)",
+    ),
+    _reported(
+        "expert_load_max_over_mean",
+        "ratio",
+        LO,
+        "routed slots of the busiest expert / the mean over experts, in the least balanced MoE layer, during "
+        "the run",
+    ),
+    # cross-check with the reference client
+    _reported(
+        "reference_diff_pct",
+        "%",
+        LO,
+        "relative difference between this suite's value and sglang.bench_serving's on the same workload",
+    ),
+]
+
+METRICS: dict[str, Metric] = {m.name: m for m in _DECLARED}
+"""Every declared metric by name."""
+
+
+def get(name: str) -> Metric:
+    """The declaration of ``name``; an undeclared name raises :class:`UnknownMetric` with close matches and the
+    declared names."""
+    try:
+        return METRICS[name]
+    except KeyError:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(METRICS), n=3)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise UnknownMetric(
+            f"unknown metric {name!r}.{hint} Declare it in pytest_dsbench/metrics.py or use a declared one: "
+            f"{', '.join(METRICS)}"
+        ) from None
 
 
 def summarize(
     records: Sequence[RecordLike], duration_s: float, *, devices: int = 1, goodput: GoodputSlo | None = None
 ) -> Summary:
-    """Every aggregate metric of one run, with sglang.bench_serving's exact formulas (bench_tools.md (c))."""
-    import numpy as np
-
-    ok = [r for r in records if r.success]
-    d = duration_s if duration_s > 0 else float("nan")
-    ttfts = [t * 1000 for r in ok if (t := ttft_s(r)) is not None]
-    tpots = [t * 1000 for r in ok if (t := tpot_s(r)) is not None]
-    gaps = [np.diff(np.asarray(r.chunk_s, dtype=float)) for r in ok if len(r.chunk_s) > 1]
-    itls: list[float] = (np.concatenate(gaps) * 1000).tolist() if gaps else []
-    e2es = [latency_s(r) * 1000 for r in ok]
-    ttfats = [(r.answer_s - r.start_s) * 1000 for r in ok if r.answer_s is not None]
-    total_in = sum(r.prompt_len for r in ok)
-    total_out = sum(output_len(r) for r in ok)
-    total_retok = sum(r.retok_len or 0 for r in ok)
+    """Every metric the declarations compute from one run's records (sglang.bench_serving's formulas)."""
+    run = RunData(records, duration_s, devices, goodput)
     values: dict[str, float] = {}
-    for prefix, samples in (
-        ("ttft", ttfts),
-        ("tpot", tpots),
-        ("itl", itls),
-        ("e2e", e2es),
-        ("ttfat", ttfats),
-    ):
-        values.update(stats(prefix, samples))
-    values["output_tok_s"] = total_out / d
-    values["output_tok_s_retokenized"] = total_retok / d
-    values["input_tok_s"] = total_in / d
-    values["total_tok_s"] = (total_in + total_out) / d
-    values["request_throughput_req_s"] = len(ok) / d
-    values["qpm"] = 60.0 * len(ok) / d
-    values["concurrency_mean"] = sum(latency_s(r) for r in ok) / d
-    values["output_tok_s_per_device"] = values["output_tok_s"] / devices
-    values["total_tok_s_per_device"] = values["total_tok_s"] / devices
-    values["input_tok_s_per_device"] = values["input_tok_s"] / devices
-    mean_tpot = values["tpot_ms_mean"]
-    values["output_tok_s_per_user"] = 1000.0 / mean_tpot if mean_tpot > 0 else 0.0
-    values["peak_output_tok_s"], values["peak_concurrent_requests"] = _bins_peak(records)
-    values["duration_s"] = duration_s
-    values["completed_requests"] = float(len(ok))
-    values["failed_requests"] = float(len(records) - len(ok))
-    values["error_rate"] = (len(records) - len(ok)) / len(records) if records else 0.0
-    mismatched = [r for r in ok if r.usage_completion_tokens is not None and r.usage_completion_tokens != r.max_tokens]
-    values["output_len_mismatch_fraction"] = len(mismatched) / len(ok) if ok else 0.0
-    if goodput is not None and not goodput.empty:
-        good = sum(1 for r in records if goodput.good(r))
-        values["goodput_req_s"] = good / d
-        values["goodput_fraction"] = good / len(records) if records else 0.0
-    for name, value in values.items():
-        if isinstance(value, float) and math.isnan(value):
-            values[name] = 0.0
-    windows = window_output_tok_s(records)
+    for metric in _DECLARED:
+        value = metric.compute(run)
+        if value is not None:
+            values[metric.name] = 0.0 if isinstance(value, float) and math.isnan(value) else float(value)
     return Summary(
         values=values,
-        samples={"ttft": ttfts, "tpot": tpots, "itl": itls, "e2e": e2es, "ttfat": ttfats, "output_tok_s": windows},
-        completed=len(ok),
-        failed=len(records) - len(ok),
-        total_input=total_in,
-        total_output=total_out,
-        total_output_retokenized=total_retok,
+        samples={**run.latency_ms, "output_tok_s": window_output_tok_s(records)},
+        completed=len(run.ok),
+        failed=len(records) - len(run.ok),
+        total_input=run.total_input,
+        total_output=run.total_output,
+        total_output_retokenized=run.total_retokenized,
         duration_s=duration_s,
     )
 
 
-_WINDOWED = frozenset(
-    {"output_tok_s", "output_tok_s_per_device", "total_tok_s", "total_tok_s_per_device", "qpm",
-     "request_throughput_req_s"}
-)
-"""Throughput metrics whose samples are the per-window output tok/s scaled by the run's ratio of the metric to
-output tok/s (a ratio the workload fixes)."""
-
-
-def metric_samples(summary: Summary, metric: str) -> list[float]:
-    """The samples behind ``metric`` (for ``dsbench_gate.record(samples=...)``): per request for latencies,
-    per 1-s window for throughputs, empty where a run has no such samples."""
-    if "_ms_" in metric:
-        return list(summary.samples.get(metric.split("_ms_")[0], []))
-    if metric in _WINDOWED:
-        windows = summary.samples.get("output_tok_s", [])
-        output = summary.values.get("output_tok_s", 0.0)
-        if not windows or output <= 0:
-            return []
-        scale = summary.values.get(metric, 0.0) / output
-        return [w * scale for w in windows]
-    return []
+__all__ = [
+    "METRICS",
+    "WINDOW_S",
+    "GoodputSlo",
+    "LatencyMetric",
+    "Limit",
+    "Measurement",
+    "Metric",
+    "RecordLike",
+    "ReportedMetric",
+    "RunData",
+    "RunMetric",
+    "Summary",
+    "UnknownMetric",
+    "describe",
+    "get",
+    "itl_s",
+    "latency_s",
+    "output_len",
+    "stat",
+    "summarize",
+    "tpot_s",
+    "ttft_s",
+    "window_output_tok_s",
+]
 
 
 def describe(names: Iterable[str]) -> list[str]:

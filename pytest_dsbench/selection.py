@@ -12,6 +12,7 @@ def apply_engine_marks(items: list[pytest.Item], options: DsbenchOptions) -> Non
     """Add skip and xfail marks to ``items`` from their ``only_engine``, ``requires``, ``check``, ``gpu``,
     ``accuracy`` and ``fixture_model`` markers."""
     from pytest_dsbench.engines.adapters import get_adapter
+    from pytest_dsbench.engines.registry import unknown_engines, valid_engines
     from pytest_dsbench.eplb import accuracy_skip_reason
     from pytest_dsbench.session import has_gpu
 
@@ -20,6 +21,11 @@ def apply_engine_marks(items: list[pytest.Item], options: DsbenchOptions) -> Non
     gpu: bool | None = None
     for item in items:
         only = item.get_closest_marker("only_engine")
+        unknown = unknown_engines(only.args) if only else []
+        if unknown:
+            raise pytest.UsageError(
+                f"{item.nodeid}: only_engine names unknown engine(s) {', '.join(unknown)}; valid: {valid_engines()}"
+            )
         if only and engine not in only.args:
             reason = f"only for engine(s) {', '.join(only.args)}; this is {engine}"
             item.add_marker(pytest.mark.skip(reason=reason))

@@ -1,31 +1,35 @@
 """Hardware profiles: ``thresholds/<hw>.toml``, validated when pytest configures.
 
 A profile says what a deployment on that hardware looks like (devices, parallelism, limits), how each engine is
-launched there, and what it must achieve (SLOs, throughput baselines, accuracy floors, regression limits).
-Errors name the file, the key and the valid values, so a typo never becomes a traceback.
+launched there, and what it must achieve (SLOs, throughput workloads and their floors, accuracy floors,
+regression limits). Errors name the file, the key and the valid values, so a typo never becomes a traceback.
+
+A limit on a metric is always named ``{metric}_max`` (lower is better) or ``{metric}_min`` (higher is better),
+after the metric's declaration in :mod:`pytest_dsbench.metrics`; a limit key that names no declared metric, or
+one the table does not take, is an error listing the limit keys that table takes. Each ``[throughput.NAME]``
+entry is validated by the configuration model of its ``method`` (:mod:`pytest_dsbench.methods`).
 """
 
 from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
-from pytest_dsbench.engines.registry import ENGINE_NAMES, valid_engines
+from pytest_dsbench import metrics
 from pytest_dsbench.errors import ThresholdsError
+from pytest_dsbench.metrics import Limit
+from pytest_dsbench.workloads import EVALUATION_METHODS, WORKLOAD_CONFIGS, WorkloadConfig
+from pytest_dsbench.workloads.entry import STRICT, EngineName, PositiveFloat, PositiveInt
 
 SCHEMA_VERSION = 1
-EVALUATION_METHODS = ("deeplink", "tencent", "ali_decode", "ali_prefill", "random")
-
-PositiveInt = Annotated[int, Field(gt=0)]
-PositiveFloat = Annotated[float, Field(gt=0)]
+LIMIT_SUFFIXES = ("_max", "_min")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = STRICT
 
 
 class Hardware(_Strict):
@@ -68,16 +72,6 @@ class Deployment(_Strict):
         return self
 
 
-def _registered_engine(name: str) -> str:
-    if name not in ENGINE_NAMES:
-        raise PydanticCustomError("unknown_engine", "unknown engine", {"expected": valid_engines()})
-    return name
-
-
-EngineName = Annotated[str, AfterValidator(_registered_engine)]
-"""An engine of :mod:`pytest_dsbench.engines.registry` (the ``[engines.NAME]`` keys)."""
-
-
 class EngineLaunch(_Strict):
     """Extra launch arguments and environment for one engine on this hardware."""
 
@@ -93,8 +87,8 @@ class Slo(_Strict):
     ttft_ms_p99_max: PositiveFloat | None = None
     itl_ms_p99_max: PositiveFloat | None = None
     error_rate_max: Annotated[float, Field(ge=0, le=1)] = 0.0
-    workload: str | None = Field(default=None, description="[throughput.NAME] entry the SLO tests run "
-                                 "(default: tencent, else the first entry)")
+    workload: str | None = Field(default=None, description="[throughput.NAME] workload the SLO tests run: a "
+                                 "random, deeplink or tencent one (default: tencent, else the first of those)")
     goodput_ttft_ms_max: PositiveFloat | None = None
     goodput_tpot_ms_max: PositiveFloat | None = None
     goodput_e2e_ms_max: PositiveFloat | None = None
@@ -102,32 +96,10 @@ class Slo(_Strict):
     health_latency_s_max: PositiveFloat = Field(
         default=2.0, description="longest GET /health may take while streams generate (API check A06)")
 
-
-class ThroughputBaseline(_Strict):
-    """A workload of one of the seeds' evaluation methods and the floor its result must reach."""
-
-    method: Literal["deeplink", "tencent", "ali_decode", "ali_prefill", "random"]
-    input_len: PositiveInt
-    output_len: PositiveInt
-    num_prompts: PositiveInt
-    max_concurrency: PositiveInt | None = None
-    request_rate: PositiveFloat | None = None
-    batch_sizes: list[PositiveInt] = []
-    output_tok_s_min: PositiveFloat | None = None
-    total_tok_s_min: PositiveFloat | None = None
-    input_tok_s_per_device_min: PositiveFloat | None = None
-    qpm_min: PositiveFloat | None = None
-    engines: list[Literal["vllm", "sglang", "lmdeploy"]] = []
-    source: str = ""
-    seed: int | None = None
-    range_ratio: Annotated[float, Field(ge=0, le=1)] | None = None
-    search_max_probes: PositiveInt | None = None
-    search_time_budget_s: PositiveFloat | None = None
-    dataset: Literal["random", "random-ids", "sharegpt", "fixed"] = Field(
-        default="random", description="prompts of the 'random' and SLO workloads (sharegpt: the file in "
-        "--dsbench-datasets)")
-    burstiness: PositiveFloat | None = Field(
-        default=None, description="gamma arrivals (1 = Poisson, < 1 burstier) at request_rate")
+    not_limits: ClassVar[frozenset[str]] = frozenset(
+        {"goodput_ttft_ms_max", "goodput_tpot_ms_max", "goodput_e2e_ms_max"})
+    """Keys ending in ``_max`` that are not limits on a run's metric: the per-request thresholds of the goodput
+    rule (a request is good when its TTFT, TPOT and e2e stay within them)."""
 
 
 class AccuracyFloor(_Strict):
@@ -135,7 +107,7 @@ class AccuracyFloor(_Strict):
 
     floor: Annotated[float, Field(ge=0, le=1)]
     limit: PositiveInt | None = None
-    engines: dict[Literal["vllm", "sglang", "lmdeploy"], Annotated[float, Field(ge=0, le=1)]] = {}
+    engines: dict[EngineName, Annotated[float, Field(ge=0, le=1)]] = {}
     subset: str | None = None
     source: str = ""
     benchmark: str | None = Field(default=None, description=(
@@ -165,7 +137,7 @@ class HardwareProfile(_Strict):
     deployments: dict[str, Deployment] = {}
     engines: dict[EngineName, EngineLaunch] = {}
     slo: Slo = Slo()
-    throughput: dict[str, ThroughputBaseline] = {}
+    throughput: dict[str, WorkloadConfig] = {}
     accuracy: dict[str, AccuracyFloor] = {}
     accuracy_settings: GenerationSettings = GenerationSettings()
     regress_pct: dict[str, Annotated[float, Field(ge=0)]] = {}
@@ -178,6 +150,12 @@ class HardwareProfile(_Strict):
         """Where a limit comes from, for messages: ``"cpu.toml [slo] tpot_ms_mean_max"`` (the profile's name when
         it was not read from a file)."""
         return f"{self.path.name if self.path else self.hardware.name} {key}"
+
+    def slo_limit(self, metric: str) -> Limit:
+        """The ``[slo]`` limit on ``metric`` (its ``{metric}_max`` / ``_min`` key; value None when unset)."""
+        key = metrics.get(metric).limit_key
+        value = getattr(self.slo, key, None)
+        return Limit(None if value is None else float(value), self.where(f"[slo] {key}"))
 
     def launch(self, engine: str) -> EngineLaunch:
         """Launch extras for ``engine`` (empty when the profile has none)."""
@@ -204,21 +182,80 @@ def available(directory: Path) -> list[str]:
     return sorted(p.stem for p in directory.glob("*.toml"))
 
 
+def limit_keys(table: type[BaseModel]) -> list[str]:
+    """The metric limits a table takes (``{metric}_max`` / ``{metric}_min`` keys)."""
+    skip: frozenset[str] = getattr(table, "not_limits", frozenset())
+    return [key for key in table.model_fields if key.endswith(LIMIT_SUFFIXES) and key not in skip]
+
+
+def _check_limit_keys(tables: list[type[BaseModel]]) -> None:
+    """Every limit key of the schema names a declared metric in its direction (a mistake here is the
+    project's, so it fails at import, not in a user's run)."""
+    for table in tables:
+        for key in limit_keys(table):
+            declared = metrics.METRICS.get(key[:-4])
+            if declared is None or declared.limit_key != key:
+                raise TypeError(f"{table.__name__}.{key} is not the limit key of a declared metric")
+
+
+def _unknown_key(key: str, table: type[BaseModel], what: str) -> str:
+    """Why ``key`` is not a key of ``table`` (``what``: "[slo]", "a tencent entry"), with what to write."""
+    valid = ", ".join(table.model_fields)
+    replaced: dict[str, str] = getattr(table, "replaced_keys", {})
+    if key in replaced:
+        return f"not a key of {what}: use {replaced[key]}; valid keys: {valid}"
+    if not key.endswith(LIMIT_SUFFIXES):
+        return f"unknown key; valid keys of {what}: {valid}"
+    limits = ", ".join(limit_keys(table)) or "(none)"
+    name = key[:-4]
+    declared = metrics.METRICS.get(name)
+    if declared is None:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(metrics.METRICS), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        problem = f"limit key names no declared metric {name!r}{hint}"
+    elif declared.limit_key != key:
+        problem = f"{name} is {declared.direction.replace('_', ' ')}, so its limit is {declared.limit_key}"
+    else:
+        problem = f"{what} sets no limit on {name}"
+    return f"{problem}; valid limit keys of {what}: {limits}"
+
+
 def _format_validation(path: Path, error: ValidationError) -> str:
     first = error.errors()[0]
-    key = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    loc = [str(part) for part in first["loc"]]
+    kind = first["type"]
     message = first["msg"]
-    if first["type"] == "extra_forbidden":
-        message = "unknown key"
-    elif first["type"] == "missing":
+    table: type[BaseModel] | None = None
+    what = ""
+    if len(loc) >= 2 and loc[0] == "throughput" and kind in ("union_tag_invalid", "union_tag_not_found"):
+        loc.append("method")
+        valid = ", ".join(map(repr, EVALUATION_METHODS))
+        message = "unknown method" if kind == "union_tag_invalid" else "required key is missing"
+        message += f"; valid values: {valid}"
+    elif len(loc) >= 3 and loc[0] == "throughput" and loc[2] in WORKLOAD_CONFIGS:
+        table, what = WORKLOAD_CONFIGS[loc[2]], f"{'an' if loc[2][0] in 'aeiou' else 'a'} {loc[2]} entry"
+        del loc[2]  # the method pydantic told the entry's model by, not a key of the file
+    elif loc and loc[0] == "slo":
+        table, what = Slo, "[slo]"
+    key = ".".join(loc) or "(top level)"
+    if kind == "extra_forbidden":
+        message = _unknown_key(loc[-1], table, what) if table is not None else "unknown key"
+    elif kind == "missing":
         message = "required key is missing"
+    elif kind == "value_error":
+        message = message.removeprefix("Value error, ")
     ctx = first.get("ctx") or {}
     if "expected" in ctx:
         message += f"; valid values: {ctx['expected']}"
-    got = first.get("input")
-    got_text = "" if first["type"] == "missing" or isinstance(got, dict) else f" (got {got!r})"
+    got = first.get("input") if kind != "union_tag_invalid" else ctx.get("tag")
+    got_text = "" if kind in ("missing", "union_tag_not_found") or isinstance(got, dict) else f" (got {got!r})"
     more = f" (+{len(error.errors()) - 1} more problem(s))" if len(error.errors()) > 1 else ""
     return f"{path}: key '{key}': {message}{got_text}{more}"
+
+
+_check_limit_keys([Slo, *WORKLOAD_CONFIGS.values()])
 
 
 def load(hw: str, directory: Path | None = None) -> HardwareProfile:

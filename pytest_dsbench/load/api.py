@@ -11,20 +11,24 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pytest_dsbench.engines.base import EngineInfo
+from pytest_dsbench import metrics
 from pytest_dsbench.errors import DsbenchUsageError, InvalidRun
-from pytest_dsbench.gate import Gate
 from pytest_dsbench.load.datasets import SHAREGPT_FILE, DatasetSpec
 from pytest_dsbench.load.executors import StartGate
 from pytest_dsbench.load.expert_load import ExpertLoadProbe
 from pytest_dsbench.load.expert_load import save as save_expert_load
 from pytest_dsbench.load.runner import LoadConfig, LoadError, LoadRun, run_load
 from pytest_dsbench.load.tokenizer import load_tokenizer
-from pytest_dsbench.metrics import GoodputSlo, metric_samples
-from pytest_dsbench.options import DsbenchOptions
-from pytest_dsbench.thresholds import HardwareProfile
+from pytest_dsbench.metrics import GoodputSlo, Limit
+
+if TYPE_CHECKING:  # at run time these would import thresholds, whose schema imports the methods, which import this
+    from pytest_dsbench.engines.base import EngineInfo
+    from pytest_dsbench.gate import Gate
+    from pytest_dsbench.options import DsbenchOptions
+    from pytest_dsbench.thresholds import HardwareProfile
+    from pytest_dsbench.workloads.entry import OneRunWorkload
 
 
 @dataclass(frozen=True)
@@ -64,33 +68,35 @@ class LoadContext:
         return self.options.load_workers
 
 
-def baseline_dataset(ctx: LoadContext, name: str, baseline: Any) -> DatasetSpec:
-    """The prompts of a ``[throughput.NAME]`` entry: its data set, lengths, count, seed and range ratio."""
-    if baseline.dataset == "sharegpt" and ctx.sharegpt_path is None:
+def workload_dataset(ctx: LoadContext, name: str, workload: OneRunWorkload) -> DatasetSpec:
+    """The prompts of a ``[throughput.NAME]`` workload: its data set, lengths, count, seed and range ratio."""
+    dataset = workload.dataset_name()
+    if dataset == "sharegpt" and ctx.sharegpt_path is None:
         raise DsbenchUsageError(
             f"{ctx.hw.path} [throughput.{name}] dataset = 'sharegpt' needs {SHAREGPT_FILE} in the folder "
             "given by --dsbench-datasets."
         )
     return DatasetSpec(
-        name=baseline.dataset,
-        num_prompts=baseline.num_prompts,
-        input_len=baseline.input_len,
-        output_len=baseline.output_len,
-        range_ratio=1.0 if baseline.range_ratio is None else baseline.range_ratio,
-        seed=baseline.seed or 1,
+        name=dataset,
+        num_prompts=workload.num_prompts,
+        input_len=workload.input_len,
+        output_len=workload.output_len,
+        range_ratio=1.0 if workload.range_ratio is None else workload.range_ratio,
+        seed=workload.seed or 1,
         dataset_path=ctx.sharegpt_path,
-        sharegpt_output_len=baseline.output_len if baseline.dataset == "sharegpt" else None,
+        sharegpt_output_len=workload.output_len if dataset == "sharegpt" else None,
     )
 
 
-def baseline_arrivals(baseline: Any) -> dict[str, Any]:
-    """Request rate (inf: all at once), burstiness and max concurrency of a ``[throughput.NAME]`` entry."""
+def workload_arrivals(workload: OneRunWorkload) -> dict[str, Any]:
+    """Request rate (inf: all at once), burstiness and max concurrency of a ``[throughput.NAME]`` workload."""
     arrivals: dict[str, Any] = {
-        "request_rate": baseline.request_rate or math.inf,
-        "max_concurrency": baseline.max_concurrency,
+        "request_rate": workload.request_rate or math.inf,
+        "max_concurrency": workload.max_concurrency,
     }
-    if baseline.burstiness is not None:
-        arrivals["burstiness"] = baseline.burstiness
+    burstiness = workload.arrival_burstiness()
+    if burstiness is not None:
+        arrivals["burstiness"] = burstiness
     return arrivals
 
 
@@ -176,30 +182,31 @@ def run_workload(
 
 
 def record_run_metric(
-    gate: Gate, run: LoadRun, metric: str, limit: float | None, limit_source: str, value: float | None = None
+    gate: Gate,
+    run: LoadRun,
+    metric: str,
+    limit: Limit | None = None,
+    *,
+    value: float | None = None,
+    workload: dict[str, Any] | None = None,
 ) -> None:
-    """Record one of a load run's metrics (its own value unless ``value`` says otherwise) with its samples."""
+    """Record one of a load run's metrics through its declaration: its value (the run's own unless ``value``
+    says otherwise), its samples and sample count, against ``limit`` (None: recorded, not limited)."""
+    measured = metrics.get(metric).measure(run.summary, value)
     gate.record(
         metric,
-        run.summary[metric] if value is None else value,
-        samples=metric_samples(run.summary, metric),
-        sample_count=run.summary.sample_count(metric),  # the requests behind it, not its 1-s throughput windows
-        limit=limit,
-        limit_source=limit_source,
-        workload=run.workload,
+        measured.value,
+        samples=measured.samples,
+        sample_count=measured.sample_count,
+        limit=None if limit is None else limit.value,
+        limit_source="" if limit is None else limit.source,
+        workload=run.workload if workload is None else workload,
     )
 
 
-def record_run_health(gate: Gate, run: LoadRun, error_rate_max: float, limit_source: str) -> None:
+def record_run_health(gate: Gate, run: LoadRun, error_rate: Limit) -> None:
     """What every load run records besides its own metrics: the error rate against its limit, and expert load."""
-    gate.record(
-        "error_rate",
-        run.summary["error_rate"],
-        sample_count=len(run.records),
-        limit=error_rate_max,
-        limit_source=limit_source,
-        workload=run.workload,
-    )
+    record_run_metric(gate, run, "error_rate", error_rate)
     record_expert_load(gate, run)
 
 
@@ -225,28 +232,30 @@ def record_expert_load(gate: Gate, run: LoadRun) -> None:
             )
 
 
-def baseline_params(hw: HardwareProfile, engine: str, *methods: str) -> list[Any]:
-    """``pytest.param((name, baseline), id=name)`` for each ``[throughput.NAME]`` entry of ``methods``.
+def workload_params(hw: HardwareProfile, engine: str) -> list[Any]:
+    """``pytest.param((name, workload), id=name)`` for each ``[throughput.NAME]`` workload of the profile.
 
-    Entries limited to other engines are skipped with the reason; no entry at all gives one skipped param.
+    Workloads limited to other engines are skipped with the reason; no workload at all gives one skipped param.
     """
     import pytest
 
-    entries = [(n, b) for n, b in hw.throughput.items() if b.method in methods]
+    entries = list(hw.throughput.items())
     if not entries:
-        reason = f"{hw.path} has no [throughput.*] entry with method = {' or '.join(map(repr, methods))}"
-        return [pytest.param(None, id="none", marks=pytest.mark.skip(reason=reason))]
+        return [pytest.param(None, id="none", marks=pytest.mark.skip(reason=f"{hw.path} has no [throughput.*] entry"))]
     params = []
-    for name, baseline in entries:
+    for name, workload in entries:
         marks = []
-        if baseline.engines and engine not in baseline.engines:
-            marks.append(pytest.mark.skip(reason=f"[throughput.{name}] is for {', '.join(baseline.engines)}"))
-        params.append(pytest.param((name, baseline), id=name, marks=marks))
+        if workload.engines and engine not in workload.engines:
+            marks.append(pytest.mark.skip(reason=f"[throughput.{name}] is for {', '.join(workload.engines)}"))
+        params.append(pytest.param((name, workload), id=name, marks=marks))
     return params
 
 
-def slo_workload(profile: HardwareProfile) -> tuple[str, Any] | None:
-    """The throughput entry the SLO tests load the engine with: ``[slo] workload``, else tencent, else the first."""
+def slo_workload(profile: HardwareProfile) -> tuple[str, OneRunWorkload] | None:
+    """The workload the SLO tests load the engine with: ``[slo] workload``, else tencent, else the first one-run
+    workload (random, deeplink or tencent; an ali workload is a series of runs)."""
+    from pytest_dsbench.workloads.entry import OneRunWorkload
+
     wanted = profile.slo.workload
     if wanted:
         if wanted not in profile.throughput:
@@ -254,7 +263,15 @@ def slo_workload(profile: HardwareProfile) -> tuple[str, Any] | None:
                 f"{profile.path}: [slo] workload = {wanted!r} is not a [throughput.*] entry "
                 f"(valid: {', '.join(sorted(profile.throughput)) or 'none'})."
             )
-        return wanted, profile.throughput[wanted]
-    if "tencent" in profile.throughput:
-        return "tencent", profile.throughput["tencent"]
-    return next(iter(profile.throughput.items()), None)
+        chosen = profile.throughput[wanted]
+        if not isinstance(chosen, OneRunWorkload):
+            one_run = [n for n, w in profile.throughput.items() if isinstance(w, OneRunWorkload)]
+            raise DsbenchUsageError(
+                f"{profile.path}: [slo] workload = {wanted!r} is an {chosen.method} entry, a series of runs; "
+                f"name a random, deeplink or tencent entry (valid: {', '.join(sorted(one_run)) or 'none'})."
+            )
+        return wanted, chosen
+    tencent = profile.throughput.get("tencent")
+    if isinstance(tencent, OneRunWorkload):
+        return "tencent", tencent
+    return next(((n, w) for n, w in profile.throughput.items() if isinstance(w, OneRunWorkload)), None)

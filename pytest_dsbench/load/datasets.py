@@ -25,12 +25,12 @@ import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pytest_dsbench.errors import DsbenchUsageError
 from pytest_dsbench.load.tokenizer import Tokenizer
+from pytest_dsbench.workloads.entry import DatasetName
 
-DatasetName = Literal["random", "random-ids", "sharegpt", "fixed"]
 DATASETS: tuple[str, ...] = ("random", "random-ids", "sharegpt", "fixed")
 SHAREGPT_FILE = "ShareGPT_V3_unfiltered_cleaned_split.json"
 _WORDS = [

@@ -1,8 +1,65 @@
-"""The seeds' evaluation methods on top of the load generator: DeepLink (seed 000), ali and tencent (seed 003).
+"""The seeds' evaluation methods on top of the load generator: DeepLink (seed 000), ali and tencent (seed 003),
+and ``random`` (a workload as written: seed 001's table, seed 004's example).
 
-Each method turns a ``[throughput.NAME]`` entry of the hardware profile into load runs, returns the numbers
-the conformance tests gate, and writes its results in the seed's own output format under
-``<artifacts>/load/methods``.
+Each method module has a ``run`` that turns a ``[throughput.NAME]`` entry into load runs (writing the seed's
+own output files under ``<artifacts>/load/methods``) and a ``judge`` that records what was measured against the
+limits that apply; the entry's configuration model (only the keys the method uses) is in
+:mod:`pytest_dsbench.workloads`, which the hardware profile validates with before anything runs.
+:data:`METHODS` maps each ``method`` value to the three.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pytest_dsbench.methods import ali, deeplink, random_workload, tencent
+from pytest_dsbench.methods.entry import Judge, MethodUnavailable
+from pytest_dsbench.workloads import (
+    EVALUATION_METHODS,
+    AliDecodeConfig,
+    AliPrefillConfig,
+    DeeplinkConfig,
+    OneRunWorkload,
+    RandomConfig,
+    TencentConfig,
+    WorkloadConfig,
+    WorkloadEntry,
+)
+
+
+@dataclass(frozen=True)
+class Method:
+    """An evaluation method: its configuration model, how it runs an entry, and how its results are judged."""
+
+    name: str
+    config: type[WorkloadEntry]
+    run: Callable[[Any, str, Any], Any]
+    """``run(load_context, entry_name, config)``: the method's load runs (raises InvalidRun, MethodUnavailable)."""
+    judge: Callable[[Any, Judge], None]
+    """``judge(result, judge)``: records every measurement against its limit through ``judge``."""
+
+
+METHODS: dict[str, Method] = {
+    "deeplink": Method("deeplink", DeeplinkConfig, deeplink.run, deeplink.judge),
+    "tencent": Method("tencent", TencentConfig, tencent.run, tencent.judge),
+    "ali_decode": Method("ali_decode", AliDecodeConfig, ali.run_decode_workload, ali.judge_decode),
+    "ali_prefill": Method("ali_prefill", AliPrefillConfig, ali.run_prefill_workload, ali.judge_prefill),
+    "random": Method("random", RandomConfig, random_workload.run, random_workload.judge),
+}
+"""Every evaluation method by its ``method`` value."""
+
+assert tuple(METHODS) == EVALUATION_METHODS, "every workload configuration has its method, in the same order"
+
+
+__all__ = [
+    "EVALUATION_METHODS",
+    "METHODS",
+    "Judge",
+    "Method",
+    "MethodUnavailable",
+    "OneRunWorkload",
+    "WorkloadConfig",
+    "WorkloadEntry",
+]

@@ -12,8 +12,13 @@ division by the size. Output, exactly as seed 003's ``ali_decode.json``::
 
 (the key ``gen_througput_samples`` is spelled as the seed spells it). Prefill: per input length L a workload
 with one output token; the input token throughput per accelerator is ``ali_prefill.json``: ``[{"1024":
-25574.94, "2048": ..., "4096": ...}]``. In the hardware profile, ``batch_sizes`` of an ``ali_prefill`` entry
-lists those input lengths.
+25574.94, "2048": ..., "4096": ...}]``. In the hardware profile, an ``ali_decode`` entry lists the probed
+``batch_sizes`` and an ``ali_prefill`` entry its ``input_lens``.
+
+Judged: decode, each batch size's mean TPOT (recorded, no limit) and error rate, each logged running batch
+size's ``decode_tok_s_per_device`` (recorded), and a failure when the engine logged no decode throughput at
+all; prefill, ``input_tok_s_per_device`` at each input length against the workload's
+``input_tok_s_per_device_min`` and each run's error rate.
 """
 
 from __future__ import annotations
@@ -28,11 +33,11 @@ from pytest_dsbench import _atomic
 from pytest_dsbench.load.api import LoadContext, run_workload
 from pytest_dsbench.load.datasets import DatasetSpec
 from pytest_dsbench.load.runner import LoadRun
+from pytest_dsbench.methods.entry import Judge, MethodUnavailable
 from pytest_dsbench.methods.logparse import DecodeSample, LogCursor, LogFormat, parse_lines
-from pytest_dsbench.thresholds import ThroughputBaseline
+from pytest_dsbench.workloads.ali import DECODE_BATCH_SIZES, PREFILL_INPUT_LENS, AliDecodeConfig, AliPrefillConfig
+from pytest_dsbench.workloads.entry import WorkloadEntry
 
-DECODE_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)
-PREFILL_INPUT_LENS = (1024, 2048, 4096)
 SAMPLES_KEY = "gen_througput_samples"  # sic: seed 003's spelling
 
 
@@ -43,6 +48,7 @@ class AliDecodeResult:
     samples: list[DecodeSample]
     runs: dict[int, LoadRun]
     log_paths: list[Path]
+    log_format: LogFormat = "auto"
     files: dict[str, Path] = field(default_factory=dict)
 
     def as_json(self) -> list[dict[str, Any]]:
@@ -93,61 +99,63 @@ def decode_json(tpot_ms: dict[int, float], table: dict[int, dict[str, float]]) -
     ]
 
 
-def _dataset(ctx: LoadContext, baseline: ThroughputBaseline, input_len: int, output_len: int, n: int) -> DatasetSpec:
+def _dataset(ctx: LoadContext, workload: WorkloadEntry, input_len: int, output_len: int, n: int) -> DatasetSpec:
     return DatasetSpec(
         name="random",
         num_prompts=n,
         input_len=input_len,
         output_len=output_len,
-        range_ratio=1.0 if baseline.range_ratio is None else baseline.range_ratio,
-        seed=1 if baseline.seed is None else baseline.seed,
+        range_ratio=1.0 if workload.range_ratio is None else workload.range_ratio,
+        seed=1 if workload.seed is None else workload.seed,
         dataset_path=ctx.sharegpt_path,
     )
 
 
 def run_decode(
     ctx: LoadContext,
-    baseline: ThroughputBaseline,
+    workload: AliDecodeConfig,
     log_paths: Sequence[Path],
     log_format: LogFormat = "auto",
     devices: int | None = None,
 ) -> AliDecodeResult:
     """Probe each batch size, then parse the decode lines the engine logged meanwhile."""
-    sizes = list(baseline.batch_sizes or DECODE_BATCH_SIZES)
+    sizes = list(workload.batch_sizes or DECODE_BATCH_SIZES)
     cursor = LogCursor(log_paths)
     tpot: dict[int, float] = {}
     runs: dict[int, LoadRun] = {}
     for size in sizes:
-        ds = _dataset(ctx, baseline, baseline.input_len, baseline.output_len, max(size, baseline.num_prompts))
+        ds = _dataset(ctx, workload, workload.input_len, workload.output_len, max(size, workload.num_prompts))
         load = run_workload(ctx, ds, name=f"ali-decode-bs{size}", max_concurrency=size)
         runs[size] = load
         tpot[size] = load.summary["tpot_ms_mean"]
     samples = parse_lines(cursor.new_lines(), log_format)
     table = decode_table(samples, devices or ctx.hw.hardware.devices, sizes)
-    result = AliDecodeResult(tpot_ms=tpot, table=table, samples=samples, runs=runs, log_paths=list(log_paths))
+    result = AliDecodeResult(
+        tpot_ms=tpot, table=table, samples=samples, runs=runs, log_paths=list(log_paths), log_format=log_format
+    )
     path = ctx.results_dir / "methods" / "ali" / "ali_decode.json"
     _atomic.write_text(path, _dumps(result.as_json()))
     result.files["json"] = path
     return result
 
 
-def run_prefill(ctx: LoadContext, baseline: ThroughputBaseline, devices: int | None = None) -> AliPrefillResult:
+def run_prefill(ctx: LoadContext, workload: AliPrefillConfig, devices: int | None = None) -> AliPrefillResult:
     """Input throughput per accelerator at each input length (one output token per request)."""
-    lengths = list(baseline.batch_sizes or PREFILL_INPUT_LENS)
+    lengths = list(workload.input_lens or PREFILL_INPUT_LENS)
     per_device: dict[int, float] = {}
     runs: dict[int, LoadRun] = {}
     for length in lengths:
-        ds = _dataset(ctx, baseline, length, max(1, baseline.output_len), baseline.num_prompts)
+        ds = _dataset(ctx, workload, length, max(1, workload.output_len), workload.num_prompts)
         load = run_workload(
             ctx,
             ds,
             name=f"ali-prefill-{length}",
-            request_rate=baseline.request_rate or math.inf,
-            max_concurrency=baseline.max_concurrency,
+            request_rate=workload.request_rate or math.inf,
+            max_concurrency=workload.max_concurrency,
             # a whole batch once, untimed: a batch of a new token count can cost a kernel compile the first
             # time (on an H100, vLLM's first 4 x 512-token prefill took 1.2 s, the next ones 60 ms); prompts
             # of its own, so that it is a full prefill and leaves nothing of the measured prompts cached
-            warmup_requests=baseline.num_prompts,
+            warmup_requests=workload.num_prompts,
             warmup_fresh_prompts=True,
         )
         runs[length] = load
@@ -157,6 +165,49 @@ def run_prefill(ctx: LoadContext, baseline: ThroughputBaseline, devices: int | N
     _atomic.write_text(path, _dumps(result.as_json()))
     result.files["json"] = path
     return result
+
+
+def run_decode_workload(ctx: LoadContext, name: str, workload: AliDecodeConfig) -> AliDecodeResult:
+    """The decode method against the engine's own log (the suite's in start mode, ``--engine-log`` in attach)."""
+    logs = [p for p in ctx.engine.log_paths if p.is_file()]
+    if not logs:
+        raise MethodUnavailable("ali decode reads the engine's log: pass --engine-log PATH in attach mode")
+    return run_decode(ctx, workload, logs, log_format=ctx.engine.behaviour.decode_log_format)
+
+
+def run_prefill_workload(ctx: LoadContext, name: str, workload: AliPrefillConfig) -> AliPrefillResult:
+    """The prefill method (``name`` is not needed: its runs are named by input length)."""
+    return run_prefill(ctx, workload)
+
+
+def judge_decode(result: AliDecodeResult, judge: Judge) -> None:
+    """TPOT and error rate per batch size, logged decode throughput per running batch size, and a failure when
+    the engine logged none."""
+    for size, run in result.runs.items():
+        judge.record(run, "tpot_ms_mean", value=result.tpot_ms[size], workload={**run.workload, "batch_size": size})
+        judge.record_health(run)
+    for size, row in result.table.items():
+        judge.gate.record(
+            "decode_tok_s_per_device",
+            row["throughput_per_gpu"],
+            sample_count=int(row[SAMPLES_KEY]),
+            workload={"running_batch_size": size},
+        )
+    if not result.samples:
+        judge.gate.fail(
+            f"no decode-throughput line in {', '.join(map(str, result.log_paths))} while the ali decode runs ran "
+            f"(expected {result.log_format}-format lines such as SGLang "
+            "'Decode batch ... gen throughput' or vLLM/LMDeploy 'Avg generation throughput'; vLLM logs "
+            "every VLLM_LOG_STATS_INTERVAL s and not with --disable-log-stats)"
+        )
+
+
+def judge_prefill(result: AliPrefillResult, judge: Judge) -> None:
+    """Input throughput per accelerator at each input length against the floor; each run's error rate."""
+    for length, value in result.input_tok_s_per_device.items():
+        run = result.runs[length]
+        judge.record(run, "input_tok_s_per_device", value=value, workload={**run.workload, "input_len": length})
+        judge.record_health(run)
 
 
 def _dumps(payload: Any) -> str:

@@ -4,6 +4,9 @@ The seed's command: ``--dataset-name random --random-range-ratio 1 --seed 42 --r
 --random-output-len OUT --num-prompts N`` (request rate inf, no concurrency limit), and the result is the
 block's "Output token throughput (tok/s)". The run's outputs are written as the seed keeps them:
 ``speed_in{IN}_out{OUT}_n{N}.log`` (the console block) and ``...jsonl`` (sglang's ``--output-file`` record).
+
+Judged: ``output_tok_s`` against the workload's ``output_tok_s_min``, and the error rate against ``[slo]
+error_rate_max``.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from pytest_dsbench.load.api import LoadContext, run_workload
 from pytest_dsbench.load.datasets import DatasetSpec
 from pytest_dsbench.load.formats import sglang_record, sglang_text
 from pytest_dsbench.load.runner import LoadRun
-from pytest_dsbench.thresholds import ThroughputBaseline
+from pytest_dsbench.methods.entry import Judge
+from pytest_dsbench.workloads.deeplink import DeeplinkConfig
 
 SEED = 42
 RANGE_RATIO = 1.0
@@ -30,14 +34,14 @@ class DeeplinkResult:
     files: dict[str, Path] = field(default_factory=dict)
 
 
-def dataset(ctx: LoadContext, baseline: ThroughputBaseline) -> DatasetSpec:
+def dataset(ctx: LoadContext, workload: DeeplinkConfig) -> DatasetSpec:
     return DatasetSpec(
         name="random",
-        num_prompts=baseline.num_prompts,
-        input_len=baseline.input_len,
-        output_len=baseline.output_len,
-        range_ratio=RANGE_RATIO if baseline.range_ratio is None else baseline.range_ratio,
-        seed=SEED if baseline.seed is None else baseline.seed,
+        num_prompts=workload.num_prompts,
+        input_len=workload.input_len,
+        output_len=workload.output_len,
+        range_ratio=RANGE_RATIO if workload.range_ratio is None else workload.range_ratio,
+        seed=SEED if workload.seed is None else workload.seed,
         dataset_path=ctx.sharegpt_path,
     )
 
@@ -55,14 +59,20 @@ def write_outputs(run: LoadRun, folder: Path, backend: str) -> dict[str, Path]:
     return {"log": log, "jsonl": jsonl}
 
 
-def run(ctx: LoadContext, name: str, baseline: ThroughputBaseline) -> DeeplinkResult:
+def run(ctx: LoadContext, name: str, workload: DeeplinkConfig) -> DeeplinkResult:
     """Run the DeepLink workload and write its outputs under ``<artifacts>/load/methods/deeplink``."""
     load = run_workload(
         ctx,
-        dataset(ctx, baseline),
+        dataset(ctx, workload),
         name=f"deeplink-{name}",
-        request_rate=baseline.request_rate or math.inf,
-        max_concurrency=baseline.max_concurrency,
+        request_rate=workload.request_rate or math.inf,
+        max_concurrency=workload.max_concurrency,
     )
     files = write_outputs(load, ctx.results_dir / "methods" / "deeplink", ctx.engine.name)
     return DeeplinkResult(run=load, output_tok_s=load.summary["output_tok_s"], files=files)
+
+
+def judge(result: DeeplinkResult, judge: Judge) -> None:
+    """Output throughput against the workload's floor; the error rate against the SLO's."""
+    judge.record(result.run, "output_tok_s", value=result.output_tok_s)
+    judge.record_health(result.run)

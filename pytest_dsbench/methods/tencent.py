@@ -16,6 +16,10 @@ max-concurrency C) meets the TPOT limit with no errors. The top of the range is 
 done in one probe), then halved while it fails, then integer bisection; TPOT is assumed to grow with
 concurrency (a non-monotone answer shows in the probe history). Probes and time are bounded: a probe stops
 sending when the budget is spent, and one left with too few samples does not pass.
+
+Judged: the fixed run's ``tpot_ms_mean`` against ``[slo] tpot_ms_mean_max``, its ``total_tok_s`` and ``qpm``
+against the workload's floors, its error rate against ``[slo] error_rate_max``; the search's
+``max_concurrency_under_slo``, which fails when not even the lowest concurrency meets the TPOT limit.
 """
 
 from __future__ import annotations
@@ -32,12 +36,11 @@ from pytest_dsbench.load.api import LoadContext, run_workload
 from pytest_dsbench.load.datasets import DatasetSpec
 from pytest_dsbench.load.formats import sglang_text
 from pytest_dsbench.load.runner import LoadRun
-from pytest_dsbench.thresholds import ThroughputBaseline
+from pytest_dsbench.methods.entry import Judge
+from pytest_dsbench.workloads.tencent import DEFAULT_MAX_PROBES, DEFAULT_TIME_BUDGET_S, TencentConfig
 
 INPUT_LEN, OUTPUT_LEN, CONCURRENCY = 3500, 1200, 128
 MIN_SAMPLES = {"mean": 16, "median": 16, "p90": 50, "p95": 100, "p99": 200}
-DEFAULT_MAX_PROBES = 6
-DEFAULT_TIME_BUDGET_S = 1800.0
 
 
 def final_metrics(run: LoadRun) -> list[dict[str, Any]]:
@@ -157,14 +160,14 @@ def search(
     return result(good, "converged")
 
 
-def dataset(ctx: LoadContext, baseline: ThroughputBaseline, num_prompts: int) -> DatasetSpec:
+def dataset(ctx: LoadContext, workload: TencentConfig, num_prompts: int) -> DatasetSpec:
     return DatasetSpec(
         name="random",
         num_prompts=num_prompts,
-        input_len=baseline.input_len or INPUT_LEN,
-        output_len=baseline.output_len or OUTPUT_LEN,
-        range_ratio=1.0 if baseline.range_ratio is None else baseline.range_ratio,
-        seed=1 if baseline.seed is None else baseline.seed,
+        input_len=workload.input_len or INPUT_LEN,
+        output_len=workload.output_len or OUTPUT_LEN,
+        range_ratio=1.0 if workload.range_ratio is None else workload.range_ratio,
+        seed=1 if workload.seed is None else workload.seed,
         dataset_path=ctx.sharegpt_path,
     )
 
@@ -176,13 +179,13 @@ class TencentResult:
     files: dict[str, Path] = field(default_factory=dict)
 
 
-def run_fixed(ctx: LoadContext, name: str, baseline: ThroughputBaseline) -> TencentResult:
+def run_fixed(ctx: LoadContext, name: str, workload: TencentConfig) -> TencentResult:
     """The seed's fixed run; writes ``<name>.json`` (final_metrics) and ``<name>.log`` (block + final line)."""
-    concurrency = baseline.max_concurrency or CONCURRENCY
-    rate = baseline.request_rate or float(baseline.num_prompts)
+    concurrency = workload.max_concurrency or CONCURRENCY
+    rate = workload.request_rate or float(workload.num_prompts)
     load = run_workload(
         ctx,
-        dataset(ctx, baseline, baseline.num_prompts),
+        dataset(ctx, workload, workload.num_prompts),
         name=f"tencent-{name}",
         request_rate=rate,
         max_concurrency=concurrency,
@@ -201,7 +204,7 @@ def run_fixed(ctx: LoadContext, name: str, baseline: ThroughputBaseline) -> Tenc
 def run_search(
     ctx: LoadContext,
     name: str,
-    baseline: ThroughputBaseline,
+    workload: TencentConfig,
     *,
     limit_ms: float,
     error_rate_max: float,
@@ -210,14 +213,14 @@ def run_search(
 ) -> SearchResult:
     """Search the largest concurrency meeting mean TPOT <= ``limit_ms``; history goes to ``<name>-search.json``."""
     # The seed starts from 128/128/128 and lowers the concurrency until TPOT fits: search below the entry's.
-    top = high or baseline.max_concurrency or ctx.hw.deployment.max_concurrency or CONCURRENCY
+    top = high or workload.max_concurrency or ctx.hw.deployment.max_concurrency or CONCURRENCY
     statistic = "mean"
 
     def probe(concurrency: int, seconds_left: float) -> Probe:
         n = samples_for(statistic, concurrency)
         load = run_workload(
             ctx,
-            dataset(ctx, baseline, n),
+            dataset(ctx, workload, n),
             name=f"tencent-{name}-search-c{concurrency}",
             request_rate=float(concurrency),
             max_concurrency=concurrency,
@@ -234,8 +237,8 @@ def run_search(
         probe,
         low,
         max(low, top),
-        max_probes=baseline.search_max_probes or DEFAULT_MAX_PROBES,
-        time_budget_s=baseline.search_time_budget_s or DEFAULT_TIME_BUDGET_S,
+        max_probes=workload.search_max_probes or DEFAULT_MAX_PROBES,
+        time_budget_s=workload.search_time_budget_s or DEFAULT_TIME_BUDGET_S,
         statistic=statistic,
         limit_ms=limit_ms,
     )
@@ -243,4 +246,66 @@ def run_search(
     return result
 
 
-__all__ = ["Probe", "SearchResult", "TencentResult", "final_metrics", "run_fixed", "run_search", "search"]
+@dataclass
+class TencentOutcome:
+    """The fixed run and the concurrency search of one tencent workload."""
+
+    fixed: TencentResult
+    search: SearchResult
+
+
+def run(ctx: LoadContext, name: str, workload: TencentConfig) -> TencentOutcome:
+    """The fixed run, then the search for the largest concurrency within the profile's TPOT and error limits."""
+    fixed = run_fixed(ctx, name, workload)
+    slo = ctx.hw.slo
+    found = run_search(ctx, name, workload, limit_ms=slo.tpot_ms_mean_max, error_rate_max=slo.error_rate_max)
+    return TencentOutcome(fixed, found)
+
+
+def judge(outcome: TencentOutcome, judge: Judge) -> None:
+    """The fixed run's TPOT, total throughput, QPM and error rate; the search's largest concurrency."""
+    fixed = outcome.fixed.run
+    judge.record(fixed, "tpot_ms_mean", judge.slo_limit("tpot_ms_mean"))
+    judge.record(fixed, "total_tok_s")
+    judge.record(fixed, "qpm")
+    judge.record_health(fixed)
+    if not outcome.fixed.files["json"].is_file():
+        judge.gate.fail(f"the seed's final_metrics file {outcome.fixed.files['json']} was not written")
+    result = outcome.search
+    limit = judge.profile.slo.tpot_ms_mean_max
+    history = ", ".join(
+        f"c={p.concurrency}: {p.value:.2f} ms ({p.samples} req){'' if p.passed else ' FAIL'}" for p in result.probes
+    )
+    judge.gate.record(
+        "max_concurrency_under_slo",
+        float(result.best or 0),
+        sample_count=len(result.probes),
+        workload={
+            "method": "tencent",
+            "entry": judge.name,
+            "statistic": "tpot_ms_mean",
+            "limit_ms": limit,
+            "range": [result.low, result.high],
+            "stopped": result.stopped,
+        },
+    )
+    if result.best is None:
+        judge.gate.fail(
+            f"no concurrency in [{result.low}, {result.high}] keeps tpot_ms_mean <= {limit:g} ms "
+            f"({result.stopped}; probes: {history})"
+        )
+
+
+__all__ = [
+    "Probe",
+    "SearchResult",
+    "TencentConfig",
+    "TencentOutcome",
+    "TencentResult",
+    "final_metrics",
+    "judge",
+    "run",
+    "run_fixed",
+    "run_search",
+    "search",
+]

@@ -154,6 +154,13 @@ class FakeEngine(RequestValidation, ResponseBuilding):
         if limit is not None and self.requests_served >= limit:
             asyncio.get_running_loop().call_later(0.05, os._exit, 3)
 
+    def _die_if_past_the_limit(self) -> None:
+        """A fake told to die after N requests answers no request after those N, however fast they come (the
+        delayed exit lets the N-th answer reach its client)."""
+        limit = self.config.die_after_requests
+        if limit is not None and self.requests_served >= limit:
+            os._exit(3)
+
     # -- simple endpoints ------------------------------------------------------------------------------------
     async def health(self, request: web.Request) -> web.Response:
         ready = time.monotonic() - self.started >= self.config.startup_delay_s
@@ -268,6 +275,7 @@ class FakeEngine(RequestValidation, ResponseBuilding):
         return 16, None
 
     async def _serve(self, request: web.Request, chat: bool) -> web.StreamResponse:
+        self._die_if_past_the_limit()
         try:
             raw = await request.read()
             body = json.loads(raw)

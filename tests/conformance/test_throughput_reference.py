@@ -68,16 +68,16 @@ def test_metrics_agree_with_sglang_bench_serving(
     entry = slo_workload(hw_profile)
     if entry is None:
         pytest.skip(f"{hw_profile.path} has no [throughput.*] workload to compare on")
-    name, baseline = entry
+    name, workload = entry
     sequential = arrangement != "loaded"
-    max_concurrency = 1 if sequential else baseline.max_concurrency
+    max_concurrency = 1 if sequential else workload.max_concurrency
     dataset = DatasetSpec(
         name="random-ids",
-        num_prompts=min(baseline.num_prompts, SEQUENTIAL_PROMPTS) if sequential else baseline.num_prompts,
-        input_len=baseline.input_len,
-        output_len=baseline.output_len,
+        num_prompts=min(workload.num_prompts, SEQUENTIAL_PROMPTS) if sequential else workload.num_prompts,
+        input_len=workload.input_len,
+        output_len=workload.output_len,
         range_ratio=1.0,
-        seed=baseline.seed or 1,
+        seed=workload.seed or 1,
     )
     label = f"reference-{name}-{arrangement}"
     ours: list[LoadRun] = []
@@ -95,7 +95,7 @@ def test_metrics_agree_with_sglang_bench_serving(
         if arrangement == "side-by-side":
             max_model_len = dsbench_engine.max_model_len or hw_profile.deployment.max_model_len
             # both waves must fit one engine step (its token budget is at least max_model_len)
-            wave = max(1, min((baseline.max_concurrency or 2) // 2, max_model_len // (2 * dataset.input_len)))
+            wave = max(1, min((workload.max_concurrency or 2) // 2, max_model_len // (2 * dataset.input_len)))
             done = run_lock_step_rounds(
                 ctx,
                 replace(dataset, num_prompts=wave),

@@ -16,10 +16,11 @@ PACKAGE = Path(__file__).resolve().parents[2] / "pytest_dsbench"
 
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("__init__", "errors", "_atomic", "_http", "sse", "progress", "testing", "engines.registry"),
+    ("metrics", "measures"),
     ("options",),
-    ("thresholds",),
+    ("thresholds", "workloads"),
     ("engines", "eplb", "session"),
-    ("metrics", "results", "gate"),
+    ("results", "gate"),
     ("conformance", "reference_outputs", "load", "methods", "accuracy"),
     ("history",),
     ("report",),

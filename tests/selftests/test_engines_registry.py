@@ -115,3 +115,18 @@ def test_the_installed_entry_points_are_the_declared_ones() -> None:
     for group in ("vllm.general_plugins", "sglang.srt.plugins"):
         installed = {ep.name: ep.value for ep in dist.entry_points if ep.group == group}
         assert installed == declared[group], f"stale install of {group}: rerun pip install -e ."
+
+
+def test_an_only_engine_marker_naming_an_unknown_engine_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.only_engine("vlm")
+        def test_x():
+            pass
+        """
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*only_engine names unknown engine(s) vlm; valid: lmdeploy, sglang, vllm*"])

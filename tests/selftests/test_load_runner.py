@@ -216,7 +216,7 @@ def test_a_load_run_reports_its_progress_while_it_runs(
 ) -> None:
     from pytest_dsbench import progress
 
-    monkeypatch.setattr(progress, "_reporter", lambda: None)  # write to stderr, not pytest's terminal
+    monkeypatch.setattr(progress, "_terminal", lambda: None)  # write to stderr, not pytest's terminal
     monkeypatch.setenv("DSBENCH_PROGRESS", "lines")
     with ServerProcess.fast_stream(tmp_path / "fast.log", ttft_ms=5, itl_ms=5) as server:
         cfg = LoadConfig(base_url=server.base_url, model="fast", settle_s=0.0, warmup_requests=0,

@@ -42,7 +42,8 @@ def lit(pattern: str) -> str:
 
 @pytest.fixture
 def run_slo(run_on_fake_hw: Runner) -> Runner:
-    """Run the SLO tests against a server: ``slo`` adds keys to ``[slo]``, ``workload`` to ``[throughput.tencent]``."""
+    """Run the SLO tests against a server: ``slo`` adds keys to ``[slo]``, ``workload`` tables (or keys of
+    ``[throughput.tencent]``) after the profile."""
 
     def run(server: ServerProcess, *args: str, slo: str = "", workload: str = "") -> pytest.RunResult:
         return run_on_fake_hw("test_slo.py", server.base_url, PROFILE.format(slo=slo) + workload, *args)
@@ -64,11 +65,13 @@ def test_the_workload_entry_chooses_the_data_set_and_the_arrival_burstiness(
 ) -> None:
     import json
 
-    result = run_slo(
-        fake(ttft_ms=5, itl_ms=5), "-k", "error_rate", workload='dataset = "random-ids"\nburstiness = 0.5\n'
+    bursty = (
+        '[throughput.bursty]\nmethod = "random"\ninput_len = 64\noutput_len = 16\nnum_prompts = 8\n'
+        'request_rate = 50.0\ndataset = "random-ids"\nburstiness = 0.5\n'
     )
+    result = run_slo(fake(ttft_ms=5, itl_ms=5), "-k", "error_rate", slo='workload = "bursty"', workload=bursty)
     result.assert_outcomes(passed=1)
-    raw = pytester.path / "artifacts" / "load" / "slo-tencent.jsonl"
+    raw = pytester.path / "artifacts" / "load" / "slo-bursty.jsonl"
     workload = json.loads(raw.read_text().splitlines()[0])["run"]["workload"]
     assert workload["dataset"] == "random-ids" and workload["burstiness"] == 0.5
 

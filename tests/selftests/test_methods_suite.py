@@ -1,5 +1,6 @@
-"""tests/conformance/test_methods.py end to end against fake engines: each seed method passes a compliant fake,
-fails a violating one with expected vs actual, and writes its results in the seed's format.
+"""tests/conformance/test_throughput.py end to end against fake engines, one workload per seed method: each
+method passes a compliant fake, fails a violating one with expected vs actual, and writes its results in the
+seed's format.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ output_tok_s_min = {deeplink_min}
 method = "tencent"
 input_len = 64
 output_len = 8
-num_prompts = 8
+num_prompts = {tencent_prompts}
 request_rate = 50.0
 max_concurrency = {max_concurrency}
 total_tok_s_min = 10.0
@@ -46,17 +47,16 @@ num_prompts = 4
 batch_sizes = [1, 4]
 [throughput.ali_prefill]
 method = "ali_prefill"
-input_len = 256
 output_len = 1
 num_prompts = 4
-batch_sizes = [128, 256]
+input_lens = [128, 256]
 input_tok_s_per_device_min = {prefill_min}
 """
 
 
 @pytest.fixture
 def run_methods(run_on_fake_hw: Runner) -> Runner:
-    """Run the method tests against a server (which also serves as the engine log the ali decode test parses)."""
+    """Run the workload test against a server (which also serves as the engine log the ali decode method parses)."""
 
     def run(
         server: ServerProcess,
@@ -64,10 +64,16 @@ def run_methods(run_on_fake_hw: Runner) -> Runner:
         max_concurrency: int = 8,
         deeplink_min: float = 1.0,
         prefill_min: float = 1.0,
+        tencent_prompts: int = 8,
     ) -> pytest.RunResult:
-        profile = PROFILE.format(max_concurrency=max_concurrency, deeplink_min=deeplink_min, prefill_min=prefill_min)
+        profile = PROFILE.format(
+            max_concurrency=max_concurrency,
+            deeplink_min=deeplink_min,
+            prefill_min=prefill_min,
+            tencent_prompts=tencent_prompts,
+        )
         return run_on_fake_hw(
-            "test_methods.py", server.base_url, profile, "--engine-log", str(server.log), *args, devices=2
+            "test_throughput.py", server.base_url, profile, "--engine-log", str(server.log), *args, devices=2
         )
 
     return run
@@ -80,8 +86,10 @@ def methods_dir(pytester: pytest.Pytester) -> Path:
 def test_compliant_engine_passes_every_method_and_writes_the_seed_formats(
     pytester: pytest.Pytester, run_methods: Runner, fake: Any
 ) -> None:
-    result = run_methods(fake(ttft_ms=5, itl_ms=5, decode_log_interval_s=0.1))
-    result.assert_outcomes(passed=5)
+    result = run_methods(fake(ttft_ms=5, itl_ms=5, decode_log_interval_s=0.1), "-v")
+    result.assert_outcomes(passed=4)  # one test per workload, its id the entry's name
+    for name in ("deeplink", "tencent", "ali_decode", "ali_prefill"):
+        result.stdout.fnmatch_lines([f"*test_workload_meets_its_limits?{name}? PASSED*"])
     out = methods_dir(pytester)
     log = (out / "deeplink" / "speed_in64_out16_n8.log").read_text()
     assert log.startswith("============ Serving Benchmark Result ============")
@@ -127,11 +135,11 @@ def test_prefill_below_its_floor_fails(run_methods: Runner, fake: Any) -> None:
 
 def test_tencent_on_a_slow_engine_fails_tpot_and_finds_no_concurrency(run_methods: Runner, fake: Any) -> None:
     result = run_methods(fake(itl_ms=70), "-k", "tencent", max_concurrency=4)
-    result.assert_outcomes(failed=2)
-    result.stdout.fnmatch_lines(
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(  # the fixed run's TPOT and the search fail the workload's one test, both named
         [
-            "*tpot_ms_mean = 7* ms, limit <= 50 ms*",
-            "*no concurrency in ?1, 4? keeps tpot_ms_mean <= 50 ms (the lowest concurrency fails; probes: c=4: 7*",
+            "*tpot_ms_mean = 7* ms, limit <= 50 ms (fake.toml ?throughput.tencent? / ?slo? tpot_ms_mean_max)*"
+            "no concurrency in ?1, 4? keeps tpot_ms_mean <= 50 ms (the lowest concurrency fails; probes: c=4: 7*",
         ]
     )
 
@@ -140,7 +148,8 @@ def test_tencent_search_finds_where_tpot_crosses_the_limit(
     pytester: pytest.Pytester, run_methods: Runner, fake: Any
 ) -> None:
     server = fake(itl_ms=4, itl_ms_per_running=8)  # TPOT ~ 4 + 8 x requests running: crosses 50 ms near 6
-    result = run_methods(server, "-k", "largest_concurrency", max_concurrency=24)
+    # two prompts keep the fixed run (all prompts at once) within the limit, so the test passes on the search
+    result = run_methods(server, "-k", "tencent", max_concurrency=24, tencent_prompts=2)
     result.assert_outcomes(passed=1)
     search = json.loads((methods_dir(pytester) / "tencent" / "tencent-search.json").read_text())
     probes = search["probes"]
@@ -153,7 +162,7 @@ def test_tencent_search_finds_where_tpot_crosses_the_limit(
 def test_starved_client_errors_the_method_tests_as_invalid_never_judges_them(
     run_methods: Runner, fake: Any, starve_client: tuple[str, ...]
 ) -> None:
-    result = run_methods(fake(ttft_ms=10, itl_ms=10), "-k", "deeplink or tencent_throughput", *starve_client)
+    result = run_methods(fake(ttft_ms=10, itl_ms=10), "-k", "deeplink or tencent", *starve_client)
     outcomes = result.parseoutcomes()
     assert outcomes.get("passed", 0) == 0 and outcomes.get("failed", 0) == 0, outcomes
     assert outcomes.get("errors", 0) == 2, outcomes

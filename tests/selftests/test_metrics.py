@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 
 from pytest_dsbench import metrics
+from pytest_dsbench.gate import Gate
 from pytest_dsbench.load.records import RequestRecord
 from pytest_dsbench.metrics import GoodputSlo, summarize
+from pytest_dsbench.results import RunResults
 
 
 def rec(
@@ -171,9 +173,42 @@ def test_change_is_positive_when_worse_in_either_direction() -> None:
     assert math.isinf(metrics.get("output_tok_s").change_pct(1, 0))
 
 
-def test_unknown_metric_suggests_close_names() -> None:
-    with pytest.raises(KeyError, match="Did you mean: tpot_ms_mean"):
+def test_unknown_metric_suggests_close_names_and_lists_the_declared_ones() -> None:
+    with pytest.raises(metrics.UnknownMetric, match=r"Did you mean: tpot_ms_mean.*declared one: ttft_ms_mean, "):
         metrics.get("tpot_ms_meen")
+
+
+def test_recording_an_undeclared_metric_fails_naming_the_declared_ones() -> None:
+    gate = Gate(test_id="t", results=RunResults())
+    with pytest.raises(KeyError, match=r"unknown metric 'tok_s'\..*output_tok_s"):
+        gate.record("tok_s", 1.0)
+
+
+def test_a_limit_is_named_by_the_metric_and_its_direction() -> None:
+    assert metrics.get("tpot_ms_p99").limit_key == "tpot_ms_p99_max"
+    assert metrics.get("tpot_ms_p99").comparison == "<="
+    assert metrics.get("output_tok_s").limit_key == "output_tok_s_min"
+    assert metrics.get("output_tok_s").comparison == ">="
+
+
+def test_a_declaration_measures_value_samples_and_sample_count_together() -> None:
+    s = summarize(RECORDS, 2.0)
+    tpot = metrics.get("tpot_ms_mean").measure(s)
+    assert tpot.value == s["tpot_ms_mean"] and tpot.samples == s.samples["tpot"] and tpot.sample_count == 2
+    errors = metrics.get("error_rate").measure(s)
+    assert errors.samples == [] and errors.sample_count == 4  # every request sent stands behind the error rate
+    output = metrics.get("output_tok_s").measure(s)
+    assert output.sample_count == 3  # the completed requests, not the 1-s windows its samples are
+    assert metrics.get("qpm").measure(s, value=1.5).value == 1.5
+
+
+def test_every_latency_statistic_is_declared_with_its_requests_as_samples() -> None:
+    s = summarize(RECORDS, 2.0)
+    for latency in ("ttft", "ttfat", "tpot", "itl", "e2e"):
+        for stat in metrics.STATS:
+            declared = metrics.get(f"{latency}_ms_{stat}")
+            assert isinstance(declared, metrics.LatencyMetric)
+            assert declared.samples(s) == s.samples[latency]
 
 
 def test_throughput_samples_are_output_tokens_per_full_one_second_window() -> None:
@@ -189,9 +224,9 @@ def test_throughput_samples_are_output_tokens_per_full_one_second_window() -> No
 def test_throughput_metrics_scale_the_window_samples_by_their_ratio_to_output_throughput() -> None:
     records = [rec(i, 0.0, [0.5 + i, 1.0 + i, 1.5 + i, 2.0 + i], 2.5 + i) for i in range(3)]
     s = summarize(records, 4.5)
-    windows = metrics.metric_samples(s, "output_tok_s")
+    windows = metrics.get("output_tok_s").samples(s)
     assert len(windows) == 4
-    total = metrics.metric_samples(s, "total_tok_s")
+    total = metrics.get("total_tok_s").samples(s)
     ratio = s["total_tok_s"] / s["output_tok_s"]
     assert total == pytest.approx([w * ratio for w in windows])
-    assert metrics.metric_samples(s, "accuracy") == []
+    assert metrics.get("accuracy").samples(s) == []  # measured elsewhere: its samples come with it

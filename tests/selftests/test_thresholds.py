@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
-from pytest_dsbench import thresholds
+from pytest_dsbench import metrics, thresholds
 from pytest_dsbench.errors import ThresholdsError
+from pytest_dsbench.methods import METHODS
 
 SHIPPED = thresholds.available(thresholds.default_dir())
 
@@ -113,11 +115,72 @@ def test_accuracy_floor_per_engine_override(tmp_path: Path) -> None:
 def test_a_throughput_entry_chooses_its_data_set_and_burstiness(tmp_path: Path) -> None:
     text = MINIMAL + ('[throughput.bursty]\nmethod = "random"\ninput_len = 8\noutput_len = 8\nnum_prompts = 4\n'
                       'dataset = "random-ids"\nburstiness = 0.5\nrequest_rate = 4.0\n')
-    baseline = thresholds.load("x", _write(tmp_path, text)).throughput["bursty"]
-    assert (baseline.dataset, baseline.burstiness) == ("random-ids", 0.5)
+    workload = thresholds.load("x", _write(tmp_path, text)).throughput["bursty"]
+    assert (workload.dataset, workload.burstiness) == ("random-ids", 0.5)
 
 
 def test_an_unknown_data_set_names_the_valid_ones(tmp_path: Path) -> None:
     text = MINIMAL + '[throughput.t]\nmethod = "random"\ninput_len = 8\noutput_len = 8\nnum_prompts = 4\n'
     with pytest.raises(ThresholdsError, match=r"dataset.*'random', 'random-ids', 'sharegpt' or 'fixed'"):
         thresholds.load("x", _write(tmp_path, text + 'dataset = "c4"\n'))
+
+
+ENTRY = '\n[throughput.t]\nmethod = "{method}"\noutput_len = 1\nnum_prompts = 4\n'
+
+
+def test_each_method_validates_its_entries_with_a_model_of_its_own(tmp_path: Path) -> None:
+    text = MINIMAL + ENTRY.format(method="ali_prefill") + "input_lens = [128, 256]\ninput_tok_s_per_device_min = 9.0\n"
+    entry = thresholds.load("x", _write(tmp_path, text)).throughput["t"]
+    assert isinstance(entry, METHODS["ali_prefill"].config)
+    assert entry.input_lens == [128, 256] and entry.input_tok_s_per_device_min == 9.0
+    for name, method in METHODS.items():
+        assert method.config.model_fields["method"].annotation == Literal[name]  # type: ignore[valid-type]
+
+
+def test_batch_sizes_in_an_ali_prefill_entry_says_to_use_input_lens(tmp_path: Path) -> None:
+    text = MINIMAL + ENTRY.format(method="ali_prefill") + "batch_sizes = [128, 256]\n"
+    with pytest.raises(ThresholdsError) as caught:
+        thresholds.load("x", _write(tmp_path, text))
+    message = str(caught.value)
+    assert "x.toml: key 'throughput.t.batch_sizes': not a key of an ali_prefill entry: use input_lens" in message
+    assert "valid keys: method, output_len, num_prompts" in message and "input_tok_s_per_device_min" in message
+
+
+def test_a_key_of_another_method_names_the_valid_keys_of_this_one(tmp_path: Path) -> None:
+    text = MINIMAL + ENTRY.format(method="tencent") + 'input_len = 8\ndataset = "random-ids"\n'
+    with pytest.raises(ThresholdsError, match=r"key 'throughput\.t\.dataset': unknown key; valid keys of a tencent "
+                       r"entry: method, .*search_max_probes"):
+        thresholds.load("x", _write(tmp_path, text))
+
+
+def test_a_limit_key_naming_no_declared_metric_lists_the_valid_limit_keys(tmp_path: Path) -> None:
+    with pytest.raises(ThresholdsError, match=r"key 'slo\.tpot_ms_meen_max': limit key names no declared metric "
+                       r"'tpot_ms_meen' \(did you mean tpot_ms_mean\?\); valid limit keys of \[slo\]: "
+                       r"tpot_ms_mean_max, tpot_ms_p99_max, "):
+        thresholds.load("x", _write(tmp_path, MINIMAL + "[slo]\ntpot_ms_meen_max = 40\n"))
+
+
+def test_a_limit_in_the_wrong_direction_names_the_right_key(tmp_path: Path) -> None:
+    text = MINIMAL + ENTRY.format(method="random") + "input_len = 8\noutput_tok_s_max = 100\n"
+    with pytest.raises(ThresholdsError, match=r"output_tok_s is higher is better, so its limit is output_tok_s_min; "
+                       r"valid limit keys of a random entry: output_tok_s_min, total_tok_s_min, qpm_min"):
+        thresholds.load("x", _write(tmp_path, text))
+
+
+def test_a_limit_the_table_does_not_take_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ThresholdsError, match=r"\[slo\] sets no limit on ttft_ms_mean; valid limit keys"):
+        thresholds.load("x", _write(tmp_path, MINIMAL + "[slo]\nttft_ms_mean_max = 40\n"))
+
+
+def test_every_limit_key_of_the_schema_is_a_declared_metrics_limit() -> None:
+    for table in [thresholds.Slo, *(method.config for method in METHODS.values())]:
+        for key in thresholds.limit_keys(table):
+            assert metrics.get(key[:-4]).limit_key == key, f"{table.__name__}.{key}"
+    assert thresholds.limit_keys(METHODS["ali_decode"].config) == []  # ali decode records, it sets no limit
+
+
+def test_an_entry_without_a_method_names_the_methods(tmp_path: Path) -> None:
+    text = MINIMAL + "\n[throughput.t]\ninput_len = 1\noutput_len = 1\nnum_prompts = 1\n"
+    with pytest.raises(ThresholdsError, match=r"key 'throughput\.t\.method': required key is missing; valid values: "
+                       r"'deeplink', 'tencent', 'ali_decode', 'ali_prefill', 'random'"):
+        thresholds.load("x", _write(tmp_path, text))
