@@ -11,9 +11,11 @@ the body). So the parsing is split in two layers:
 * :func:`read_openai_stream` is *strict* about what breaks OpenAI clients: every event is exactly one
   ``data:`` line, no ``event:`` field (the openai SDK routes typed events elsewhere), every payload but the
   last is a JSON object, the last is ``[DONE]``, nothing follows it and the body does not end inside an
-  event. What the SSE specification allows (comment lines such as ``: ping`` keep-alives, blocks with no
-  data, ``id:`` and ``retry:`` fields, unknown fields, CR or CRLF line ends) is accepted and reported as
-  notes. It never raises on bad input; it lists problems.
+  event; and no data-less block that the openai SDK would turn into an empty event (one setting ``id``,
+  ``retry`` or ``event``, or any after an ``id:``: the SDK never resets the last event ID). What the SSE
+  specification allows and clients read (``: ping`` keep-alive comments, comment lines, ``id:``/``retry:``
+  fields on data events, unknown fields, CR or CRLF line ends) is accepted and reported as notes. It never
+  raises on bad input; it lists problems.
 """
 
 from __future__ import annotations
@@ -35,10 +37,21 @@ class IgnoredBlock:
     fields: tuple[tuple[str, str], ...]
     comments: tuple[str, ...]
     end_offset: int
+    #: An earlier ``id:`` had set the last event ID when this block ended.
+    after_id: bool = False
 
     def describe(self) -> str:
         parts = [f"{name}: {value}"[:40] for name, value in self.fields] + [f":{c}"[:40] for c in self.comments]
-        return "; ".join(parts) or "(empty)"
+        return "; ".join(parts) or "(blank line)"
+
+    def breaks_openai_sdk(self) -> bool:
+        """The openai SDK's decoder dispatches a block with no data as an event with empty data, which its
+        stream then fails to parse as JSON, whenever the block sets ``event``, ``retry`` or ``id``, or the last
+        event ID is set (it never resets it): keep-alives after an ``id:`` break it."""
+        dispatching = any(
+            name in ("event", "retry") or (name == "id" and value and "\0" not in value) for name, value in self.fields
+        )
+        return dispatching or self.after_id
 
 
 @dataclass(frozen=True)
@@ -83,6 +96,7 @@ class SSEParser:
         self.line_endings: set[str] = set()
         #: Blocks that dispatched no event (keep-alive comments, ``id:``/``retry:`` alone), in order.
         self.ignored: list[IgnoredBlock] = []
+        self._last_event_id = ""
 
     def _decode(self, data: bytes, final: bool) -> str:
         pending, _ = self._decoder.getstate()
@@ -116,9 +130,25 @@ class SSEParser:
             lines = [f"{n}: {v}" for n, v in self._fields] + [f":{c}" for c in self._comments]
             self.unterminated = "\n".join(lines)
         elif self._fields or self._comments:
-            self.ignored.append(IgnoredBlock(tuple(self._fields), tuple(self._comments), self._offset))
+            self._ignore_block()
         self._fields, self._comments = [], []
         return events
+
+    def _ignore_block(self) -> None:
+        self.ignored.append(
+            IgnoredBlock(tuple(self._fields), tuple(self._comments), self._offset, bool(self._last_event_id))
+        )
+
+    def _end_block(self, events: list[SSEEvent]) -> None:
+        """A blank line: dispatch the event when it has data (SSE), else note the block."""
+        if any(name == "data" for name, _ in self._fields):
+            events.append(SSEEvent(tuple(self._fields), tuple(self._comments), self._offset))
+        elif self._fields or self._comments or self._last_event_id:
+            self._ignore_block()
+        for name, value in self._fields:
+            if name == "id" and "\0" not in value:
+                self._last_event_id = value
+        self._fields, self._comments = [], []
 
     def _drain(self, final: bool) -> list[SSEEvent]:
         events: list[SSEEvent] = []
@@ -140,11 +170,7 @@ class SSEParser:
             line = buf[start:end]
             start = nxt
             if line == "":
-                if any(name == "data" for name, _ in self._fields):
-                    events.append(SSEEvent(tuple(self._fields), tuple(self._comments), self._offset))
-                elif self._fields or self._comments:
-                    self.ignored.append(IgnoredBlock(tuple(self._fields), tuple(self._comments), self._offset))
-                self._fields, self._comments = [], []
+                self._end_block(events)
             else:
                 self._fields_from_line(line)
         self._buffer = buf[start:]
@@ -208,6 +234,7 @@ def read_openai_stream(events: list[SSEEvent], parser: SSEParser | None = None) 
     out = OpenAIStream(events=list(events))
     if parser is not None:
         out.problems.extend(parser.problems)
+        out.problems.extend(_parser_problems(parser))
         out.notes.extend(_parser_notes(parser))
     tolerated: set[str] = set()
     for number, event in enumerate(events, start=1):
@@ -254,11 +281,25 @@ def read_openai_stream(events: list[SSEEvent], parser: SSEParser | None = None) 
     return out
 
 
+def _parser_problems(parser: SSEParser) -> list[str]:
+    breaking = [block for block in parser.ignored if block.breaks_openai_sdk()]
+    if not breaking:
+        return []
+    first = breaking[0]
+    why = "it comes after an id:, which the SDK never forgets" if first.after_id and not first.fields else "its fields"
+    return [
+        f"{len(breaking)} block(s) without data that the openai SDK dispatches as an empty event and fails to "
+        f"parse as JSON (first: {first.describe()!r}, {why}); send data-less blocks as comments only, and no id: "
+        "when keep-alive comments are sent"
+    ]
+
+
 def _parser_notes(parser: SSEParser) -> list[str]:
     notes = []
-    if parser.ignored:
-        examples = ", ".join(block.describe() for block in parser.ignored[:3])
-        notes.append(f"{len(parser.ignored)} block(s) without data, not dispatched (e.g. {examples})")
+    harmless = [block for block in parser.ignored if not block.breaks_openai_sdk()]
+    if harmless:
+        examples = ", ".join(block.describe() for block in harmless[:3])
+        notes.append(f"{len(harmless)} block(s) without data, not dispatched (e.g. {examples})")
     unusual = sorted(parser.line_endings - {"\n"}, key=len)
     if unusual:
         notes.append("line ends " + " and ".join(repr(e) for e in unusual))

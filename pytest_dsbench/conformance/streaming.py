@@ -55,9 +55,10 @@ def sse_content_type(ctx: ApiContext) -> None:
 @check(
     "G02.sse_framing",
     "Every event is one 'data:' line and a blank line, payloads are JSON, the last is "
-    "'data: [DONE]' and nothing follows",
+    "'data: [DONE]' and nothing follows; no data-less block the openai SDK reads as an empty event",
     severity="MUST",
-    faults=("no_done", "sse_event_field", "data_after_done", "sse_unterminated_last_event"),
+    faults=("no_done", "sse_event_field", "data_after_done", "sse_unterminated_last_event", "sse_retry_block",
+            "sse_ids_with_keepalives"),
     source=f"{REFERENCE} G02; vLLM test_chat_error (`data: [DONE]\\n\\n`)",
 )
 def sse_framing(ctx: ApiContext) -> None:

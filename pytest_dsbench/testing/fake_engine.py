@@ -48,8 +48,8 @@ class FakeConfig:
     ttft_ms: float = 0.0
     itl_ms: float = 0.0
     tokens_per_chunk: int = 1
-    #: Valid SSE that OpenAI servers do not usually send: the line end of every SSE line ("\n", "\r\n"
-    #: or "\r"), and keep-alive comment blocks, ``retry:``/``id:`` fields and comment lines inside events.
+    #: Valid SSE that OpenAI servers do not usually send and clients read: the line end of every SSE line
+    #: ("\n", "\r\n" or "\r"), and keep-alive comment blocks, comment lines and ``retry:`` inside events.
     sse_newline: str = "\n"
     sse_extras: bool = False
     reasoning_field: str = "reasoning"

@@ -88,6 +88,10 @@ FAULTS: dict[str, str] = {
     "stream_content_type_wrong": "streams are served as application/json",
     "no_done": "streams end without data: [DONE]",
     "sse_event_field": "every SSE event carries an 'event: message' line",
+    "sse_retry_block": "the stream opens with a data-less 'retry: 3000' block (the openai SDK reads it as an empty "
+    "event)",
+    "sse_ids_with_keepalives": "events carry 'id:' and ': ping' keep-alives come between them (the openai SDK "
+    "then reads every keep-alive as an empty event)",
     "data_after_done": "a chunk follows data: [DONE]",
     "sse_unterminated_last_event": "the body ends without the blank line after [DONE]",
     "stream_id_changes": "the usage chunk has another id than the content chunks",

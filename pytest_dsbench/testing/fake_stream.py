@@ -138,10 +138,12 @@ async def _write_stream(
         """One SSE event in this fake's framing (its line ends, and keep-alives/ids when asked)."""
         lines = [*typed, f"data: {data}"]
         if config.sse_extras:
-            lines = [": ping", "", ": a comment inside the event", f"id: {events_sent}", *lines]
+            lines = [": ping", "", ": a comment inside the event", "retry: 3000", *lines]
+        if has("sse_ids_with_keepalives"):
+            lines = [": ping", "", f"id: {events_sent}", *lines]
         return newline.join([*lines, "", ""]).encode()
 
-    if config.sse_extras:
+    if has("sse_retry_block"):
         await response.write(newline.join(["retry: 3000", "", ""]).encode())
 
     async def send(payload: dict[str, Any]) -> None:

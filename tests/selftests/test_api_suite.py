@@ -44,12 +44,12 @@ def test_compliant_engine_passes_the_whole_api_group(
         {"sse_newline": "\r\n", "sse_extras": True},
         {"sse_newline": "\r", "tokens_per_chunk": 3},
     ],
-    ids=["crlf-keepalive-comments-ids-retry", "cr-several-tokens-per-chunk"],
+    ids=["crlf-keepalive-comments-retry", "cr-several-tokens-per-chunk"],
 )
 def test_valid_sse_variations_pass_the_whole_api_group(
     pytester: pytest.Pytester, make_fake_engine: Callable[..., FakeEngineThread], variation: dict[str, object]
 ) -> None:
-    # What the SSE specification allows and gateways send (sse-starlette pings, CRLF, ids) is not a fault.
+    # What the SSE specification allows, clients read and gateways send (sse-starlette pings, CRLF) is no fault.
     engine = make_fake_engine(max_model_len=CPU_CONTEXT, faults=["reasoning_tokens_zero"], **variation)
     result = run_api(pytester, engine)
     outcomes = result.parseoutcomes()

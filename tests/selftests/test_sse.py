@@ -50,7 +50,7 @@ def test_an_event_field_is_a_framing_problem() -> None:
     assert any("has an 'event:' field ('message')" in p for p in stream.problems)
 
 
-def test_id_retry_and_unknown_fields_are_allowed_and_noted() -> None:
+def test_id_retry_and_unknown_fields_on_data_events_are_allowed_and_noted() -> None:
     stream = parse_openai_stream([b"id: 7\nretry: 1000\nx-trace: a\ndata: {}\n\n", DONE])
     assert stream.problems == []
     assert stream.notes == ["events carry id, retry, x-trace besides data (allowed by SSE, ignored)"]
@@ -68,6 +68,37 @@ def test_a_block_with_only_an_id_dispatches_nothing() -> None:
     events, parser = parse_events([b"id: 3\n\ndata: x\n\n"])
     assert [e.data for e in events] == ["x"]
     assert [block.fields for block in parser.ignored] == [(("id", "3"),)]
+
+
+def test_a_data_less_retry_block_is_a_problem_for_the_openai_sdk() -> None:
+    stream = parse_openai_stream([b"retry: 3000\n\n", chunk({"choices": []}), DONE])
+    assert stream.problems == [
+        "1 block(s) without data that the openai SDK dispatches as an empty event and fails to parse as JSON "
+        "(first: 'retry: 3000', its fields); send data-less blocks as comments only, and no id: when keep-alive "
+        "comments are sent"
+    ]
+
+
+def test_keep_alives_after_an_id_are_a_problem_for_the_openai_sdk() -> None:
+    stream = parse_openai_stream([b"id: 1\ndata: {}\n\n", b": ping\n\n", DONE])
+    assert len(stream.problems) == 1
+    assert "(first: ': ping', it comes after an id:, which the SDK never forgets)" in stream.problems[0]
+
+
+def test_an_empty_id_resets_the_last_event_id() -> None:
+    stream = parse_openai_stream([b"id: 1\ndata: {}\n\n", b"id:\ndata: {}\n\n", b": ping\n\n", DONE])
+    assert stream.problems == []
+
+
+def test_the_problems_match_what_the_openai_sdk_decoder_dispatches() -> None:
+    from openai._streaming import SSEDecoder
+
+    for body in (b": ping\n\n", b"retry: 5\n\n", b"id: 1\ndata: {}\n\n: ping\n\n", b"x-y: 1\n\n", b"id: 2\n\n"):
+        decoder = SSEDecoder()
+        dispatched = [e for line in body.decode().split("\n") if (e := decoder.decode(line)) is not None]
+        empty_events = any(e.data == "" for e in dispatched)
+        _, parser = parse_events([body])
+        assert any(block.breaks_openai_sdk() for block in parser.ignored) is empty_events, body
 
 
 def test_crlf_and_cr_line_ends_are_valid_and_noted() -> None:
