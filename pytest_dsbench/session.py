@@ -163,7 +163,7 @@ class EngineSession:
         on_cpu = not has_gpu()
         model = opts.model
         if model is None:
-            if opts.engine != "vllm":
+            if not adapter.serves_embedded_model:
                 raise DsbenchUsageError(
                     f"--engine {opts.engine} needs --model PATH (or --base-url): the embedded tiny model is "
                     "served by vLLM's CPU build only."

@@ -7,7 +7,7 @@ regression limits). Errors name the file, the key and the valid values, so a typ
 A limit on a metric is always named ``{metric}_max`` (lower is better) or ``{metric}_min`` (higher is better),
 after the metric's declaration in :mod:`pytest_dsbench.metrics`; a limit key that names no declared metric, or
 one the table does not take, is an error listing the limit keys that table takes. Each ``[throughput.NAME]``
-entry is validated by the configuration model of its ``method`` (:mod:`pytest_dsbench.methods`).
+entry is validated by the configuration model of its ``method`` (:mod:`pytest_dsbench.workloads`).
 """
 
 from __future__ import annotations

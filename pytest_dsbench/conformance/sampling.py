@@ -278,7 +278,7 @@ def completions_logprobs_shape(ctx: ApiContext) -> None:
             top,
         )
     offsets = logprobs["text_offset"]
-    if ctx.target.engine != "sglang":
+    if ctx.behaviour.text_offsets:
         expect(offsets == sorted(offsets), "completion logprobs.text_offset", desc("non-decreasing"), offsets)
 
 

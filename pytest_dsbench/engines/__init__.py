@@ -1,9 +1,10 @@
 """The engines under test: one package per engine, plus what every engine shares.
 
-* :mod:`.registry` — the list of engines (name -> adapter); everything that names an engine validates against it.
+* :mod:`.registry` — the list of engines; everything that names an engine validates against it.
+* :mod:`.adapters` — engine name -> adapter class, imported on first use.
 * :mod:`.base` — ``EngineAdapter``, ``EngineBehaviour`` (declared divergences, known failures, version
-  behaviours), ``LaunchRequest``, ``EngineInfo``.
-* :mod:`.command` — the one command builder that renders an adapter's declarative flag table.
+  behaviours), ``EngineInfo``.
+* :mod:`.command` — ``LaunchRequest`` and the one command builder that renders an adapter's flag table.
 * :mod:`.launch` — ``launch_engine``: command, environment, EPLB settings and API key for one launched engine.
 * :mod:`.launcher` — process handling: free port, process group, health wait, log capture, teardown.
 * ``vllm/``, ``sglang/``, ``lmdeploy/`` — per engine: ``adapter`` (flag table), ``behaviour``, ``logformat``

@@ -8,9 +8,11 @@ upstream bugs strictly.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import importlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Literal
 
 from pytest_dsbench.engines.command import Flag, LaunchRequest, build_command
@@ -89,6 +91,8 @@ class EngineBehaviour:
     #: How a request constrains the output to a regex or a choice: vLLM's ``structured_outputs``, SGLang's
     #: top-level ``regex``, LMDeploy's ``response_format`` ``regex_schema``; None: not supported.
     constraint_params: Literal["structured_outputs", "top_level_regex", "regex_schema"] | None = None
+    #: Completion logprobs carry real ``text_offset`` values (SGLang sends -1: "not supported yet").
+    text_offsets: bool = True
 
     def __post_init__(self) -> None:
         if self.decode_log_format not in ENGINE_NAMES:
@@ -129,6 +133,8 @@ class EngineAdapter:
     behaviour: EngineBehaviour
     extra: str = ""
     health_path = "/health"
+    #: Its CPU build serves the embedded fixture model, so it launches without ``--model``.
+    serves_embedded_model = False
     entry: tuple[str, ...] = ()
     flags: tuple[Flag, ...] = ()
 
@@ -145,12 +151,20 @@ class EngineAdapter:
 
     def eplb_env(self, mode: str, base_env: Mapping[str, str]) -> dict[str, str]:
         """The engine's own switch for the EPLB routing patch (its plugin allowlist, strategy or shim): what
-        :func:`pytest_dsbench.eplb.launch.eplb_launch_settings` adds to the ``DSBENCH_EPLB_*`` variables."""
-        raise NotImplementedError
+        :func:`pytest_dsbench.eplb.launch.eplb_launch_settings` adds to the ``DSBENCH_EPLB_*`` variables.
+        It is ``launch_env`` of the engine package's ``eplb`` module, imported only when a patch is asked for."""
+        launch_env: Callable[[str, Mapping[str, str]], dict[str, str]] = self._module("eplb").launch_env
+        return launch_env(mode, base_env)
 
     def parse_decode_line(self, line: str) -> DecodeLine | None:
-        """One of this engine's decode-throughput log lines read (None for any other line)."""
-        raise NotImplementedError
+        """One of this engine's decode-throughput log lines read (None for any other line): ``parse_decode_line``
+        of the engine package's ``logformat`` module."""
+        parse: Callable[[str], DecodeLine | None] = self._module("logformat").parse_decode_line
+        return parse(line)
+
+    def _module(self, name: str) -> ModuleType:
+        """A module of this engine's package (``pytest_dsbench.engines.<name>.<module>``), imported on use."""
+        return importlib.import_module(f"pytest_dsbench.engines.{self.name}.{name}")
 
 
 @dataclass

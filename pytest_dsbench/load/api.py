@@ -23,7 +23,7 @@ from pytest_dsbench.load.runner import LoadConfig, LoadError, LoadRun, run_load
 from pytest_dsbench.load.tokenizer import load_tokenizer
 from pytest_dsbench.metrics import GoodputSlo, Limit
 
-if TYPE_CHECKING:  # at run time these would import thresholds, whose schema imports the methods, which import this
+if TYPE_CHECKING:
     from pytest_dsbench.engines.base import EngineInfo
     from pytest_dsbench.gate import Gate
     from pytest_dsbench.options import DsbenchOptions

@@ -43,10 +43,9 @@ class Judge:
         return Limit(None if value is None else float(value), self.where(key))
 
     def slo_limit(self, metric: str) -> Limit:
-        """The profile's ``[slo]`` limit on ``metric``, applied to this workload's runs."""
-        key = metrics.get(metric).limit_key
-        value = getattr(self.profile.slo, key, None)
-        return Limit(None if value is None else float(value), self.where(f"/ [slo] {key}"))
+        """The profile's ``[slo]`` limit on ``metric``, applied to this workload's runs (its source names both)."""
+        limit = self.profile.slo_limit(metric)
+        return Limit(limit.value, self.where(f"/ [slo] {metrics.get(metric).limit_key}"))
 
     def record(
         self,

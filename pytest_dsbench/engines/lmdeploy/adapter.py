@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
-from pytest_dsbench.engines.base import DecodeLine, EngineAdapter
+from pytest_dsbench.engines.base import EngineAdapter
 from pytest_dsbench.engines.command import VALUE, Flag
 from pytest_dsbench.engines.lmdeploy.behaviour import BEHAVIOUR
 
@@ -41,12 +39,4 @@ class LmdeployAdapter(EngineAdapter):
     def version_probe(self) -> list[str]:
         return ["-c", "import lmdeploy; print(lmdeploy.__version__)"]
 
-    def eplb_env(self, mode: str, base_env: Mapping[str, str]) -> dict[str, str]:
-        from pytest_dsbench.engines.lmdeploy.eplb import launch_env
 
-        return launch_env(mode, base_env)
-
-    def parse_decode_line(self, line: str) -> DecodeLine | None:
-        from pytest_dsbench.engines.lmdeploy.logformat import parse_decode_line
-
-        return parse_decode_line(line)

@@ -22,6 +22,7 @@ BEHAVIOUR = EngineBehaviour(
     min_tokens_param="min_new_tokens",
     routed_experts=True,
     constraint_params="top_level_regex",
+    text_offsets=False,  # utils.to_openai_style_logprobs sets text_offset = -1 (api_conformance.md J06)
     decode_log_format="sglang",
     features=frozenset({"ignore_eos", "logit_bias", "logprobs", "metrics", "min_tokens", "models_retrieve", "n",
                         "reasoning", "seed", "structured_output", "tokenize", "tools", "top_k"}),

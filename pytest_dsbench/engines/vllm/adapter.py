@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 
-from pytest_dsbench.engines.base import DecodeLine, EngineAdapter
+from pytest_dsbench.engines.base import EngineAdapter
 from pytest_dsbench.engines.command import VALUE, Flag
 from pytest_dsbench.engines.vllm.behaviour import BEHAVIOUR
 
@@ -39,6 +38,7 @@ class VllmAdapter(EngineAdapter):
     extra = "cpu"
     entry = ("-m", "vllm.entrypoints.openai.api_server")
     flags = FLAGS
+    serves_embedded_model = True
 
     def distribution(self) -> str:
         return "vllm"
@@ -46,12 +46,4 @@ class VllmAdapter(EngineAdapter):
     def version_probe(self) -> list[str]:
         return ["-c", "import vllm; print(vllm.__version__)"]
 
-    def eplb_env(self, mode: str, base_env: Mapping[str, str]) -> dict[str, str]:
-        from pytest_dsbench.engines.vllm.eplb import launch_env
 
-        return launch_env(mode, base_env)
-
-    def parse_decode_line(self, line: str) -> DecodeLine | None:
-        from pytest_dsbench.engines.vllm.logformat import parse_decode_line
-
-        return parse_decode_line(line)
