@@ -53,8 +53,10 @@ class LmdeployAdapter(EngineAdapter):
             "--server-port", str(request.port),
             "--session-len", str(dep.max_model_len),
             "--reasoning-parser", "default",
-            "--enable-metrics",
         ]
+        # no metrics flag: 0.18.0 serves /metrics and logs its stats every 10 s unless --disable-metrics, and has
+        # no --enable-metrics (argparse exits: "unrecognized arguments"); for a release that still needs it, pass
+        # --engine-arg=--enable-metrics
         if dep.tensor_parallel > 1:
             cmd += ["--tp", str(dep.tensor_parallel)]
         if dep.data_parallel > 1:

@@ -51,12 +51,14 @@ class SglangAdapter(EngineAdapter):
             "--enable-metrics",
             "--enable-cache-report",
         ]
+        # the flags' full names (0.4.x through 0.5.17: --tp-size/--dp-size with the --tensor-/--data-parallel-size
+        # aliases); "--tp"/"--dp" only worked as argparse abbreviations, which a new "--tp-*" flag breaks
         if dep.tensor_parallel > 1:
-            cmd += ["--tp", str(dep.tensor_parallel)]
+            cmd += ["--tp-size", str(dep.tensor_parallel)]
         if dep.pipeline_parallel > 1:
             cmd += ["--pp-size", str(dep.pipeline_parallel)]
         if dep.data_parallel > 1:
-            cmd += ["--dp", str(dep.data_parallel), "--enable-dp-attention"]
+            cmd += ["--dp-size", str(dep.data_parallel), "--enable-dp-attention"]
         if dep.expert_parallel > 1:
             cmd += ["--ep-size", str(dep.expert_parallel)]
         if dep.max_batch_size:

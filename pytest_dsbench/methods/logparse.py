@@ -7,7 +7,8 @@ The three engines log it differently (read from their sources):
     [2026-03-14 04:59:11 TP0] Decode batch, #running-req: 20, #token: 2326, token usage: 0.14,
     cuda graph: True, gen throughput (token/s): 1174.06, #queue-req: 6
 
-  (older releases write ``Decode batch. #running-req: ...``).
+  (older releases write ``Decode batch. #running-req: ...``; 0.5.17 with ``SGLANG_LOG_FORWARD_ITERS`` writes
+  ``Decode batch [412], #running-req: ...``, and names the graph backend in place of ``cuda graph``).
 * vLLM v1 stat logger (``vllm/v1/metrics/loggers.py``), every ``VLLM_LOG_STATS_INTERVAL`` s (10 by default),
   only while the engine is busy::
 
@@ -25,7 +26,11 @@ The three engines log it differently (read from their sources):
     [2026-01-01 10:00:00 DP0] Avg prompt throughput: 0.0 tokens/s, Avg generation throughput: 123.4 tokens/s,
     Finished: 0 reqs, Unfinished: 8 reqs, Running: 8 reqs, Waiting: 0 reqs, GPU KV cache usage: 3.1%, ...
 
-  (older releases: ``DP: 0, Avg prompt throughput: ...``).
+  (older releases: ``DP: 0, Avg prompt throughput: ...``). 0.18.0 (``lmdeploy/metrics/loggers.py``, every 10 s,
+  metrics on unless ``--disable-metrics``) writes instead::
+
+    [2026-12-07 12:00:00 DP0] Avg thr (in/out): 0.0 / 456.7 tokens/s, Server (succeeded/failed/routed/waiting):
+    12 / 0 / 8 / 0, Engine (running/waiting): 8 / 0, KV cache: 3.1%,
 
 Idle lines (no running request, or zero throughput) are not samples.
 """
@@ -40,8 +45,13 @@ from typing import Literal
 
 LogFormat = Literal["auto", "vllm", "sglang", "lmdeploy"]
 
-_SGLANG = re.compile(r"Decode batch[.,]\s*#running-req:\s*(\d+).*?gen throughput \(token/s\):\s*([0-9.]+)")
+_SGLANG = re.compile(
+    r"Decode batch(?: \[\d+\])?[.,]\s*#running-req:\s*(\d+).*?gen throughput \(token/s\):\s*([0-9.]+)"
+)
 _AVG = re.compile(r"Avg generation throughput:\s*([0-9.]+)\s*tokens/s,.*?Running:\s*(\d+)\s*reqs")
+_LMDEPLOY_THR = re.compile(
+    r"Avg thr \(in/out\):\s*[0-9.]+\s*/\s*([0-9.]+)\s*tokens/s,.*?Engine \(running/waiting\):\s*(\d+)\s*/"
+)
 _ITER = re.compile(
     r"Iteration\(\d+\):\s*(\d+) context requests,\s*\d+ context tokens,\s*(\d+) generation requests,"
     r"\s*(\d+) generation tokens,\s*iteration elapsed time:\s*([0-9.]+) ms"
@@ -65,6 +75,8 @@ def parse_line(line: str, fmt: LogFormat = "auto") -> tuple[int, float, str] | N
     if fmt in ("auto", "vllm", "lmdeploy") and (m := _AVG.search(line)):
         source = "vllm" if "Engine " in line else "lmdeploy" if "DP" in line else "vllm/lmdeploy"
         return int(m.group(2)), float(m.group(1)), source
+    if fmt in ("auto", "lmdeploy") and (m := _LMDEPLOY_THR.search(line)):
+        return int(m.group(2)), float(m.group(1)), "lmdeploy"
     if fmt in ("auto", "vllm") and (m := _ITER.search(line)):
         context, running, tokens, elapsed_ms = (
             int(m.group(1)),
