@@ -62,20 +62,21 @@ PINNED: dict[tuple[str, str, bool], list[str]] = {
     ("sglang", "everything", False): [
         "python3", "-m", "sglang.launch_server", "--model-path", "/models/DeepSeek-R1", "--served-model-name",
         "DeepSeek-R1", "--host", "0.0.0.0", "--port", "30000", "--context-length", "131072", "--reasoning-parser",
-        "deepseek-r1", "--enable-metrics", "--enable-cache-report", "--tp", "8", "--pp-size", "2", "--dp", "4",
-        "--enable-dp-attention", "--ep-size", "32", "--max-running-requests", "64", "--mem-fraction-static", "0.9",
-        "--speculative-algorithm", "EAGLE", "--speculative-num-steps", "1", "--speculative-eagle-topk", "1",
+        "deepseek-r1", "--enable-metrics", "--enable-cache-report", "--tp-size", "8", "--pp-size", "2",
+        "--dp-size", "4", "--enable-dp-attention", "--ep-size", "32", "--max-running-requests", "64",
+        "--mem-fraction-static", "0.9", "--speculative-algorithm", "EAGLE", "--speculative-num-steps", "1",
+        "--speculative-eagle-topk", "1",
         "--speculative-num-draft-tokens", "2", "--hw-flag", "sglang", "--deployment-flag", "--user-flag",
     ],
     ("lmdeploy", "minimal", False): [
         "python3", "-m", "lmdeploy", "serve", "api_server", "/models/DeepSeek-R1", "--model-name", "DeepSeek-R1",
         "--server-name", "0.0.0.0", "--server-port", "30000", "--session-len", "4096", "--reasoning-parser",
-        "default", "--enable-metrics",
+        "default",
     ],
     ("lmdeploy", "everything", False): [
         "python3", "-m", "lmdeploy", "serve", "api_server", "/models/DeepSeek-R1", "--model-name", "DeepSeek-R1",
         "--server-name", "0.0.0.0", "--server-port", "30000", "--session-len", "131072", "--reasoning-parser",
-        "default", "--enable-metrics", "--tp", "8", "--dp", "4", "--ep", "32", "--max-batch-size", "64",
+        "default", "--tp", "8", "--dp", "4", "--ep", "32", "--max-batch-size", "64",
         "--cache-max-entry-count", "0.9", "--speculative-algorithm", "deepseek_mtp",
         "--speculative-num-draft-tokens", "1", "--hw-flag", "lmdeploy", "--deployment-flag", "--user-flag",
     ],
@@ -109,7 +110,7 @@ def _value(cmd: list[str], flag: str) -> str:
 
 
 @pytest.mark.parametrize(("engine", "deployment", "on_cpu"), sorted(PINNED))
-def test_flag_tables_build_the_same_commands_as_the_old_adapters(engine: str, deployment: str, on_cpu: bool) -> None:
+def test_flag_tables_build_the_pinned_commands(engine: str, deployment: str, on_cpu: bool) -> None:
     assert get_adapter(engine).launch_command(pinned_request(deployment, on_cpu)) == PINNED[engine, deployment, on_cpu]
 
 
@@ -182,11 +183,41 @@ def test_lmdeploy_command_matches_seed_001_for_tp16() -> None:
 def test_sglang_command_matches_seed_003_for_h20() -> None:
     cmd = _command("sglang", "h20")
     assert cmd[1:3] == ["-m", "sglang.launch_server"]
-    assert _value(cmd, "--tp") == "8"
+    assert _value(cmd, "--tp-size") == "8"
     assert _value(cmd, "--mem-fraction-static") == "0.9"
     assert _value(cmd, "--max-running-requests") == "128"
     assert _value(cmd, "--cuda-graph-max-bs") == "128"
     assert _value(cmd, "--reasoning-parser") == "deepseek-r1"
+
+
+def test_sglang_parallel_flags_are_the_full_names_0_5_17_defines() -> None:
+    # server_args.py 0.5.17: --tp-size (alias --tensor-parallel-size), --dp-size, --pp-size, --ep-size; the old
+    # "--tp"/"--dp" were argparse abbreviations only
+    cmd = _command("sglang", "h20")
+    assert "--tp" not in cmd and "--dp" not in cmd
+    assert "--enable-metrics" in cmd and "--enable-cache-report" in cmd
+
+
+def test_sglang_on_one_gpu_uses_triton_attention_and_logs_decode_batches_often() -> None:
+    cmd = _command("sglang", "gpu1")
+    assert _value(cmd, "--attention-backend") == "triton"  # the carried kernel wheel has no FA3 library
+    assert _value(cmd, "--decode-log-interval") == "4"
+    assert _value(cmd, "--mem-fraction-static") == "0.4"
+    assert _value(cmd, "--context-length") == "2048"
+
+
+def test_lmdeploy_command_has_no_enable_metrics_flag_which_0_18_rejects() -> None:
+    # lmdeploy 0.18.0 cli/utils.py has only --disable-metrics; metrics (and the stats log lines) are on by default
+    for hw in ("gpu1", "h800/tp16", "h800/dp32-ep32"):
+        assert "--enable-metrics" not in _command("lmdeploy", hw)
+
+
+def test_lmdeploy_on_one_gpu_runs_the_pytorch_engine() -> None:
+    cmd = _command("lmdeploy", "gpu1")
+    assert _value(cmd, "--backend") == "pytorch"
+    assert _value(cmd, "--cache-max-entry-count") == "0.4"
+    assert _value(cmd, "--session-len") == "2048"
+    assert _value(cmd, "--reasoning-parser") == "default"
 
 
 def test_deployment_engine_args_apply_only_to_their_deployment() -> None:

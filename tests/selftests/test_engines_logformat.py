@@ -42,6 +42,18 @@ LMDEPLOY = (
     "Waiting: 0 reqs, GPU KV cache usage: 3.1%, "
     "Prefix cache hit rate: 0.0%"
 )
+# sglang 0.5.17 scheduler_components/metrics_reporter.py with SGLANG_LOG_FORWARD_ITERS: the forward iteration
+# in brackets after "Decode batch"
+SGLANG_ITERS = (
+    "[2026-12-07 11:40:02 TP0] Decode batch [412], #running-req: 16, #token: 19712, token usage: 0.01, "
+    "cuda graph: True, gen throughput (token/s): 2871.40, #queue-req: 0"
+)
+# lmdeploy 0.18.0 metrics/loggers.py LoggingStatLogger.log
+LMDEPLOY_018 = (
+    "[2026-12-07 11:40:02 DP0] Avg thr (in/out): 1638.4 / 4096.2 tokens/s, "
+    "Server (succeeded/failed/routed/waiting): 120 / 0 / 64 / 0, Engine (running/waiting): 64 / 0, "
+    "KV cache: 12.5%, "
+)
 LMDEPLOY_OLD = (
     "DP: 0, Avg prompt throughput: 10.0 tokens/s, Avg generation throughput: 99.5 tokens/s, "
     "Running: 3 reqs, Waiting: 1 reqs, GPU KV cache usage: 2.0%, "
@@ -57,8 +69,11 @@ LMDEPLOY_OLD = (
         (SGLANG_OLD, (1, 656.23, "sglang")),
         (LMDEPLOY, (4, 123.4, "lmdeploy")),
         (LMDEPLOY_OLD, (3, 99.5, "lmdeploy")),
+        (SGLANG_ITERS, (16, 2871.40, "sglang")),
+        (LMDEPLOY_018, (64, 4096.2, "lmdeploy")),
     ],
-    ids=["vllm", "vllm-iteration", "sglang", "sglang-old", "lmdeploy", "lmdeploy-old"],
+    ids=["vllm", "vllm-iteration", "sglang", "sglang-old", "lmdeploy", "lmdeploy-old", "sglang-0.5.17-iters",
+         "lmdeploy-0.18"],
 )
 def test_decode_lines_of_every_engine_give_running_size_and_throughput(
     line: str, expected: tuple[int, float, str]
@@ -72,6 +87,12 @@ def test_prefill_steps_idle_lines_and_other_lines_are_not_decode_samples() -> No
     idle = VLLM.replace("456.7", "0.0").replace("Running: 8", "Running: 0")
     lines = ["INFO: 127.0.0.1 - POST /v1/completions 200", idle, VLLM_PREFILL_ITERATION, SGLANG]
     assert [(s.running, s.line) for s in parse_lines(lines)] == [(20, 3)]
+
+
+def test_lmdeploy_018_idle_line_is_not_a_sample_and_needs_the_lmdeploy_format() -> None:
+    idle = LMDEPLOY_018.replace("4096.2", "0.0").replace("running/waiting): 64", "running/waiting): 0")
+    assert parse_lines([idle, LMDEPLOY_018], "lmdeploy") == [DecodeSample(64, 4096.2, "lmdeploy", 1)]
+    assert parse_lines([LMDEPLOY_018], "sglang") == []
 
 
 def test_an_explicit_format_ignores_the_other_engines_lines() -> None:

@@ -13,7 +13,8 @@ FLAGS = (
     Flag("port", ("--server-port", VALUE)),
     Flag("max_model_len", ("--session-len", VALUE)),
     Flag(None, ("--reasoning-parser", "default")),
-    Flag(None, ("--enable-metrics",)),
+    # no metrics flag: 0.18.0 serves /metrics and logs its stats every 10 s unless --disable-metrics, and has no
+    # --enable-metrics (argparse exits: "unrecognized arguments"); a release that needs it: --engine-arg
     Flag("tensor_parallel", ("--tp", VALUE), when="above_one"),
     Flag("data_parallel", ("--dp", VALUE), when="above_one"),
     Flag("expert_parallel", ("--ep", VALUE), when="above_one"),

@@ -15,9 +15,10 @@ FLAGS = (
     Flag(None, ("--reasoning-parser", "deepseek-r1")),
     Flag(None, ("--enable-metrics",)),
     Flag(None, ("--enable-cache-report",)),
-    Flag("tensor_parallel", ("--tp", VALUE), when="above_one"),
+    # the full names (0.4.x through 0.5.17); "--tp"/"--dp" only worked as argparse abbreviations
+    Flag("tensor_parallel", ("--tp-size", VALUE), when="above_one"),
     Flag("pipeline_parallel", ("--pp-size", VALUE), when="above_one"),
-    Flag("data_parallel", ("--dp", VALUE, "--enable-dp-attention"), when="above_one"),
+    Flag("data_parallel", ("--dp-size", VALUE, "--enable-dp-attention"), when="above_one"),
     Flag("expert_parallel", ("--ep-size", VALUE), when="above_one"),
     Flag("max_batch_size", ("--max-running-requests", VALUE), when="set"),
     Flag("cache_ratio", ("--mem-fraction-static", VALUE), when="set"),

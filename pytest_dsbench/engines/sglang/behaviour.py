@@ -19,7 +19,11 @@ BEHAVIOUR = EngineBehaviour(
     tokenize_api="sglang",
     metrics_prefix="sglang:",
     tool_parser="deepseekv3",
-    min_tokens_param="min_new_tokens",
+    # the OpenAI-compatible requests take ``min_tokens`` (0.5.17 entrypoints/openai/protocol.py:
+    # CompletionRequest.min_tokens, ChatCompletionRequest.min_tokens, mapped to the sampler's min_new_tokens);
+    # ``min_new_tokens`` is the native /generate name, which the OpenAI routes drop silently (pydantic's
+    # default extra="ignore"). Was "min_new_tokens", a guess that the fakes (which accept both) never caught.
+    min_tokens_param="min_tokens",
     routed_experts=True,
     constraint_params="top_level_regex",
     text_offsets=False,  # utils.to_openai_style_logprobs sets text_offset = -1 (api_conformance.md J06)

@@ -5,7 +5,8 @@ The scheduler writes, every ``--decode-log-interval`` steps::
     [2026-03-14 04:59:11 TP0] Decode batch, #running-req: 20, #token: 2326, token usage: 0.14,
     cuda graph: True, gen throughput (token/s): 1174.06, #queue-req: 6
 
-(older releases write ``Decode batch. #running-req: ...``).
+(older releases write ``Decode batch. #running-req: ...``; 0.5.17 with ``SGLANG_LOG_FORWARD_ITERS`` writes
+``Decode batch [412], #running-req: ...``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ import re
 
 from pytest_dsbench.engines.base import DecodeLine
 
-_DECODE_BATCH = re.compile(r"Decode batch[.,]\s*#running-req:\s*(\d+).*?gen throughput \(token/s\):\s*([0-9.]+)")
+_DECODE_BATCH = re.compile(
+    r"Decode batch(?: \[\d+\])?[.,]\s*#running-req:\s*(\d+).*?gen throughput \(token/s\):\s*([0-9.]+)"
+)
 
 
 def parse_decode_line(line: str) -> DecodeLine | None:
