@@ -7,7 +7,11 @@
 
 from __future__ import annotations
 
+import signal
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 
 import pytest
 
@@ -46,8 +50,30 @@ def pytest_configure(config: pytest.Config) -> None:
     config.add_cleanup(lambda: config.pluginmanager.unregister(run, PLUGIN_NAME))
     progress.bind(PytestTerminal(config))
     config.add_cleanup(progress.unbind)
+    config.add_cleanup(_interrupt_on_sigterm())
     if not config.pluginmanager.has_plugin("dsbench-fixtures"):
         config.pluginmanager.register(fixtures, "dsbench-fixtures")
+
+
+def _interrupt_on_sigterm() -> Callable[[], None]:
+    """``timeout``, CI runners and Kubernetes stop a run with SIGTERM, which would kill pytest at once and leave
+    the launched engine (its own process group) running and the run unstored. Treated as Ctrl-C instead, the
+    session finishes: engines are stopped and the run is stored, marked interrupted. A handler someone else
+    installed is kept; the returned function restores the previous one."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) not in (
+        signal.SIG_DFL, None
+    ):
+        return lambda: None
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+
+    def restore() -> None:
+        signal.signal(signal.SIGTERM, previous)
+
+    return restore
 
 
 def pytest_cmdline_main(config: pytest.Config) -> int | None:

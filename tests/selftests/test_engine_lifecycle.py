@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -58,6 +61,41 @@ def test_teardown_leaves_no_process_behind(
     while _group_alive(pgid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _group_alive(pgid), f"processes of group {pgid} survived teardown"
+
+
+def test_sigterm_stops_the_engine_and_stores_the_run_as_interrupted(
+    pytester: pytest.Pytester, engine_shim: Callable[..., Path], tmp_path: Path
+) -> None:
+    shim = engine_shim(spawn_child=True)
+    pgid_file = tmp_path / "pgid"
+    pytester.makepyfile(
+        _pgid_file_test(pgid_file)
+        + """
+def test_records_then_waits(dsbench_gate):
+    import time
+    dsbench_gate.record("tpot_ms_mean", 10.0)
+    time.sleep(120)
+"""
+    )
+    process = pytester.popen(
+        [sys.executable, "-m", "pytest", "--engine-python", str(shim), "--model", "/m/x", "-p", "no:cacheprovider",
+         "--dsbench-storage", "history"],
+        stdin=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while not pgid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.0)  # the second test is sleeping now
+    process.send_signal(signal.SIGTERM)
+    out, _ = process.communicate(timeout=60)
+    pgid = int(pgid_file.read_text())
+    deadline = time.monotonic() + 5
+    while _group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _group_alive(pgid), f"processes of group {pgid} survived SIGTERM to pytest"
+    assert process.returncode == pytest.ExitCode.INTERRUPTED, out.decode()[-2000:]
+    stored = list(Path(pytester.path, "history").rglob("*.json"))
+    assert len(stored) == 1 and json.loads(stored[0].read_text())["dsbench"]["interrupted"] is True
 
 
 def test_engine_that_never_gets_healthy_fails_within_timeout_with_log_tail(
