@@ -81,8 +81,8 @@ class DsbenchRun:
     @staticmethod
     def of(config: pytest.Config) -> DsbenchRun:
         """The run of ``config``; a usage error when pytest configured without one (``--dsbench-list-hw``)."""
-        run = config.pluginmanager.get_plugin(PLUGIN_NAME)
-        if not isinstance(run, DsbenchRun):
+        run = DsbenchRun.find(config)
+        if run is None:
             raise pytest.UsageError("pytest-dsbench is not configured in this session (is -p no:dsbench set?)")
         return run
 

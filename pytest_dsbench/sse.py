@@ -126,13 +126,16 @@ class SSEParser:
         if self._buffer:
             self._fields_from_line(self._buffer)
             self._buffer = ""
-        if any(name == "data" for name, _ in self._fields):
+        if self._block_has_data():
             lines = [f"{n}: {v}" for n, v in self._fields] + [f":{c}" for c in self._comments]
             self.unterminated = "\n".join(lines)
         elif self._fields or self._comments:
             self._ignore_block()
         self._fields, self._comments = [], []
         return events
+
+    def _block_has_data(self) -> bool:
+        return any(name == "data" for name, _ in self._fields)
 
     def _ignore_block(self) -> None:
         self.ignored.append(
@@ -141,7 +144,7 @@ class SSEParser:
 
     def _end_block(self, events: list[SSEEvent]) -> None:
         """A blank line: dispatch the event when it has data (SSE), else note the block."""
-        if any(name == "data" for name, _ in self._fields):
+        if self._block_has_data():
             events.append(SSEEvent(tuple(self._fields), tuple(self._comments), self._offset))
         elif self._fields or self._comments or self._last_event_id:
             self._ignore_block()
