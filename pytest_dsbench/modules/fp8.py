@@ -60,6 +60,10 @@ def unavailable_reason(device: torch.device) -> str | None:
     except Exception as exc:  # ImportError, or a vLLM whose API moved: the reason names it
         return (f"vLLM's block-FP8 kernels are not importable ({type(exc).__name__}: {exc}); install vllm on the GPU "
                 "host for the FP8 variants")
+    try:
+        Fp8Kernels().probe(device)
+    except Exception as exc:  # the kernels exist but do not run here (arguments moved, a missing context)
+        return f"vLLM's block-FP8 kernels failed on a small probe ({type(exc).__name__}: {exc})"
     return None
 
 
@@ -96,6 +100,19 @@ class Fp8Kernels:
     def __init__(self) -> None:
         self.api = _resolve()
 
+    def probe(self, device: torch.device) -> None:
+        """Run both kernels once on small shapes, so a vLLM that cannot run them here is found before timing."""
+        import torch
+
+        from pytest_dsbench.modules.weights import activations, random_weight
+
+        x = activations(4, 2 * FP8_BLOCK, device)
+        self.linear(random_weight((FP8_BLOCK, 2 * FP8_BLOCK), device))(x)
+        ids = torch.tensor([[0, 1], [1, 2], [2, 3], [3, 0]], device=device)
+        weights = torch.full((4, 2), 0.5, device=device)
+        self.moe_experts(4, FP8_BLOCK, 2 * FP8_BLOCK, device)(x, ids, weights)
+        torch.cuda.synchronize(device)
+
     def linear(self, weight: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
         """``x -> x @ weight^T`` with ``weight`` block-quantised now and ``x`` per-token-group quantised per call."""
         import torch
@@ -116,7 +133,7 @@ class Fp8Kernels:
         at a time (no bf16 copy of the whole stack)."""
         import torch
 
-        from pytest_dsbench.modules.impl import random_weight
+        from pytest_dsbench.modules.weights import random_weight
 
         w13 = torch.empty(experts, 2 * intermediate, hidden, device=device, dtype=torch.float8_e4m3fn)
         w2 = torch.empty(experts, hidden, intermediate, device=device, dtype=torch.float8_e4m3fn)

@@ -20,13 +20,13 @@ FP8 block-quantised variants take their linear / MoE kernels from :mod:`pytest_d
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pytest_dsbench.modules import cost
 from pytest_dsbench.modules.config import ModelDims
+from pytest_dsbench.modules.weights import activations, generator, random_weight
 
 if TYPE_CHECKING:
     import torch
@@ -37,7 +37,6 @@ Linear = Callable[["torch.Tensor"], "torch.Tensor"]
 ROUTINGS = ("gate", "eplb-reference", "eplb-balanced")
 """MoE routing: the model's gate, or the gate with its choice replaced by seed 000's reference transform or the
 project's balanced one."""
-SEED = 15
 
 
 @dataclass
@@ -48,28 +47,6 @@ class Prepared:
     cost: cost.ModuleCost
     tokens: int
     facts: dict[str, Any] = field(default_factory=dict)
-
-
-def _generator(device: torch.device) -> torch.Generator:
-    import torch
-
-    gen = torch.Generator(device=device)
-    gen.manual_seed(SEED)
-    return gen
-
-
-def random_weight(shape: tuple[int, ...], device: torch.device, fan_in: int | None = None) -> torch.Tensor:
-    """A bf16 weight ~ N(0, 1/fan_in), generated in place (no float32 copy of a 15 GB expert stack)."""
-    import torch
-
-    out = torch.empty(shape, device=device, dtype=torch.bfloat16)
-    return out.normal_(0.0, 1.0 / math.sqrt(fan_in or shape[-1]), generator=_generator(device))
-
-
-def activations(tokens: int, width: int, device: torch.device) -> torch.Tensor:
-    import torch
-
-    return torch.randn(tokens, width, device=device, dtype=torch.bfloat16, generator=_generator(device))
 
 
 def bf16_linear(weight: torch.Tensor) -> Linear:
@@ -113,7 +90,7 @@ class EmbedTokens:
         import torch.nn.functional as F
 
         device = self.weight.device
-        ids = torch.randint(0, self.dims.vocab_size, (tokens,), device=device, generator=_generator(device))
+        ids = torch.randint(0, self.dims.vocab_size, (tokens,), device=device, generator=generator(device))
         weight = self.weight
         if copy_to is None:
             where = "host" if device.type == "cpu" else "device"
@@ -205,7 +182,7 @@ class Moe:
         h, inter, e = dims.hidden_size, dims.moe_intermediate_size, dims.n_routed_experts
         self.gate = random_weight((e, h), device)
         self.bias = torch.empty(e, device=device, dtype=torch.float32).uniform_(-0.1, 0.1,
-                                                                                 generator=_generator(device))
+                                                                                 generator=generator(device))
         self.shared = Mlp(dims, inter * dims.n_shared_experts, device, fp8)
         self.dtype = "fp8" if fp8 is not None else "bf16"
         if fp8 is None:
@@ -285,10 +262,10 @@ class Mla:
         c_kv, k_pe = self._latent(x, positions)
         kv = F.linear(c_kv, self.kv_b).view(t, nh, d.qk_nope_head_dim + d.v_head_dim)
         k_nope, v = kv.split([d.qk_nope_head_dim, d.v_head_dim], dim=-1)  # type: ignore[no-untyped-call]
-        q = torch.cat([q_nope, q_pe], -1).transpose(0, 1)
-        k = torch.cat([k_nope, k_pe.unsqueeze(1).expand(t, nh, d.qk_rope_head_dim)], -1).transpose(0, 1)
-        out = F.scaled_dot_product_attention(q, k, v.transpose(0, 1), is_causal=True, scale=self.scale)
-        return F.linear(out.transpose(0, 1).reshape(t, nh * d.v_head_dim), self.o)
+        q = torch.cat([q_nope, q_pe], -1).transpose(0, 1).unsqueeze(0)  # [1, heads, tokens, dim]
+        k = torch.cat([k_nope, k_pe.unsqueeze(1).expand(t, nh, d.qk_rope_head_dim)], -1).transpose(0, 1).unsqueeze(0)
+        out = F.scaled_dot_product_attention(q, k, v.transpose(0, 1).unsqueeze(0), is_causal=True, scale=self.scale)
+        return F.linear(out[0].transpose(0, 1).reshape(t, nh * d.v_head_dim), self.o)
 
     def decode(self, x: torch.Tensor, cache_kv: torch.Tensor, cache_pe: torch.Tensor) -> torch.Tensor:
         """One new token per sequence at the cache's last position, attending over the whole cache."""
@@ -320,7 +297,7 @@ class Mla:
 
         d = self.dims
         x = activations(batch, d.hidden_size, self.device)
-        gen = _generator(self.device)
+        gen = generator(self.device)
         cache_kv = torch.randn(batch, context, d.kv_lora_rank, device=self.device, dtype=torch.bfloat16,
                                generator=gen)
         cache_pe = torch.randn(batch, context, d.qk_rope_head_dim, device=self.device, dtype=torch.bfloat16,

@@ -34,6 +34,8 @@ class ModuleCache:
 
     key: tuple[Any, ...] | None = None
     module: Any = None
+    fp8_reason: dict[str, str | None] = field(default_factory=dict)
+    """Why the FP8 variants cannot run (None: they can), found once per session."""
 
     def get(self, key: tuple[Any, ...], build: Callable[[], Any]) -> Any:
         if key != self.key:
@@ -61,7 +63,6 @@ class ModuleBench:
     cache: ModuleCache
     benchmark: Any
     gate: Gate
-    fp8_checked: dict[str, str | None] = field(default_factory=dict)
 
     @property
     def dims(self) -> ModelDims:
@@ -78,9 +79,9 @@ class ModuleBench:
         """vLLM's block-FP8 kernels, or a skip that says why they cannot run here."""
         from pytest_dsbench.modules import fp8
 
-        if "reason" not in self.fp8_checked:
-            self.fp8_checked["reason"] = fp8.unavailable_reason(self.device)
-        reason = self.fp8_checked["reason"]
+        if "reason" not in self.cache.fp8_reason:
+            self.cache.fp8_reason["reason"] = fp8.unavailable_reason(self.device)
+        reason = self.cache.fp8_reason["reason"]
         if reason is not None:
             pytest.skip(reason)
         return fp8.Fp8Kernels()

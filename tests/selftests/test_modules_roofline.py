@@ -52,3 +52,39 @@ def test_peaks_are_measured_on_the_cpu_for_every_path_the_cpu_modules_use() -> N
     assert set(peaks.flop_s) == {"bf16"} and set(peaks.bandwidth_b_s) == {"device", "host"}
     assert all(v > 0 for v in (*peaks.flop_s.values(), *peaks.bandwidth_b_s.values()))
     assert peaks.device == "cpu" and any("GEMM 64x64x64" in note for note in peaks.notes)
+
+
+def test_block_fp8_quantisation_has_one_scale_per_128x128_block_and_round_trips() -> None:
+    torch = pytest.importorskip("torch")
+    from pytest_dsbench.modules.fp8 import FP8_MAX, block_quantize
+
+    weight = torch.randn(256, 384, dtype=torch.bfloat16)
+    weight[0, 0] = 50.0  # one block with a large value gets its own scale
+    quant, scale = block_quantize(weight)
+    assert quant.dtype == torch.float8_e4m3fn and quant.shape == (256, 384) and scale.shape == (2, 3)
+    assert scale[0, 0].item() == pytest.approx(50.0 / FP8_MAX)
+    restored = quant.float().reshape(2, 128, 3, 128) * scale[:, None, :, None]
+    assert torch.allclose(restored.reshape(256, 384), weight.float(), rtol=0.07, atol=1e-2)
+
+
+def test_plain_torch_modules_match_their_definitions_on_small_inputs() -> None:
+    """The benchmarks time real computations: the MoE gate picks top-k inside the best groups and the absorbed
+    MLA decode equals attention with the expanded keys and values."""
+    torch = pytest.importorskip("torch")
+    from pytest_dsbench.modules.config import CI_DIMS
+    from pytest_dsbench.modules.impl import Mla, grouped_topk
+
+    d = CI_DIMS
+    logits = torch.randn(8, d.n_routed_experts)
+    ids, weights = grouped_topk(logits, torch.zeros(d.n_routed_experts), d)
+    per_group = d.n_routed_experts // d.n_group
+    assert all(len({int(e) // per_group for e in row}) <= d.topk_group for row in ids)
+    assert torch.allclose(weights.sum(-1), torch.full((8,), d.routed_scaling_factor))
+    mla = Mla(d, torch.device("cpu"))
+    x = torch.randn(3, d.hidden_size, dtype=torch.bfloat16)
+    prefill = mla.prefill(x, torch.arange(3))
+    cache_kv = torch.zeros(1, 3, d.kv_lora_rank, dtype=torch.bfloat16)
+    cache_pe = torch.zeros(1, 3, d.qk_rope_head_dim, dtype=torch.bfloat16)
+    cache_kv[0], cache_pe[0] = mla._latent(x, torch.arange(3))
+    decoded = mla.decode(x[2:3], cache_kv, cache_pe)  # the last token over the first three: prefill's last row
+    assert torch.allclose(decoded.float(), prefill[2:3].float(), rtol=0.05, atol=0.05)
