@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from pytest_dsbench.modules.fp8 import Fp8Kernels
     from pytest_dsbench.modules.impl import Prepared
 
+KERNELS = {"bf16": "torch", "fp8": "vllm"}
+"""Whose kernels run each dtype: plain torch for bf16, vLLM's for block-FP8."""
 TORCH_MISSING = "the module benchmarks need torch: pip install 'pytest-dsbench[modules]' (or any torch build)"
 
 
@@ -92,3 +94,11 @@ class ModuleBench:
                 "scale": self.scale.name, "device": self.device.type, **workload}
         return bench.run_benchmark(self.benchmark, self.gate, prepared, scale=self.scale, device=self.device,
                                    peaks=self.peaks, workload=full, dtype=dtype)
+
+    def run_mlp(self, module: str, variant: str, intermediate: int, dtype: str, tokens: int) -> Roofline | None:
+        """A SwiGLU MLP of ``intermediate`` (a dense layer, one expert): bf16 in torch, block-FP8 in vLLM."""
+        from pytest_dsbench.modules.impl import Mlp
+
+        fp8 = self.fp8() if dtype == "fp8" else None
+        mlp = self.build(module, dtype, factory=lambda: Mlp(self.dims, intermediate, self.device, fp8))
+        return self.run(mlp.prepare(tokens), module, variant, dtype, kernels=KERNELS[dtype])

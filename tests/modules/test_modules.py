@@ -15,13 +15,13 @@ import pytest
 
 from pytest_dsbench.gate import Gate
 from pytest_dsbench.modules import bench
-from pytest_dsbench.modules.impl import ROUTINGS, EmbedTokens, LmHead, Mla, Mlp, Moe
+from pytest_dsbench.modules.impl import ROUTINGS, EmbedTokens, LmHead, Mla, Moe
 from pytest_dsbench.modules.roofline import DevicePeaks
-from pytest_dsbench.modules.suite import ModuleBench
+from pytest_dsbench.modules.suite import KERNELS, ModuleBench
 from pytest_dsbench.modules.table import EMBED_VARIANTS
 
 pytestmark = pytest.mark.modules
-DTYPES = ("bf16", "fp8")
+DTYPES = tuple(KERNELS)
 
 
 def test_device_peak(dsbench_gate: Gate, device_peaks: DevicePeaks, modules: ModuleBench) -> None:
@@ -50,19 +50,13 @@ def test_embed_tokens(modules: ModuleBench, variant: str, tokens: int) -> None:
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_dense_mlp(modules: ModuleBench, dtype: str, tokens: int) -> None:
     """The dense MLP of the first three layers (intermediate 18,432)."""
-    fp8 = modules.fp8() if dtype == "fp8" else None
-    mlp = modules.build("mlp", dtype, factory=lambda: Mlp(modules.dims, modules.dims.intermediate_size,
-                                                          modules.device, fp8))
-    modules.run(mlp.prepare(tokens), "mlp", "dense", dtype, kernels="vllm" if fp8 else "torch")
+    modules.run_mlp("mlp", "dense", modules.dims.intermediate_size, dtype, tokens)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_routed_expert(modules: ModuleBench, dtype: str, tokens: int) -> None:
     """One routed expert (7168 x 2048 x 3 weights) given every token: memory-bound at small token counts."""
-    fp8 = modules.fp8() if dtype == "fp8" else None
-    expert = modules.build("expert", dtype, factory=lambda: Mlp(modules.dims, modules.dims.moe_intermediate_size,
-                                                                modules.device, fp8))
-    modules.run(expert.prepare(tokens), "expert", "one", dtype, kernels="vllm" if fp8 else "torch")
+    modules.run_mlp("expert", "one", modules.dims.moe_intermediate_size, dtype, tokens)
 
 
 @pytest.mark.parametrize("routing", ROUTINGS)
@@ -75,7 +69,7 @@ def test_moe_layer(modules: ModuleBench, dtype: str, routing: str, tokens: int) 
                                                           modules.scale.ep_ranks, fp8))
     moe.routing = routing
     prepared = moe.prepare(tokens)
-    modules.run(prepared, "moe", routing, dtype, kernels="vllm" if fp8 else "torch", ep_ranks=modules.scale.ep_ranks)
+    modules.run(prepared, "moe", routing, dtype, kernels=KERNELS[dtype], ep_ranks=modules.scale.ep_ranks)
     modules.benchmark.extra_info["active_experts"] = prepared.facts["active_experts"]
 
 
