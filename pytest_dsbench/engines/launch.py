@@ -61,7 +61,7 @@ def launch_engine(
     ``on_cpu``: the host has no GPU (GPU-only flags are left out).
     """
     adapter = get_adapter(engine)
-    env = {**hw.launch(engine).env, **hw.deployment.engine_env, **(engine_env or {})}
+    env = {**adapter.launch_env, **hw.launch(engine).env, **hw.deployment.engine_env, **(engine_env or {})}
     args = list(engine_args)
     if eplb is not None:
         from pytest_dsbench.eplb.launch import eplb_launch_settings

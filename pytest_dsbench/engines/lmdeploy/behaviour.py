@@ -4,6 +4,7 @@ the API and the other engines, its known upstream bugs (strict xfails) and what 
 from __future__ import annotations
 
 from pytest_dsbench.engines.base import EngineBehaviour, KnownFailure
+from pytest_dsbench.engines.lmdeploy.servermetrics import SERVER_METRICS
 
 BEHAVIOUR = EngineBehaviour(
     reasoning_field="reasoning_content",
@@ -30,5 +31,6 @@ BEHAVIOUR = EngineBehaviour(
             "https://github.com/InternLM/lmdeploy/issues/1631",
         ),
     ),
+    server_metrics=SERVER_METRICS,
     features=frozenset({"ignore_eos", "metrics", "min_tokens", "n", "reasoning", "tokenize", "top_k"}),
 )
