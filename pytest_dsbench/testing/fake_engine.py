@@ -70,6 +70,7 @@ class FakeConfig:
     metrics_enabled: bool = True
     prefix_cache: bool = False
     prefix_cache_reset: bool = True
+    prefix_cache_reset_ignored: bool = False
     preemptions_per_request: int = 0
     kv_cache_usage_per_running: float = 0.05
     waiting_per_running: float = 0.0
@@ -104,7 +105,7 @@ class FakeEngine(RequestValidation, ResponseBuilding):
         self.generation_tokens_total = 0
         self.tokens_streamed = 0
         self.serial_lock = asyncio.Lock()
-        self.server_metrics = FakeServerMetrics()
+        self.server_metrics = FakeServerMetrics(ignore_reset=config.prefix_cache_reset_ignored)
         self.started = time.monotonic()
         self.app = web.Application(middlewares=[self._auth])
         r = self.app.router

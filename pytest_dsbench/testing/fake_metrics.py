@@ -5,7 +5,8 @@ knob of :class:`~pytest_dsbench.testing.fake_engine.FakeConfig` makes the fake v
 
 * ``prefix_cache``: prompts are cached in blocks of :data:`BLOCK_CHARS` characters (one token each), hashed in a
   chain as vLLM does, so a prompt seen before is a hit for all its full blocks; ``POST /reset_prefix_cache``
-  empties it unless ``prefix_cache_reset`` is off (then the route does not exist, as on vLLM without dev mode).
+  empties it unless ``prefix_cache_reset`` is off (then the route does not exist, as on vLLM without dev mode);
+  ``prefix_cache_reset_ignored`` answers success and keeps the cache (a reset that does not work).
 * ``preemptions_per_request``, ``kv_cache_usage_per_running``, ``waiting_per_running``: what the engine reports.
 * ``spec_tokens`` / ``spec_accepted``: draft tokens proposed and accepted per decoding step (MTP).
 * ``metrics_enabled = False``: no /metrics at all (404).
@@ -30,6 +31,7 @@ BLOCK_CHARS = 16
 class FakeServerMetrics:
     """Counters the fake keeps beside its request counters."""
 
+    ignore_reset: bool = False
     blocks: set[str] = field(default_factory=set)
     prefix_cache_queries: int = 0
     prefix_cache_hits: int = 0
@@ -94,5 +96,6 @@ class FakeServerMetrics:
 
     async def reset(self, request: web.Request) -> web.Response:
         """``POST /reset_prefix_cache``: vLLM's answer."""
-        self.blocks.clear()
+        if not self.ignore_reset:
+            self.blocks.clear()
         return web.json_response({"success": True})
