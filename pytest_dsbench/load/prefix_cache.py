@@ -81,8 +81,8 @@ def cold_cache_problem(report: ServerMetricsReport, tolerance: float = COLD_HIT_
     queried = report.increase("prefix_cache_queries")
     counted = f" ({hits:.0f} of {queried:.0f} queried prompt tokens)" if hits is not None and queried else ""
     return (
-        f"INVALID run, prefix cache: the cold workload's prompts hit the engine's prefix cache for {fraction:.1%} of their "
-        f"tokens{counted}, more than the {tolerance:.0%} a cold run allows (cache control: "
+        "INVALID run, prefix cache: the cold workload's prompts hit the engine's prefix cache for "
+        f"{fraction:.1%} of their tokens{counted}, more than the {tolerance:.0%} a cold run allows (cache control: "
         f"{report.cache_control or 'none'}). Its TTFT and throughput would be inflated: let the suite reset the "
         "cache (vLLM: VLLM_SERVER_DEV_MODE=1 serves /reset_prefix_cache), or set prefix_cache = \"warm\" in the "
         "workload if reuse is what it measures"

@@ -105,4 +105,5 @@ def test_salted_prompts_keep_their_lengths_and_differ_by_salt() -> None:
     assert [p.prompt_len for p in one] == [p.prompt_len for p in prompts]
     assert all(a.text[: datasets.SALT_TOKENS] != b.text[: datasets.SALT_TOKENS] for a, b in zip(one, two, strict=True))
     assert datasets.salted(prompts, tok, 1) == one
-    assert all(a.text[datasets.SALT_TOKENS:] == p.text[datasets.SALT_TOKENS:] for a, p in zip(one, prompts, strict=True))
+    head = datasets.SALT_TOKENS
+    assert all(a.text[head:] == p.text[head:] for a, p in zip(one, prompts, strict=True))
