@@ -9,7 +9,9 @@ prompts hit the engine's prefix cache, errors every test here (INVALID), it neve
 
 The engine's own /metrics is sampled through the run; its figures (preemptions, queue and KV-cache peaks,
 prefix-cache hits, speculative-decoding acceptance) are recorded in one test, each against its ``[slo]`` limit
-when the profile sets one (``preemptions_max = 0``). An engine without /metrics skips that test with a note.
+when the profile sets one (``preemptions_max = 0``); a deployment with ``mtp = true`` must show speculative
+decoding there (its acceptance rate and mean acceptance length are then gated like TPOT). An engine without
+/metrics skips that test with a note.
 """
 
 from __future__ import annotations
@@ -116,6 +118,11 @@ def test_server_metrics_meet_the_profile_slo(slo_run: LoadRun, hw_profile: Hardw
         pytest.skip(f"no server metrics: {report.note if report else 'not sampled'}")
     recorded = record_server_metrics(dsbench_gate, slo_run, hw_profile.slo_limit)
     unread = [m for m in SERVER_LIMITED if m not in recorded and hw_profile.slo_limit(m).value is not None]
+    if hw_profile.deployment.mtp and "spec_decode_acceptance_rate" not in recorded:
+        dsbench_gate.fail(
+            f"{hw_profile.path} deployment {hw_profile.deployment_name!r} has mtp = true, but the engine's /metrics "
+            "shows no speculative decoding (expected its spec-decode counters; is the engine serving without MTP?)"
+        )
     dsbench_gate.check()
     if unread:
         pytest.skip(f"the engine's /metrics gives no {', '.join(unread)} (set in {hw_profile.path} [slo]); "

@@ -22,6 +22,7 @@ PROFILE = """[deployment]
 max_model_len = 4096
 max_input_len = 2048
 max_concurrency = 8
+{deployment}
 [slo]
 tpot_ms_mean_max = 500.0
 error_rate_max = 0.0
@@ -39,8 +40,10 @@ max_concurrency = 8
 
 @pytest.fixture
 def run_slo(run_on_fake_hw: Runner) -> Runner:
-    def run(server: ServerProcess, *args: str, slo: str = "", workload: str = "", output_len: int = 16) -> Any:
-        profile = PROFILE.format(slo=slo, workload=workload, output_len=output_len)
+    def run(
+        server: ServerProcess, *args: str, slo: str = "", workload: str = "", output_len: int = 16, deployment: str = ""
+    ) -> Any:
+        profile = PROFILE.format(slo=slo, workload=workload, output_len=output_len, deployment=deployment)
         return run_on_fake_hw("test_slo.py", server.base_url, profile, "-k", "server_metrics or tpot_ms_mean", *args)
 
     return run
@@ -125,3 +128,13 @@ def test_an_engine_without_metrics_gets_a_note_not_a_failure(run_slo: Runner, fa
     result = run_slo(fake(itl_ms=2, metrics_enabled=False), slo="preemptions_max = 0")
     result.assert_outcomes(passed=1, skipped=1)
     result.stdout.fnmatch_lines(["*no server metrics: no server metrics (GET *HTTP 404*"])
+
+
+@pytest.mark.parametrize(("spec_tokens", "outcome"), [(0, "failed"), (1, "passed")])
+def test_an_mtp_deployment_must_show_speculative_decoding(
+    run_slo: Runner, fake: Any, spec_tokens: int, outcome: str
+) -> None:
+    result = run_slo(fake(itl_ms=2, spec_tokens=spec_tokens, spec_accepted=1), deployment="mtp = true")
+    result.assert_outcomes(passed=2 if outcome == "passed" else 1, **({outcome: 1} if outcome == "failed" else {}))
+    if outcome == "failed":
+        result.stdout.fnmatch_lines(["*has mtp = true, but the engine's /metrics shows no speculative decoding*"])
