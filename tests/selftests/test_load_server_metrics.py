@@ -107,3 +107,26 @@ def test_salted_prompts_keep_their_lengths_and_differ_by_salt() -> None:
     assert datasets.salted(prompts, tok, 1) == one
     head = datasets.SALT_TOKENS
     assert all(a.text[head:] == p.text[head:] for a, p in zip(one, prompts, strict=True))
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "problem"),
+    [
+        ("kv_cache_usage_peak_max", "2.0", "Input should be less than or equal to 1"),
+        ("preemptions_max", "-1", "Input should be greater than or equal to 0"),
+        ("spec_decode_acceptance_rate_max", "0.5", "its limit is spec_decode_acceptance_rate_min"),
+    ],
+)
+def test_server_metric_limits_are_validated_naming_file_and_key(
+    tmp_path: Path, key: str, value: str, problem: str
+) -> None:
+    from pytest_dsbench.errors import ThresholdsError
+    from pytest_dsbench.thresholds import load
+
+    (tmp_path / "x.toml").write_text(
+        'schema_version = 1\n[hardware]\nname = "x"\naccelerator = "x"\ndevices = 1\nmemory_gib_per_device = 1\n'
+        f"[deployment]\nmax_model_len = 64\nmax_input_len = 32\n[slo]\n{key} = {value}\n"
+    )
+    with pytest.raises(ThresholdsError) as info:
+        load("x", tmp_path)
+    assert f"key 'slo.{key}'" in str(info.value) and problem in str(info.value)
