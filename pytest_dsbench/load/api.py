@@ -195,7 +195,9 @@ def run_workload(
     return run
 
 
-def _cache_control(ctx: LoadContext, cfg: LoadConfig, server: ServerMetricsProbe) -> tuple[LoadConfig, Any]:
+def _cache_control(
+    ctx: LoadContext, cfg: LoadConfig, server: ServerMetricsProbe
+) -> tuple[LoadConfig, Callable[[], None]]:
     """How a cold run keeps the prefix cache cold: the engine's reset (tried once now, again just before the
     measured run), else salted prompts; returns the configuration and the call made before the measured run."""
     from pytest_dsbench.load import prefix_cache
@@ -207,11 +209,13 @@ def _cache_control(ctx: LoadContext, cfg: LoadConfig, server: ServerMetricsProbe
         return cfg, server.mark_measured_start
     can_reset, detail = prefix_cache.reset(engine.base_url, engine.behaviour.prefix_cache_reset_path, engine.api_key)
     if not can_reset:
+        if ctx.options.load_generator == "sglang":
+            report.cache_control = "none"
+            report.note = "; ".join(filter(None, [report.note, f"prefix cache not reset ({detail}); "
+                                               "sglang.bench_serving builds its own prompts: not salted"]))
+            return cfg, server.mark_measured_start
         report.cache_control = "salted"
         report.note = "; ".join(filter(None, [report.note, f"prefix cache not reset ({detail}): prompts salted"]))
-        if ctx.options.load_generator == "sglang":
-            report.note += " (sglang.bench_serving builds its own prompts: not salted)"
-            return cfg, server.mark_measured_start
         return replace(cfg, prompt_salt=prefix_cache.new_salt()), server.mark_measured_start
     report.cache_control = "reset"
 

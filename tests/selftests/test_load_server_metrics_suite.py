@@ -65,6 +65,10 @@ def test_a_cold_workload_stays_valid_run_after_run_when_the_cache_is_reset(
         assert report["cache_control"] == "reset" and report["summary"]["prefix_cache_hit_fraction"] == 0.0
     html = (pytester.path / "artifacts" / "dsbench-report.html").read_text()
     assert "Server metrics (engine /metrics during each load run)" in html and "cache control: reset" in html
+    stored = [json.loads(p.read_text()) for p in (pytester.path / ".benchmarks").rglob("*.json")]
+    kept = [b["extra_info"]["dsbench"]["server_metrics"] for doc in stored for b in doc["benchmarks"]
+            if "server_metrics" in b["extra_info"]["dsbench"]]
+    assert len(stored) == 2 and kept and kept[0]["cache_control"] == "reset" and kept[0]["series"]
 
 
 def test_without_a_reset_endpoint_a_cold_workload_salts_its_prompts(
