@@ -17,19 +17,17 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Any
 
 from aiohttp import web
-
-if TYPE_CHECKING:
-    from pytest_dsbench.testing.fake_engine import FakeEngine
 
 BLOCK_CHARS = 16
 
 
 @dataclass
 class FakeServerMetrics:
-    """Counters the fake keeps beside its request counters."""
+    """Counters the fake keeps beside its request counters (``engine``: the fake engine, its config and running
+    count; typed loosely so that this module does not import the engine module that imports it)."""
 
     ignore_reset: bool = False
     blocks: set[str] = field(default_factory=set)
@@ -40,7 +38,7 @@ class FakeServerMetrics:
     spec_draft_tokens: int = 0
     spec_accepted_tokens: int = 0
 
-    def admit(self, engine: FakeEngine, prompt: str, prompt_tokens: int) -> None:
+    def admit(self, engine: Any, prompt: str, prompt_tokens: int) -> None:
         """A request's prompt meets the prefix cache: count queried and hit tokens, cache its blocks."""
         cfg = engine.config
         self.preemptions += cfg.preemptions_per_request
@@ -57,7 +55,7 @@ class FakeServerMetrics:
                 hit = False
                 self.blocks.add(chain)
 
-    def generated(self, engine: FakeEngine, tokens: int) -> None:
+    def generated(self, engine: Any, tokens: int) -> None:
         """A request generated ``tokens``: the speculative-decoding steps that produced them."""
         k = engine.config.spec_tokens
         if k <= 0 or tokens <= 0:
@@ -68,7 +66,7 @@ class FakeServerMetrics:
         self.spec_draft_tokens += steps * k
         self.spec_accepted_tokens += steps * accepted
 
-    def page(self, engine: FakeEngine) -> list[str]:
+    def page(self, engine: Any) -> list[str]:
         """vLLM-named lines for the server metrics (after the fake's request counters)."""
         cfg = engine.config
         p = f"{cfg.engine}:"

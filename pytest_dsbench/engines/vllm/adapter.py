@@ -42,7 +42,8 @@ class VllmAdapter(EngineAdapter):
     flags = FLAGS
     serves_embedded_model = True
     #: 0.32 serves ``POST /reset_prefix_cache`` only in dev mode (``entrypoints/launchers/api_server/routers.py``);
-    #: the suite's own launches turn it on so cold-cache runs can empty the cache between runs.
+    #: the suite's own launches on a loopback bind turn it on so cold-cache runs can empty the cache between runs
+    #: (dev mode also serves other dev-only endpoints, so never on a wildcard bind: there prompts are salted).
     launch_env: ClassVar[Mapping[str, str]] = {"VLLM_SERVER_DEV_MODE": "1"}
 
     def distribution(self) -> str:
