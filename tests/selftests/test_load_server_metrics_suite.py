@@ -142,3 +142,11 @@ def test_an_mtp_deployment_must_show_speculative_decoding(
     result.assert_outcomes(passed=2 if outcome == "passed" else 1, **({outcome: 1} if outcome == "failed" else {}))
     if outcome == "failed":
         result.stdout.fnmatch_lines(["*has mtp = true, but the engine's /metrics shows no speculative decoding*"])
+
+
+def test_a_queue_longer_than_its_limit_fails(run_slo: Runner, fake: Any) -> None:
+    """The fake reports one waiting request per running one; the sampler scrapes while all 8 run."""
+    server = fake(itl_ms=100, waiting_per_running=1.0)
+    result = run_slo(server, slo="requests_waiting_peak_max = 2", output_len=16)
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*requests_waiting_peak = 8 req, limit <= 2 req*"])
