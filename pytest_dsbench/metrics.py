@@ -392,6 +392,21 @@ _DECLARED: list[Metric] = [
         "routed slots of the busiest expert / the mean over experts, in the least balanced MoE layer, during "
         "the run",
     ),
+    # the engine's own /metrics during the measured run (pytest_dsbench.load.server_metrics)
+    _reported("preemptions", "req", LO, "requests the engine preempted during the run (vLLM num_preemptions, "
+              "SGLang retracted requests), from its /metrics"),
+    _reported("requests_running_peak", "req", HI, "most requests the engine reported running at one scrape "
+              "during the run (informational)"),
+    _reported("requests_waiting_peak", "req", LO, "longest queue of waiting requests the engine reported at one "
+              "scrape during the run"),
+    _reported("kv_cache_usage_peak", "fraction", LO, "highest KV-cache usage (0..1) the engine reported at one "
+              "scrape during the run"),
+    _reported("prefix_cache_hit_fraction", "fraction", LO, "prompt tokens served from the prefix cache / prompt "
+              "tokens queried during the run (SGLang without counters: its cache_hit_rate gauge)"),
+    _reported("spec_decode_acceptance_rate", "fraction", HI, "speculative decoding (MTP): accepted draft tokens / "
+              "draft tokens during the run (SGLang: mean of its spec_accept_rate gauge)"),
+    _reported("spec_decode_acceptance_length", "tok", HI, "speculative decoding (MTP): mean tokens per draft "
+              "step, 1 + accepted tokens / drafts (vLLM's mean acceptance length; SGLang: spec_accept_length)"),
     # cross-check with the reference client
     _reported(
         "reference_diff_pct",

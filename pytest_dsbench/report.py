@@ -287,6 +287,39 @@ def _module_figures(tables: module_tables.ModuleTables) -> list[tuple[str, str]]
     ]
 
 
+def _server_metrics_section(results: list[dict[str, Any]]) -> list[str]:
+    """One table per load run whose results carry the engine's /metrics report (summary, note, series)."""
+    from pytest_dsbench.history.document import workload_label
+
+    seen: set[str] = set()
+    parts: list[str] = []
+    for r in results:
+        report = r.get("server_metrics")
+        if not isinstance(report, dict):
+            continue
+        key = f"{r['test_id']} {workload_label(r.get('workload') or {}, 200)}"
+        if key in seen:
+            continue
+        seen.add(key)
+        summary = report.get("summary") or {}
+        increases = report.get("increases") or {}
+        rows = "".join(f"<tr><th>{_e(k)}</th><td class=num>{_fmt(v)}</td></tr>" for k, v in summary.items())
+        rows += "".join(f"<tr><th>{_e(k)} (increase)</th><td class=num>{_fmt(v)}</td></tr>"
+                        for k, v in increases.items())
+        series = report.get("series") or []
+        columns = sorted({c for point in series for c in point if c != "t_s"})
+        table = "<tr><th>t (s)</th>" + "".join(f"<th>{_e(c)}</th>" for c in columns) + "</tr>" + "".join(
+            f"<tr><td class=num>{_fmt(p.get('t_s'))}</td>"
+            + "".join(f"<td class=num>{_fmt(p.get(c))}</td>" for c in columns) + "</tr>" for p in series)
+        parts.append(
+            f"<h3>{_e(key)}</h3><p class=note>cache control: {_e(report.get('cache_control') or '-')}; "
+            f"{len(series)} scrapes every {_e(report.get('interval_s'))} s; failed scrapes "
+            f"{_e(report.get('failed_scrapes', 0))}{'; ' + _e(report['note']) if report.get('note') else ''}</p>"
+            f"<table>{rows}</table><details><summary>series</summary><table>{table}</table></details>"
+        )
+    return ["<h2>Server metrics (engine /metrics during each load run)</h2>", *parts] if parts else []
+
+
 def _figures(
     current: StoredRun, baseline: StoredRun | None, history_runs: list[StoredRun], gated: list[str]
 ) -> list[tuple[str, str]]:
@@ -350,6 +383,7 @@ def render_html(doc: dict[str, Any], history: HistorySession, history_runs: list
         "</table><h2>Results</h2>",
         _results_table(results),
         _modules_html(modules),
+        *_server_metrics_section(report["results"]),
         "<h2>Plots</h2>",
     ]
     if plot_note:

@@ -15,7 +15,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "pytest_dsbench"
 
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("__init__", "errors", "_atomic", "_http", "sse", "progress", "testing", "engines.registry"),
+    ("__init__", "errors", "_atomic", "_http", "sse", "promtext", "progress", "testing", "engines.registry"),
     ("metrics", "measures"),
     ("options",),
     ("thresholds", "workloads"),

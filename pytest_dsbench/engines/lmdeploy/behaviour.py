@@ -4,6 +4,7 @@ the API and the other engines, its known upstream bugs (strict xfails) and what 
 from __future__ import annotations
 
 from pytest_dsbench.engines.base import EngineBehaviour, KnownFailure
+from pytest_dsbench.engines.lmdeploy.servermetrics import SERVER_METRICS
 
 _SOURCE = "https://github.com/InternLM/lmdeploy/blob/v0.18.0/"
 """Where the 0.18.0 source explains a divergence that has no upstream issue."""
@@ -103,6 +104,7 @@ BEHAVIOUR = EngineBehaviour(
             match="seed=9223372036854775808",
         ),
     ),
+    server_metrics=SERVER_METRICS,
     # logprobs: with the adapter's --logprobs-mode (added after the 2026-12-07 run, from its 400 message; not
     # yet run)
     features=frozenset({"ignore_eos", "logprobs", "metrics", "min_tokens", "n", "reasoning", "tokenize", "top_k"}),
