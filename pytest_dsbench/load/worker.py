@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -77,6 +78,11 @@ class WorkerStats:
     unsent: int = 0
     bytes_received: int = 0
     loop: str = "asyncio"
+    host: str = ""
+    """The client host the worker ran on (several with the Ray executor), and its process id there."""
+    pid: int = 0
+    ray_node: str = ""
+    """The id of the Ray node the worker ran on (the ray executor), else empty."""
 
 
 @dataclass
@@ -237,7 +243,7 @@ def run_worker(plan: WorkerPlan, ready: Callable[[], float | None] | None = None
         restore = os.sched_getaffinity(0)
         os.sched_setaffinity(0, set(plan.cpu_affinity))
     factory, loop_name = _loop_factory(plan.use_uvloop)
-    stats = WorkerStats(worker=plan.worker, loop=loop_name)
+    stats = WorkerStats(worker=plan.worker, loop=loop_name, host=socket.gethostname(), pid=os.getpid())
     gc_enabled = gc.isenabled()
     gc.disable()  # a collector pause would delay every timestamp taken meanwhile
     try:

@@ -79,16 +79,24 @@ def run_on_fake_hw(pytester: pytest.Pytester) -> Callable[..., pytest.RunResult]
     """Run ``tests/conformance/<test_file>`` in an inner pytest, attached to ``base_url``, with ``--hw fake``.
 
     ``profile`` is the hardware profile below its ``[hardware]`` table (``[deployment]``, ``[slo]``,
-    ``[throughput.*]``); results go to ``<pytester.path>/artifacts``; ``args`` are passed on.
+    ``[throughput.*]``); results go to ``<pytester.path>/artifacts``; ``args`` are passed on. ``subprocess``: the
+    inner pytest runs in a process of its own (it must not share this process's state, e.g. its Ray connection).
     """
 
     def run(
-        test_file: str, base_url: str, profile: str, *args: str, devices: int = 1, tokenizer: str = "chars"
+        test_file: str,
+        base_url: str,
+        profile: str,
+        *args: str,
+        devices: int = 1,
+        tokenizer: str = "chars",
+        subprocess: bool = False,
     ) -> pytest.RunResult:
         folder = pytester.path / "profiles"
         folder.mkdir(exist_ok=True)
         (folder / "fake.toml").write_text(FAKE_HARDWARE.format(devices=devices) + profile, encoding="utf-8")
-        return pytester.runpytest(
+        runpytest = pytester.runpytest_subprocess if subprocess else pytester.runpytest
+        return runpytest(
             str(CONFORMANCE / test_file),
             *("--base-url", base_url, "--tokenizer", tokenizer, "--hw", "fake"),
             *("--dsbench-thresholds", str(folder), "--dsbench-artifacts", str(pytester.path / "artifacts")),
