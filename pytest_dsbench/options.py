@@ -154,6 +154,18 @@ def raw_value(config: pytest.Config, dest: str) -> Any:
     return spec.default
 
 
+def names_target(config: pytest.Config) -> bool:
+    """True when the run names the engine or server it tests (``--engine`` or ``--base-url``, on the command line,
+    in the environment or in the ini file), not just the defaults."""
+    for dest in ("dsbench_engine", "dsbench_base_url"):
+        spec = _BY_DEST[dest]
+        if config.getoption(dest, default=None) is not None or (spec.env and os.environ.get(spec.env)):
+            return True
+        if config.getini(spec.ini) not in (None, "", []):
+            return True
+    return False
+
+
 def _as_float(spec: OptionSpec, value: Any) -> float:
     try:
         number = float(value)

@@ -10,6 +10,7 @@ from typing import Any
 import httpcore  # noqa: F401  (imported before pytester snapshots sys.modules: httpx caches its classes)
 import pytest
 
+from pytest_dsbench.suite import SUITE_DIR
 from pytest_dsbench.testing.fake_engine import FakeConfig, FakeEngineThread
 from pytest_dsbench.testing.fake_process import ServerProcess
 from pytest_dsbench.testing.shim import write_engine_shim
@@ -62,8 +63,8 @@ def fake(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
         server.stop()
 
 
-CONFORMANCE = Path(__file__).resolve().parents[1] / "conformance"
-"""The conformance suite's test files, which the inner runs execute."""
+CONFORMANCE = SUITE_DIR
+"""The conformance suite's test files (shipped in the package), which the inner runs execute."""
 
 FAKE_HARDWARE = """schema_version = 1
 [hardware]
@@ -76,7 +77,7 @@ memory_gib_per_device = 1
 
 @pytest.fixture
 def run_on_fake_hw(pytester: pytest.Pytester) -> Callable[..., pytest.RunResult]:
-    """Run ``tests/conformance/<test_file>`` in an inner pytest, attached to ``base_url``, with ``--hw fake``.
+    """Run ``pytest_dsbench/suite/<test_file>`` in an inner pytest, attached to ``base_url``, with ``--hw fake``.
 
     ``profile`` is the hardware profile below its ``[hardware]`` table (``[deployment]``, ``[slo]``,
     ``[throughput.*]``); results go to ``<pytester.path>/artifacts``; ``args`` are passed on. ``subprocess``: the

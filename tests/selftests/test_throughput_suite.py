@@ -1,4 +1,4 @@
-"""tests/conformance/test_throughput.py end to end: a ``method = "random"`` entry is held to its floors, records
+"""pytest_dsbench/suite/test_throughput.py end to end: a ``method = "random"`` entry is held to its floors, records
 its error rate, and a starved client errors it as INVALID instead of judging it."""
 
 from __future__ import annotations
