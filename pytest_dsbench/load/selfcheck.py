@@ -144,6 +144,7 @@ def check(
             "worker": s.worker,
             "host": s.host,
             "pid": s.pid,
+            "nice": s.nice,
             **({"ray_node": s.ray_node} if s.ray_node else {}),
             "loop": s.loop,
             "wall_s": round(s.wall_s, 4),

@@ -83,6 +83,8 @@ class WorkerStats:
     pid: int = 0
     ray_node: str = ""
     """The id of the Ray node the worker ran on (the ray executor), else empty."""
+    nice: int = 0
+    """The worker thread's nice value (a preemptible worker explains an INVALID run)."""
 
 
 @dataclass
@@ -231,6 +233,10 @@ def raise_open_files_limit() -> int:
     return int(soft)
 
 
+def _nice() -> int:
+    return os.getpriority(os.PRIO_PROCESS, 0) if hasattr(os, "getpriority") else 0
+
+
 def run_worker(plan: WorkerPlan, ready: Callable[[], float | None] | None = None) -> WorkerResult:
     """Run one worker to completion in the calling thread (it must not have a running event loop).
 
@@ -243,7 +249,9 @@ def run_worker(plan: WorkerPlan, ready: Callable[[], float | None] | None = None
         restore = os.sched_getaffinity(0)
         os.sched_setaffinity(0, set(plan.cpu_affinity))
     factory, loop_name = _loop_factory(plan.use_uvloop)
-    stats = WorkerStats(worker=plan.worker, loop=loop_name, host=socket.gethostname(), pid=os.getpid())
+    stats = WorkerStats(
+        worker=plan.worker, loop=loop_name, host=socket.gethostname(), pid=os.getpid(), nice=_nice()
+    )
     gc_enabled = gc.isenabled()
     gc.disable()  # a collector pause would delay every timestamp taken meanwhile
     try:

@@ -108,6 +108,31 @@ def run_on_fake_hw(pytester: pytest.Pytester) -> Callable[..., pytest.RunResult]
     return run
 
 
+SMALL_RANDOM_WORKLOAD = """[deployment]
+max_model_len = 4096
+max_input_len = 2048
+[throughput.random_small]
+method = "random"
+input_len = 32
+output_len = 16
+num_prompts = 8
+max_concurrency = 4
+output_tok_s_min = {output_min}
+"""
+
+
+@pytest.fixture
+def run_small_random_workload(run_on_fake_hw: Callable[..., pytest.RunResult]) -> Callable[..., pytest.RunResult]:
+    """Run ``test_throughput.py`` with one ``method = "random"`` workload (8 prompts of 32 tokens, 16 out, 4 at a
+    time) held to ``output_min`` output tok/s; other arguments as :func:`run_on_fake_hw`'s."""
+
+    def run(base_url: str, *args: str, output_min: float = 1.0, subprocess: bool = False) -> pytest.RunResult:
+        profile = SMALL_RANDOM_WORKLOAD.format(output_min=output_min)
+        return run_on_fake_hw("test_throughput.py", base_url, profile, *args, subprocess=subprocess)
+
+    return run
+
+
 GIL_HOG = """
 import sys, threading
 
