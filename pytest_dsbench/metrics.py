@@ -399,6 +399,17 @@ _DECLARED: list[Metric] = [
         LO,
         "relative difference between this suite's value and sglang.bench_serving's on the same workload",
     ),
+    # seed 002's per-module microbenchmarks (pytest_dsbench.modules; tests/modules, marker modules)
+    _reported("module_time_ms_median", "ms", LO,
+              "median time of one call of a model module (per-call times of the timed rounds as samples)"),
+    _reported("module_bandwidth_gb_s", "GB/s", HI,
+              "bytes of the module's minimum traffic (weights, inputs, outputs; modules/cost.py) / median time"),
+    _reported("module_tflop_s", "TFLOP/s", HI, "matrix-product FLOPs of the module (modules/cost.py) / median time"),
+    _reported("module_roofline_fraction", "fraction", HI,
+              "roofline time (max of FLOPs / measured FLOP/s peak, bytes / measured bandwidth peaks) / median time"),
+    _reported("device_peak_tflop_s", "TFLOP/s", HI, "measured FLOP/s of a large square GEMM on the device, per dtype"),
+    _reported("device_peak_gb_s", "GB/s", HI,
+              "measured bandwidth of a large copy: on the device (read + write), in host memory, host to device"),
 ]
 
 METRICS: dict[str, Metric] = {m.name: m for m in _DECLARED}

@@ -93,6 +93,8 @@ class EngineBehaviour:
     constraint_params: Literal["structured_outputs", "top_level_regex", "regex_schema"] | None = None
     #: Completion logprobs carry real ``text_offset`` values (SGLang sends -1: "not supported yet").
     text_offsets: bool = True
+    #: ``echo=true`` on /v1/completions puts the prompt before the text (LMDeploy 0.18 accepts and ignores it).
+    echo_honoured: bool = True
 
     def __post_init__(self) -> None:
         if self.decode_log_format not in ENGINE_NAMES:

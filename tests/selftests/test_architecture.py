@@ -21,7 +21,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("thresholds", "workloads"),
     ("engines", "eplb", "session"),
     ("results", "gate"),
-    ("conformance", "reference_outputs", "load", "methods", "accuracy"),
+    ("conformance", "reference_outputs", "load", "methods", "accuracy", "modules"),
     ("history",),
     ("report",),
     ("selection", "run", "fixtures", "plugin", "cli", "__main__", "suite"),
