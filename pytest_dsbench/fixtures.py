@@ -22,6 +22,7 @@ from pytest_dsbench.gate import Gate
 from pytest_dsbench.options import DsbenchOptions
 from pytest_dsbench.results import RunResults
 from pytest_dsbench.run import DsbenchRun
+from pytest_dsbench.suite import stable_test_id
 from pytest_dsbench.thresholds import HardwareProfile
 
 
@@ -100,9 +101,11 @@ def _slug(nodeid: str) -> str:
 
 
 @pytest.fixture
-def dsbench_artifacts(request: pytest.FixtureRequest, dsbench_options: DsbenchOptions) -> Iterator[Path]:
+def dsbench_artifacts(
+    request: pytest.FixtureRequest, dsbench_options: DsbenchOptions, dsbench_test_id: str
+) -> Iterator[Path]:
     """A folder for this test's files (records, logs, plots); removed when the test passes, kept on failure."""
-    folder = dsbench_options.artifacts_dir / "tests" / _slug(request.node.nodeid)
+    folder = dsbench_options.artifacts_dir / "tests" / _slug(dsbench_test_id)
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True, exist_ok=True)
     yield folder
@@ -127,6 +130,13 @@ def _dsbench_engine_alive(request: pytest.FixtureRequest) -> None:
 
 
 @pytest.fixture
-def dsbench_gate(request: pytest.FixtureRequest, dsbench_run: DsbenchRun) -> Gate:
+def dsbench_test_id(request: pytest.FixtureRequest) -> str:
+    """The id results are stored and compared under: the same for a suite test collected from a checkout or from
+    an installed package (:func:`~pytest_dsbench.suite.stable_test_id`)."""
+    return stable_test_id(request.node.path, request.node.nodeid)
+
+
+@pytest.fixture
+def dsbench_gate(dsbench_test_id: str, dsbench_run: DsbenchRun) -> Gate:
     """Record measured values with their limits; ``check()`` fails the test on any violation or regression."""
-    return dsbench_run.gate(request.node.nodeid)
+    return dsbench_run.gate(dsbench_test_id)

@@ -19,6 +19,7 @@ from pytest_dsbench.errors import DsbenchUsageError
 
 EPLB_MODES = ("off", "observe", "reference", "balanced")
 LOAD_GENERATORS = ("dsbench", "sglang")
+LOAD_EXECUTORS = ("thread", "process", "ray")
 MODULES_SCALES = ("auto", "full", "ci")
 """``--dsbench-modules-scale``: DeepSeek-R1's real dimensions, scaled-down ones, or by the device (``auto``)."""
 
@@ -87,6 +88,13 @@ SPECS: tuple[OptionSpec, ...] = (
     OptionSpec("--load-workers", "int", "Client processes that share the load (this suite's client); "
                "raise it when a run is reported INVALID because the client was the bottleneck.", 1,
                "DSBENCH_LOAD_WORKERS", metavar="N"),
+    OptionSpec("--load-executor", "str", "Where this suite's load workers run: threads of pytest's process, "
+               "local processes, or Ray tasks spread over a Ray cluster's nodes (several client hosts; "
+               "pip install 'pytest-dsbench[ray]'). Default: a thread for one worker, processes for more.",
+               None, "DSBENCH_LOAD_EXECUTOR", LOAD_EXECUTORS),
+    OptionSpec("--ray-address", "str", "Ray cluster the ray executor connects to (ray.init address: HOST:PORT, "
+               "ray://HOST:PORT or auto). Default: $RAY_ADDRESS, else a new Ray instance on this host.", None,
+               "DSBENCH_RAY_ADDRESS", metavar="ADDR"),
     OptionSpec("--dsbench-artifacts", "str", "Folder for engine logs, per-request records and reports.",
                "dsbench-artifacts", "DSBENCH_ARTIFACTS", metavar="DIR"),
     OptionSpec("--dsbench-thresholds", "str", "Folder of hardware profiles (default: the project's "
@@ -149,6 +157,18 @@ def raw_value(config: pytest.Config, dest: str) -> Any:
     if ini not in (None, "", []):
         return ini
     return spec.default
+
+
+def names_target(config: pytest.Config) -> bool:
+    """True when the run names the engine or server it tests (``--engine`` or ``--base-url``, on the command line,
+    in the environment or in the ini file), not just the defaults."""
+    for dest in ("dsbench_engine", "dsbench_base_url"):
+        spec = _BY_DEST[dest]
+        if config.getoption(dest, default=None) is not None or (spec.env and os.environ.get(spec.env)):
+            return True
+        if config.getini(spec.ini) not in (None, "", []):
+            return True
+    return False
 
 
 def _as_float(spec: OptionSpec, value: Any) -> float:
@@ -221,6 +241,18 @@ def _parse_regress(items: list[str]) -> dict[str, float]:
     return limits
 
 
+def _load_executor(executor: Any, ray_address: Any) -> tuple[str | None, str | None]:
+    """``--load-executor`` (None: chosen by the worker count) and ``--ray-address``, which only the ray one uses."""
+    kind = None if executor is None else _check_choice(_BY_DEST["dsbench_load_executor"], str(executor))
+    address = str(ray_address) if ray_address else None
+    if address is not None and kind != "ray":
+        raise DsbenchUsageError(
+            f"--ray-address={address!r} is only used by the ray executor; add --load-executor ray "
+            "(or drop --ray-address)."
+        )
+    return kind, address
+
+
 @dataclass(frozen=True)
 class DsbenchOptions:
     """The resolved, validated options of one pytest run."""
@@ -254,6 +286,8 @@ class DsbenchOptions:
     eval_timeout_s: float = 7200.0
     accuracy_cache: bool = True
     load_workers: int = 1
+    load_executor: str | None = None
+    ray_address: str | None = None
     modules_scale: str = "auto"
 
     @property
@@ -273,6 +307,7 @@ def resolve(config: pytest.Config) -> DsbenchOptions:
     logs = tuple(Path(p.strip()) for p in str(get("engine_log") or "").split(",") if p.strip())
     thresholds_dir = get("thresholds")
     datasets = get("datasets")
+    executor, ray_address = _load_executor(get("load_executor"), get("ray_address"))
     return DsbenchOptions(
         engine=engine,
         hw=str(get("hw")),
@@ -303,5 +338,7 @@ def resolve(config: pytest.Config) -> DsbenchOptions:
         eval_timeout_s=_as_float(spec["dsbench_eval_timeout"], get("eval_timeout")),
         accuracy_cache=not bool(get("no_accuracy_cache")),
         load_workers=_as_int(spec["dsbench_load_workers"], get("load_workers")) or 1,
+        load_executor=executor,
+        ray_address=ray_address,
         modules_scale=_check_choice(spec["dsbench_modules_scale"], str(get("modules_scale"))),
     )

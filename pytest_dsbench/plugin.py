@@ -46,6 +46,7 @@ def pytest_configure(config: pytest.Config) -> None:
     opts = _options.resolve(config)
     if opts.list_hw:
         return
+    _collect_the_packaged_suite(config)
     run = DsbenchRun(config, opts, thresholds.load(opts.hw, opts.thresholds_dir))
     config.pluginmanager.register(run, PLUGIN_NAME)
     config.add_cleanup(lambda: config.pluginmanager.unregister(run, PLUGIN_NAME))
@@ -54,6 +55,18 @@ def pytest_configure(config: pytest.Config) -> None:
     config.add_cleanup(_interrupt_on_sigterm())
     if not config.pluginmanager.has_plugin("dsbench-fixtures"):
         config.pluginmanager.register(fixtures, "dsbench-fixtures")
+
+
+def _collect_the_packaged_suite(config: pytest.Config) -> None:
+    """``pytest --engine vllm --hw cpu`` in a folder without tests runs the suite shipped in the package (the
+    convention and why: :mod:`pytest_dsbench.suite`)."""
+    if config.args_source is not pytest.Config.ArgsSource.INVOCATION_DIR or not _options.names_target(config):
+        return
+    from pytest_dsbench.suite import SUITE_DIR, collects_instead
+
+    folder = config.invocation_params.dir
+    if collects_instead(folder, config.getini("python_files"), config.getini("norecursedirs")):
+        config.args = [str(SUITE_DIR)]
 
 
 def _interrupt_on_sigterm() -> Callable[[], None]:

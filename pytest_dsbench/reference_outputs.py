@@ -37,6 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pytest_dsbench.packaged import data_dir
+
 REFERENCE_FILE = "reference.jsonl"
 TOKEN_LENGTHS_FILE = "token_lengths.json"
 TOP_LOGPROBS = 5
@@ -117,10 +119,7 @@ class EngineCompletion:
 
 def fixture_model_dir() -> Path:
     """The fixture model folder: the copy packaged in a wheel, else the repository's ``fixtures/tiny-r1``."""
-    packaged = Path(__file__).resolve().parent / "_data" / "tiny-r1"
-    if (packaged / REFERENCE_FILE).is_file():
-        return packaged
-    return Path(__file__).resolve().parent.parent / "fixtures" / "tiny-r1"
+    return data_dir("tiny-r1")
 
 
 def reference_path_for(model_path: str | Path | None) -> Path | None:

@@ -133,10 +133,11 @@ class DsbenchRun:
     def pytest_runtest_makereport(
         self, item: pytest.Item, call: pytest.CallInfo[None]
     ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-        from pytest_dsbench.errors import InvalidRun
+        from pytest_dsbench.errors import InvalidRun, MissingExtra
+        from pytest_dsbench.load.executors import LoadExecutorError
 
         report = yield
-        if call.excinfo is not None and call.excinfo.errisinstance(InvalidRun):
+        if call.excinfo is not None and call.excinfo.errisinstance((InvalidRun, LoadExecutorError, MissingExtra)):
             report.longrepr = str(call.excinfo.value)  # the message says it all: no traceback wall
         setattr(item, f"rep_{report.when}", report)
         return report

@@ -18,6 +18,7 @@ from pytest_dsbench.engines.launch import EplbLaunch, launch_engine
 from pytest_dsbench.engines.launcher import EngineProcess
 from pytest_dsbench.errors import DsbenchUsageError, EngineStartError, MissingExtra
 from pytest_dsbench.options import DsbenchOptions
+from pytest_dsbench.packaged import data_dir
 from pytest_dsbench.thresholds import HardwareProfile
 
 EMBEDDED_MODEL_NAME = "tiny-r1"
@@ -26,12 +27,8 @@ EMBEDDED_EPLB_RANKS = 4
 
 
 def embedded_model_dir() -> Path:
-    """The fixture model's folder: the source checkout's ``fixtures/tiny-r1`` or the copy in the wheel."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here.parent / "fixtures" / "tiny-r1", here / "_data" / "tiny-r1"):
-        if (candidate / "config.json").is_file():
-            return candidate
-    return here.parent / "fixtures" / "tiny-r1"
+    """The fixture model's folder: the copy in the wheel or the source checkout's ``fixtures/tiny-r1``."""
+    return data_dir("tiny-r1")
 
 
 def has_gpu() -> bool:

@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 from pytest_dsbench import metrics
 from pytest_dsbench.errors import ThresholdsError
 from pytest_dsbench.metrics import Limit
+from pytest_dsbench.packaged import data_dir
 from pytest_dsbench.workloads import EVALUATION_METHODS, WORKLOAD_CONFIGS, WorkloadConfig
 from pytest_dsbench.workloads.entry import STRICT, EngineName, PositiveFloat, PositiveInt
 
@@ -175,12 +176,8 @@ class HardwareProfile(_Strict):
 
 
 def default_dir() -> Path:
-    """The project's thresholds folder (source checkout), or the copy bundled in the wheel."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here.parent / "thresholds", here / "_data" / "thresholds"):
-        if candidate.is_dir():
-            return candidate
-    return here.parent / "thresholds"
+    """The project's thresholds folder: the copy bundled in the wheel, or a source checkout's."""
+    return data_dir("thresholds")
 
 
 def available(directory: Path) -> list[str]:

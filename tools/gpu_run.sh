@@ -15,7 +15,7 @@
 # e.g. (the device tool; .gpu/whl holds one bundle per call):
 #   call 1..3: bash tools/gpu_run.sh stash .gpu/whl/*
 #   call 4:    bash tools/gpu_run.sh install .gpu/sums/sglang-0.5.17.SHA256SUMS /tmp/site-sglang &&
-#              bash tools/gpu_run.sh pytest /tmp/site-sglang tests/conformance --engine sglang --hw gpu1 -m api
+#              bash tools/gpu_run.sh pytest /tmp/site-sglang pytest_dsbench/suite --engine sglang --hw gpu1 -m api
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

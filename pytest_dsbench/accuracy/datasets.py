@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pytest_dsbench.accuracy.errors import AccuracyError
+from pytest_dsbench.packaged import data_dir
 
 #: Bytes hashed per file of a local built-in benchmark folder (large folders stay cheap to fingerprint).
 FINGERPRINT_BYTES_PER_FILE = 1 << 20
@@ -41,9 +42,8 @@ class DataSource:
 
 
 def bundled_dirs() -> list[Path]:
-    """The project's own local QA sets: the source checkout's, then the copy in the wheel."""
-    here = Path(__file__).resolve().parent.parent
-    return [here.parent / "fixtures" / "datasets" / "evalscope", here / "_data" / "datasets" / "evalscope"]
+    """The project's own local QA sets: the copy in the wheel, else the source checkout's."""
+    return [data_dir("datasets") / "evalscope"]
 
 
 def validate_qa_file(path: Path) -> int:

@@ -2,7 +2,7 @@
 
 Each check takes an :class:`~pytest_dsbench.conformance.context.ApiContext` and raises
 :class:`~pytest_dsbench.conformance.expect.CheckFailed` ("what: expected X, got Y") or
-:class:`~pytest_dsbench.conformance.expect.CheckSkipped`. ``tests/conformance/test_api_*.py`` run them against
+:class:`~pytest_dsbench.conformance.expect.CheckSkipped`. ``pytest_dsbench/suite/test_api_*.py`` run them against
 the engine under test; the self-tests run each against the fake engine with and without its faults.
 
 Names are loaded on first use, so ``python -m pytest_dsbench.conformance.catalog`` runs cleanly.

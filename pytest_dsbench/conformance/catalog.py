@@ -2,7 +2,7 @@
 the fake-engine faults that must make it fail.
 
 Checks register themselves with :func:`check`; the group modules are imported by :func:`all_checks`. The
-conformance tests (``tests/conformance/test_api_*.py``) parametrize over :func:`params`, and the docs table is
+conformance tests (``pytest_dsbench/suite/test_api_*.py``) parametrize over :func:`params`, and the docs table is
 generated from here::
 
     python -m pytest_dsbench.conformance.catalog > docs/conformance.md
@@ -250,7 +250,7 @@ def markdown() -> str:
         "do not edit -->",
         "",
         f"{len(checks)} checks ({must} MUST), marker `api`. Run them with",
-        "`pytest tests/conformance -m api --engine vllm --hw cpu` (or `--base-url URL` to attach).",
+        "`pytest -m api --engine vllm --hw cpu` (or `--base-url URL` to attach).",
         "Ids and groups follow the research checklist (`api_conformance.md`); `HW` checks come from the",
         "hardware profile's limits (seed 004). Each check fails with `what: expected X, got Y`; a check that",
         "does not apply to the engine (declared profile) or deployment is skipped with the reason.",

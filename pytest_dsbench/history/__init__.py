@@ -7,7 +7,7 @@ folder per engine and hardware profile (:mod:`.storage`, :mod:`.document`, :mod:
 
 Regression gate (inside each test, so the exit code and JUnit see it)::
 
-    pytest tests/conformance --engine vllm --hw va16 --dsbench-compare latest --dsbench-regress tpot_ms_mean:5
+    pytest --engine vllm --hw va16 --dsbench-compare latest --dsbench-regress tpot_ms_mean:5
 
 ``--dsbench-compare`` takes ``latest``, ``latest~N``, a run number, a run id prefix, ``<engine>-<hw>/RUN`` or
 a run file. For every result recorded with ``dsbench_gate.record`` the gate looks up the same test, metric and

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pytest_dsbench import metrics
 from pytest_dsbench.errors import DsbenchUsageError, InvalidRun
 from pytest_dsbench.load.datasets import SHAREGPT_FILE, DatasetSpec
-from pytest_dsbench.load.executors import StartGate
+from pytest_dsbench.load.executors import Executor, StartGate, make_executor
 from pytest_dsbench.load.expert_load import ExpertLoadProbe
 from pytest_dsbench.load.expert_load import save as save_expert_load
 from pytest_dsbench.load.runner import LoadConfig, LoadError, LoadRun, run_load, save_raw
@@ -71,6 +71,12 @@ class LoadContext:
     @property
     def workers(self) -> int:
         return self.options.load_workers
+
+    @property
+    def executor(self) -> Executor | None:
+        """Where the workers run (``--load-executor``, ``--ray-address``); None: the runner's default."""
+        kind = self.options.load_executor
+        return None if kind is None else make_executor(kind, self.options.ray_address)
 
 
 def workload_dataset(ctx: LoadContext, name: str, workload: OneRunWorkload) -> DatasetSpec:
@@ -179,7 +185,8 @@ def run_workload(
             run = run_sglang(cfg, spec, ctx.results_dir, name)
         else:
             run = run_load(
-                cfg, load_tokenizer(spec), raw_dir=ctx.results_dir, name=name, start=start, before_run=before_run
+                cfg, load_tokenizer(spec), executor=ctx.executor, raw_dir=ctx.results_dir, name=name,
+                start=start, before_run=before_run,
             )
     except LoadError as exc:
         raise LoadError(f"{name}: {exc}") from None

@@ -142,6 +142,10 @@ def check(
     workers = [
         {
             "worker": s.worker,
+            "host": s.host,
+            "pid": s.pid,
+            "nice": s.nice,
+            **({"ray_node": s.ray_node} if s.ray_node else {}),
             "loop": s.loop,
             "wall_s": round(s.wall_s, 4),
             "cpu_s": round(s.cpu_s, 4),

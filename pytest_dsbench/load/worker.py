@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -77,6 +78,13 @@ class WorkerStats:
     unsent: int = 0
     bytes_received: int = 0
     loop: str = "asyncio"
+    host: str = ""
+    """The client host the worker ran on (several with the Ray executor), and its process id there."""
+    pid: int = 0
+    ray_node: str = ""
+    """The id of the Ray node the worker ran on (the ray executor), else empty."""
+    nice: int = 0
+    """The worker thread's nice value (a preemptible worker explains an INVALID run)."""
 
 
 @dataclass
@@ -225,6 +233,10 @@ def raise_open_files_limit() -> int:
     return int(soft)
 
 
+def _nice() -> int:
+    return os.getpriority(os.PRIO_PROCESS, 0) if hasattr(os, "getpriority") else 0
+
+
 def run_worker(plan: WorkerPlan, ready: Callable[[], float | None] | None = None) -> WorkerResult:
     """Run one worker to completion in the calling thread (it must not have a running event loop).
 
@@ -237,7 +249,9 @@ def run_worker(plan: WorkerPlan, ready: Callable[[], float | None] | None = None
         restore = os.sched_getaffinity(0)
         os.sched_setaffinity(0, set(plan.cpu_affinity))
     factory, loop_name = _loop_factory(plan.use_uvloop)
-    stats = WorkerStats(worker=plan.worker, loop=loop_name)
+    stats = WorkerStats(
+        worker=plan.worker, loop=loop_name, host=socket.gethostname(), pid=os.getpid(), nice=_nice()
+    )
     gc_enabled = gc.isenabled()
     gc.disable()  # a collector pause would delay every timestamp taken meanwhile
     try:

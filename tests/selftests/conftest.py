@@ -10,6 +10,7 @@ from typing import Any
 import httpcore  # noqa: F401  (imported before pytester snapshots sys.modules: httpx caches its classes)
 import pytest
 
+from pytest_dsbench.suite import SUITE_DIR
 from pytest_dsbench.testing.fake_engine import FakeConfig, FakeEngineThread
 from pytest_dsbench.testing.fake_process import ServerProcess
 from pytest_dsbench.testing.shim import write_engine_shim
@@ -62,8 +63,8 @@ def fake(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
         server.stop()
 
 
-CONFORMANCE = Path(__file__).resolve().parents[1] / "conformance"
-"""The conformance suite's test files, which the inner runs execute."""
+CONFORMANCE = SUITE_DIR
+"""The conformance suite's test files (shipped in the package), which the inner runs execute."""
 
 FAKE_HARDWARE = """schema_version = 1
 [hardware]
@@ -76,25 +77,58 @@ memory_gib_per_device = 1
 
 @pytest.fixture
 def run_on_fake_hw(pytester: pytest.Pytester) -> Callable[..., pytest.RunResult]:
-    """Run ``tests/conformance/<test_file>`` in an inner pytest, attached to ``base_url``, with ``--hw fake``.
+    """Run ``pytest_dsbench/suite/<test_file>`` in an inner pytest, attached to ``base_url``, with ``--hw fake``.
 
     ``profile`` is the hardware profile below its ``[hardware]`` table (``[deployment]``, ``[slo]``,
-    ``[throughput.*]``); results go to ``<pytester.path>/artifacts``; ``args`` are passed on.
+    ``[throughput.*]``); results go to ``<pytester.path>/artifacts``; ``args`` are passed on. ``subprocess``: the
+    inner pytest runs in a process of its own (it must not share this process's state, e.g. its Ray connection).
     """
 
     def run(
-        test_file: str, base_url: str, profile: str, *args: str, devices: int = 1, tokenizer: str = "chars"
+        test_file: str,
+        base_url: str,
+        profile: str,
+        *args: str,
+        devices: int = 1,
+        tokenizer: str = "chars",
+        subprocess: bool = False,
     ) -> pytest.RunResult:
         folder = pytester.path / "profiles"
         folder.mkdir(exist_ok=True)
         (folder / "fake.toml").write_text(FAKE_HARDWARE.format(devices=devices) + profile, encoding="utf-8")
-        return pytester.runpytest(
+        runpytest = pytester.runpytest_subprocess if subprocess else pytester.runpytest
+        return runpytest(
             str(CONFORMANCE / test_file),
             *("--base-url", base_url, "--tokenizer", tokenizer, "--hw", "fake"),
             *("--dsbench-thresholds", str(folder), "--dsbench-artifacts", str(pytester.path / "artifacts")),
             *("-p", "no:cacheprovider", "-rfEs"),
             *args,
         )
+
+    return run
+
+
+SMALL_RANDOM_WORKLOAD = """[deployment]
+max_model_len = 4096
+max_input_len = 2048
+[throughput.random_small]
+method = "random"
+input_len = 32
+output_len = 16
+num_prompts = 8
+max_concurrency = 4
+output_tok_s_min = {output_min}
+"""
+
+
+@pytest.fixture
+def run_small_random_workload(run_on_fake_hw: Callable[..., pytest.RunResult]) -> Callable[..., pytest.RunResult]:
+    """Run ``test_throughput.py`` with one ``method = "random"`` workload (8 prompts of 32 tokens, 16 out, 4 at a
+    time) held to ``output_min`` output tok/s; other arguments as :func:`run_on_fake_hw`'s."""
+
+    def run(base_url: str, *args: str, output_min: float = 1.0, subprocess: bool = False) -> pytest.RunResult:
+        profile = SMALL_RANDOM_WORKLOAD.format(output_min=output_min)
+        return run_on_fake_hw("test_throughput.py", base_url, profile, *args, subprocess=subprocess)
 
     return run
 

@@ -1,4 +1,4 @@
-"""The accuracy suite (``tests/conformance/test_accuracy.py``) end to end: the real EvalScope scores fake
+"""The accuracy suite (``pytest_dsbench/suite/test_accuracy.py``) end to end: the real EvalScope scores fake
 engines, and the verdict follows the score exactly.
 
 A fake engine answers the questions of a local data set; ``wrong_fraction`` makes it answer a fixed,
@@ -25,7 +25,7 @@ import pytest
 from pytest_dsbench.testing.fake_engine import FakeEngineThread
 
 REPO = Path(__file__).resolve().parents[2]
-SUITE = REPO / "tests" / "conformance" / "test_accuracy.py"
+SUITE = REPO / "pytest_dsbench" / "suite" / "test_accuracy.py"
 SUITE_COPY = "test_suite_accuracy.py"  # a basename no self-test module has (pytest imports by basename)
 QUESTIONS = [(f"What is {a} plus {a + 7}?", str(2 * a + 7)) for a in range(20)]
 ANSWERS = dict(QUESTIONS)

@@ -1,4 +1,4 @@
-"""The `api` group end to end: tests/conformance/test_api_*.py run through the plugin against fake engines.
+"""The `api` group end to end: pytest_dsbench/suite/test_api_*.py run through the plugin against fake engines.
 
 Attach mode points the real suite at an in-process fake; the outcomes show what a user sees: all green on a
 compliant server, the violated check failing with expected vs actual, known engine bugs as strict xfails, and
@@ -8,13 +8,13 @@ a server that contradicts its engine profile failing with both named.
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
+from pytest_dsbench.suite import SUITE_DIR
 from pytest_dsbench.testing.fake_engine import FakeEngineThread
 
-CONFORMANCE = Path(__file__).resolve().parents[1] / "conformance"
+CONFORMANCE = SUITE_DIR
 API_FILES = sorted(str(p) for p in CONFORMANCE.glob("test_api_*.py"))
 CPU_CONTEXT = 2048  # thresholds/cpu.toml max_model_len: the fake must serve the context the hw profile says
 

@@ -15,7 +15,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "pytest_dsbench"
 
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("__init__", "errors", "_atomic", "_http", "sse", "promtext", "progress", "testing", "engines.registry"),
+    ("__init__", "errors", "_atomic", "_http", "sse", "promtext", "progress", "testing", "engines.registry",
+     "packaged"),
     ("metrics", "measures"),
     ("options",),
     ("thresholds", "workloads"),
@@ -24,15 +25,16 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("conformance", "reference_outputs", "load", "methods", "accuracy", "modules"),
     ("history",),
     ("report",),
-    ("selection", "run", "fixtures", "plugin", "cli", "__main__"),
+    ("selection", "run", "fixtures", "plugin", "cli", "__main__", "suite"),
 )
 """Bottom to top: a module may import its own layer and the layers below it, never one above. An entry names a
 top-level module or package, or one submodule of a package (``engines.registry``, the list of engine names that
 options and thresholds validate against) that sits lower than the rest of its package."""
 
-RUN_OWNERS = {"run", "fixtures", "plugin", "options"}
+RUN_OWNERS = {"run", "fixtures", "plugin", "options", "suite"}
 """The only modules that may touch the pytest session's state (``config.stash``, ``pytest.Config``): the run,
-its fixtures and hooks, and the options, which are read from pytest's command line and ini."""
+its fixtures and hooks, the options, which are read from pytest's command line and ini, and the suite's tests,
+which are pytest tests (they take ``pytestconfig``)."""
 
 
 def module_name(path: Path) -> str:

@@ -19,7 +19,7 @@ from pytest_dsbench import cli
 from pytest_dsbench.history import document, storage
 from pytest_dsbench.results import MetricResult
 
-TEST = "tests/conformance/test_slo.py::test_sweep"
+TEST = "pytest_dsbench/suite/test_slo.py::test_sweep"
 
 
 def _result(metric: str, samples: np.ndarray, workload: dict[str, Any], unit: str) -> MetricResult:
@@ -87,7 +87,7 @@ def test_compare_fail_exits_1_on_a_regression(root: Path, capsys: pytest.Capture
     out = capsys.readouterr().out
     assert "4 compared, 4 regressed, 0 refused (99% confidence)" in out
     assert re.search(r"test_slo.py::test_sweep\[max_concurrency=1\] +tpot_ms_mean \(ms\) .* REGRESSED", out)
-    assert "REGRESSED tests/conformance/test_slo.py::test_sweep: tpot_ms_mean regressed against run" in out
+    assert "REGRESSED pytest_dsbench/suite/test_slo.py::test_sweep: tpot_ms_mean regressed against run" in out
     assert "expected at most 10% worse (limits stored with vllm-cpu/0003_" in out
 
 

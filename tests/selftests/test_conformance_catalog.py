@@ -120,7 +120,7 @@ def test_check_requirements_are_profile_features() -> None:
 
 def test_the_test_files_cover_every_group() -> None:
     covered = set()
-    for path in (ROOT / "tests" / "conformance").glob("test_api_*.py"):
+    for path in (ROOT / "pytest_dsbench" / "suite").glob("test_api_*.py"):
         for call in re.findall(r"catalog\.params\(([^)]*)\)", path.read_text(encoding="utf-8")):
             covered |= set(re.findall(r'"([A-Z]+)"', call))
     assert {c.group for c in CHECKS} <= covered

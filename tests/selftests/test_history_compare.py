@@ -14,7 +14,7 @@ from pytest_dsbench.history.compare import Comparator, RegressLimits, compare_ru
 from pytest_dsbench.history.document import StoredRun
 from pytest_dsbench.results import MetricResult
 
-TEST = "tests/conformance/test_slo.py::test_decode"
+TEST = "pytest_dsbench/suite/test_slo.py::test_decode"
 WORKLOAD = {"num_prompts": 64, "input_len": 128}
 PROV = {
     "engine": "vllm",

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import sys
-import types
 from typing import Any
 
 import pytest
 
-from pytest_dsbench.load.executors import LoadExecutorError, ProcessExecutor, RayExecutor
+from pytest_dsbench.load.executors import LoadExecutorError, ProcessExecutor
 from pytest_dsbench.load.records import RequestRecord
 from pytest_dsbench.load.selfcheck import ClientLimits, check
-from pytest_dsbench.load.worker import PlannedRequest, WorkerPlan, WorkerResult, WorkerStats
+from pytest_dsbench.load.worker import PlannedRequest, WorkerPlan, WorkerStats
 
 
 def stats(**kw: Any) -> WorkerStats:
@@ -94,33 +92,6 @@ def plan(worker: int, base_url: str = "http://127.0.0.1:9") -> WorkerPlan:
     return WorkerPlan(
         worker=worker, base_url=base_url, requests=[PlannedRequest(worker, 0.0, b"x", 1, 1)], timeout_s=1.0
     )
-
-
-def test_ray_executor_runs_each_plan_as_a_remote_task(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[Any] = []
-    fake = types.ModuleType("ray")
-
-    class Remote:
-        def __init__(self, func: Any) -> None:
-            self.func = func
-
-        def remote(self, arg: Any) -> Any:
-            calls.append(arg)
-            return self.func(arg)
-
-    fake.remote = lambda **opts: lambda func: Remote(func)  # type: ignore[attr-defined]
-    fake.get = lambda refs: refs  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "ray", fake)
-    results = RayExecutor(lead_s=0.2).run([plan(0), plan(1)])
-    assert [type(r) for r in results] == [WorkerResult, WorkerResult]
-    assert [p.worker for p in calls] == [0, 1] and calls[0].start_wall == calls[1].start_wall
-    assert all(r.records[0].error.startswith("connect failed") for r in results)
-
-
-def test_ray_executor_without_ray_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "ray", None)
-    with pytest.raises(ImportError, match=r"pip install 'pytest-dsbench\[ray\]'"):
-        RayExecutor().run([plan(0)])
 
 
 def test_process_workers_report_a_failing_worker_in_one_line() -> None:

@@ -1,4 +1,4 @@
-"""Server metrics and prefix-cache control end to end: tests/conformance/test_slo.py against fake engines.
+"""Server metrics and prefix-cache control end to end: pytest_dsbench/suite/test_slo.py against fake engines.
 
 The fake keeps a prefix cache and vLLM-named counters (pytest_dsbench.testing.fake_metrics). A cold workload
 stays valid run after run when the cache is reset or the prompts salted, and is INVALID when its prompts were

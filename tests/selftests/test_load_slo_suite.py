@@ -1,4 +1,4 @@
-"""tests/conformance/test_slo.py end to end: the real SLO tests, through the plugin, against fake engines.
+"""pytest_dsbench/suite/test_slo.py end to end: the real SLO tests, through the plugin, against fake engines.
 
 The fake runs in a process of its own (so the client's timing shares no GIL with it) and the suite attaches to
 it with a small hardware profile. A compliant fake passes; a fake slower than a limit fails that limit's test

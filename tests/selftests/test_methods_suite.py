@@ -1,4 +1,4 @@
-"""tests/conformance/test_throughput.py end to end against fake engines, one workload per seed method: each
+"""pytest_dsbench/suite/test_throughput.py end to end against fake engines, one workload per seed method: each
 method passes a compliant fake, fails a violating one with expected vs actual, and writes its results in the
 seed's format.
 """

@@ -33,6 +33,37 @@ def test_unknown_deployment_names_the_valid_deployments(pytester: pytest.Pyteste
     result.stderr.fnmatch_lines(["*va16.toml: no deployment 'tp64'*Valid deployments: tp32, tp32-mtp, tp32-pp2.*"])
 
 
+def test_unknown_load_executor_names_the_valid_ones(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--load-executor", "dask")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*invalid choice: 'dask'*thread*process*ray*"])
+
+
+def test_unknown_load_executor_from_ini_names_the_valid_ones(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\ndsbench_load_executor = dask\n")
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: unknown load-executor 'dask'. Valid values: thread, process, ray."])
+
+
+def test_load_executor_and_ray_address_come_from_the_environment(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DSBENCH_LOAD_EXECUTOR", "ray")
+    monkeypatch.setenv("DSBENCH_RAY_ADDRESS", "10.0.0.5:6379")
+    pytester.makepyfile(
+        "def test_executor(dsbench_options):\n"
+        "    assert (dsbench_options.load_executor, dsbench_options.ray_address) == ('ray', '10.0.0.5:6379')\n"
+    )
+    pytester.runpytest().assert_outcomes(passed=1)
+
+
+def test_ray_address_without_the_ray_executor_says_what_to_add(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--ray-address", "auto")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --ray-address='auto' is only used by the ray executor; add --load-executor*"])
+
+
 def test_base_url_must_be_http(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--base-url", "localhost:8000")
     assert result.ret == pytest.ExitCode.USAGE_ERROR

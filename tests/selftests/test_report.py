@@ -126,7 +126,7 @@ def test_change_text_says_the_change_and_what_it_means(
 
 
 def test_display_test_drops_folders_and_appends_the_workload() -> None:
-    assert display_test("tests/conformance/test_slo.py::test_x", {"c": 4}) == "test_slo.py::test_x[c=4]"
+    assert display_test("pytest_dsbench/suite/test_slo.py::test_x", {"c": 4}) == "test_slo.py::test_x[c=4]"
     assert len(display_test("a.py::" + "x" * 80, {})) == 48
 
 

@@ -1,4 +1,4 @@
-"""tests/conformance/test_throughput.py end to end: a ``method = "random"`` entry is held to its floors, records
+"""pytest_dsbench/suite/test_throughput.py end to end: a ``method = "random"`` entry is held to its floors, records
 its error rate, and a starved client errors it as INVALID instead of judging it."""
 
 from __future__ import annotations
@@ -10,29 +10,20 @@ import pytest
 
 Runner = Callable[..., pytest.RunResult]
 
-PROFILE = """[deployment]
-max_model_len = 4096
-max_input_len = 2048
-[throughput.random_small]
-method = "random"
-input_len = 32
-output_len = 16
-num_prompts = 8
-max_concurrency = 4
-output_tok_s_min = {output_min}
-"""
 
 
-def test_a_workload_above_its_floor_passes(run_on_fake_hw: Runner, fake: Any) -> None:
+def test_a_workload_above_its_floor_passes(run_small_random_workload: Runner, fake: Any) -> None:
     server = fake(ttft_ms=5, itl_ms=5)
-    result = run_on_fake_hw("test_throughput.py", server.base_url, PROFILE.format(output_min=1.0))
+    result = run_small_random_workload(server.base_url, output_min=1.0)
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*output_tok_s (tok/s)*>= 1*PASS", "*error_rate (fraction)*<= 0*PASS"])
 
 
-def test_a_workload_below_its_floor_fails_naming_value_floor_and_key(run_on_fake_hw: Runner, fake: Any) -> None:
+def test_a_workload_below_its_floor_fails_naming_value_floor_and_key(
+    run_small_random_workload: Runner, fake: Any
+) -> None:
     server = fake(ttft_ms=5, itl_ms=20)
-    result = run_on_fake_hw("test_throughput.py", server.base_url, PROFILE.format(output_min=1e6))
+    result = run_small_random_workload(server.base_url, output_min=1e6)
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         ["*output_tok_s = * tok/s, limit >= 1e+06 tok/s (fake.toml ?throughput.random_small? output_tok_s_min)*"]
@@ -40,10 +31,10 @@ def test_a_workload_below_its_floor_fails_naming_value_floor_and_key(run_on_fake
 
 
 def test_a_starved_client_errors_the_throughput_test_as_invalid_in_one_message(
-    run_on_fake_hw: Runner, fake: Any, starve_client: tuple[str, ...]
+    run_small_random_workload: Runner, fake: Any, starve_client: tuple[str, ...]
 ) -> None:
     server = fake(ttft_ms=10, itl_ms=10)
-    result = run_on_fake_hw("test_throughput.py", server.base_url, PROFILE.format(output_min=1.0), *starve_client)
+    result = run_small_random_workload(server.base_url, *starve_client)
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*INVALID run, the load generator was the bottleneck: *"])
     result.stdout.no_fnmatch_line("*raise InvalidRun*")

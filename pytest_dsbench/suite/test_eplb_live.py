@@ -171,9 +171,9 @@ def record_load(results: RunResults, test_id: str, report: CountsReport, prefix:
 
 
 def test_patched_routing_is_balanced_across_ranks(
-    patched: CountsReport, dsbench_results: RunResults, request: pytest.FixtureRequest
+    patched: CountsReport, dsbench_results: RunResults, dsbench_test_id: str
 ) -> None:
-    record_load(dsbench_results, request.node.nodeid, patched)
+    record_load(dsbench_results, dsbench_test_id, patched)
     assert_no_problems(
         check_rank_balance(patched) + check_expert_pattern(patched),
         f"{patched.mode} routing is not balanced across {patched.ranks} ranks",
@@ -249,10 +249,10 @@ def test_control_without_the_patch_shows_the_models_own_routing(
     patched: CountsReport,
     variant_runs: dict[str, CountsReport],
     dsbench_results: RunResults,
-    request: pytest.FixtureRequest,
+    dsbench_test_id: str,
 ) -> None:
     control = variant_runs["observe"]
-    record_load(dsbench_results, request.node.nodeid, control, prefix="eplb_control")
+    record_load(dsbench_results, dsbench_test_id, control, prefix="eplb_control")
     assert control.mode == "observe" and sorted(control.layers) == sorted(patched.layers), (
         f"control recorded layers {sorted(control.layers)}, the patched engine {sorted(patched.layers)}"
     )
@@ -267,10 +267,10 @@ def test_control_without_the_patch_shows_the_models_own_routing(
 
 @pytest.mark.slow
 def test_the_other_transform_mode_is_exact_and_balanced(
-    variant_runs: dict[str, CountsReport], dsbench_results: RunResults, request: pytest.FixtureRequest
+    variant_runs: dict[str, CountsReport], dsbench_results: RunResults, dsbench_test_id: str
 ) -> None:
     ((mode, run),) = [(m, r) for m, r in variant_runs.items() if m != "observe"]
-    record_load(dsbench_results, request.node.nodeid, run, prefix=f"eplb_{mode}")
+    record_load(dsbench_results, dsbench_test_id, run, prefix=f"eplb_{mode}")
     assert run.mode == mode
     assert_no_problems(
         check_transform_applied(run) + check_rank_balance(run) + check_expert_pattern(run),
