@@ -1,65 +1,130 @@
-"""Seed 003, the "ali" evaluation: decode TPOT and server-logged decode throughput per batch size; prefill.
+"""Seed 003, the "ali" evaluation: decode TPOT and decode throughput per running batch size; prefill.
 
 Decode: for each batch size B a random workload (range ratio 1) runs at max-concurrency B; its mean TPOT is
-the first table. The engine's own decode-throughput log lines written during those runs
-(:mod:`pytest_dsbench.methods.logparse`) are grouped by the running batch size they report; per size the
-median is ``throughput_per_gpu`` after division by the decode accelerators and ``throughput_per_user`` after
-division by the size. Output, exactly as seed 003's ``ali_decode.json``::
+the first table. The decode throughput per running batch size comes from the client's own token timeline
+(:mod:`pytest_dsbench.load.timeline`: tokens emitted per second in the time where exactly B requests were
+decoding, the probes pooled), so it needs nothing from the engine; per size the median over 0.1-s slices of that
+time is ``median``, ``throughput_per_gpu`` after division by the decode accelerators, ``throughput_per_user``
+after division by the size, and ``gen_througput_samples`` the slices behind it. Output, exactly as seed 003's
+``ali_decode.json``::
 
     [{"1": 7.06, "2": 9.37, ...},
      {"1": {"median": 141.67, "throughput_per_gpu": 141.67, "throughput_per_user": 141.67,
             "gen_througput_samples": 419}, ...}]
 
-(the key ``gen_througput_samples`` is spelled as the seed spells it). Prefill: per input length L a workload
-with one output token; the input token throughput per accelerator is ``ali_prefill.json``: ``[{"1024":
-25574.94, "2048": ..., "4096": ...}]``. In the hardware profile, an ``ali_decode`` entry lists the probed
-``batch_sizes`` and an ``ali_prefill`` entry its ``input_lens``.
+(the key ``gen_througput_samples`` is spelled as the seed spells it). The engine's own decode-throughput log
+lines written meanwhile (:mod:`pytest_dsbench.methods.logparse`: SGLang's ``Decode batch``, vLLM's ``Avg generation
+throughput`` every ``VLLM_LOG_STATS_INTERVAL`` s) are the cross-check: per size their median and the difference
+from the client's figure go to ``ali_decode_evidence.json`` with each figure's interval and decode time. vLLM's
+figure is the tokens of a whole logging interval over its length, idle time and other batch sizes included, so
+it reads low wherever the interval was not all spent at the size it reports.
 
-Judged: decode, each batch size's mean TPOT (recorded, no limit) and error rate, each logged running batch
-size's ``decode_tok_s_per_device`` (recorded), and a failure when the engine logged no decode throughput at
-all; prefill, ``input_tok_s_per_device`` at each input length against the workload's
-``input_tok_s_per_device_min`` and each run's error rate.
+Prefill: per input length L a workload with one output token, repeated (fresh prompts each time) until the 95%
+t interval of its input tok/s is within ``target_half_width_rel`` of the mean or ``max_repeats`` /
+``repeat_budget_s`` is reached; the mean input token throughput per accelerator is ``ali_prefill.json``:
+``[{"1024": 25574.94, "2048": ..., "4096": ...}]``, the repeats and intervals ``ali_prefill_evidence.json``.
+
+Evidence and consistency (the hardware profile's ``[evidence]``), each an INVALID run naming the fix: a probed
+batch size decoded for less than ``min_duration_s`` or in fewer than ``min_samples`` slices; per-user decode
+tok/s at B disagreeing with 1000 / mean TPOT of the B probe by more than ``consistency_tolerance_pct``; a prefill
+length whose interval stayed wide or whose repeats lasted less than ``min_duration_s`` in all; prefill rates that
+no batch cost can explain (for lengths L1 < L2 the time of a batch cannot shrink, nor grow faster than
+quadratically, so rate(L2) / rate(L1) lies within [L1 / L2, L2 / L1]).
+
+Judged: decode, each batch size's mean TPOT (recorded, no limit) and error rate, and each running batch size's
+``decode_tok_s_per_device`` (recorded, its slices the samples); prefill, ``input_tok_s_per_device`` at each
+input length against the workload's ``input_tok_s_per_device_min`` and each run's error rate.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 from pytest_dsbench import _atomic
-from pytest_dsbench.load.api import LoadContext, run_workload
+from pytest_dsbench.errors import InvalidRun
+from pytest_dsbench.evidence import Interval, bootstrap_interval, shortfall, t_interval
+from pytest_dsbench.load.api import LoadContext, record_expert_load, run_workload
 from pytest_dsbench.load.datasets import DatasetSpec
 from pytest_dsbench.load.runner import LoadRun
-from pytest_dsbench.methods.entry import Judge, MethodUnavailable
+from pytest_dsbench.load.timeline import SLICE_S, BatchDecode, decode_by_batch_size
+from pytest_dsbench.methods.entry import Judge
 from pytest_dsbench.methods.logparse import DecodeSample, LogCursor, LogFormat, parse_lines
-from pytest_dsbench.workloads.ali import DECODE_BATCH_SIZES, PREFILL_INPUT_LENS, AliDecodeConfig, AliPrefillConfig
+from pytest_dsbench.workloads.ali import (
+    DECODE_BATCH_SIZES,
+    DEFAULT_MAX_REPEATS,
+    DEFAULT_REPEAT_BUDGET_S,
+    DEFAULT_TARGET_HALF_WIDTH_REL,
+    MIN_REPEATS,
+    PREFILL_INPUT_LENS,
+    AliDecodeConfig,
+    AliPrefillConfig,
+)
 from pytest_dsbench.workloads.entry import WorkloadEntry
 
 SAMPLES_KEY = "gen_througput_samples"  # sic: seed 003's spelling
+VLLM_INTERVAL_NOTE = (
+    "vLLM's 'Avg generation throughput' is the tokens of its whole logging interval (VLLM_LOG_STATS_INTERVAL) "
+    "over the interval's length, idle time and other batch sizes included, with the running count at its end: "
+    "it reads low wherever that interval was not all spent decoding at the size it reports"
+)
 
 
 @dataclass
 class AliDecodeResult:
     tpot_ms: dict[int, float]
     table: dict[int, dict[str, float]]
+    """The client's figures per running batch size (seed 003's second dictionary)."""
     samples: list[DecodeSample]
+    """The engine's logged decode lines (the cross-check)."""
     runs: dict[int, LoadRun]
     log_paths: list[Path]
     log_format: LogFormat = "auto"
     files: dict[str, Path] = field(default_factory=dict)
+    timeline: dict[int, BatchDecode] = field(default_factory=dict)
+    intervals: dict[int, Interval | None] = field(default_factory=dict)
+    crosscheck: dict[int, dict[str, Any]] = field(default_factory=dict)
+    devices: int = 1
 
     def as_json(self) -> list[dict[str, Any]]:
         return decode_json(self.tpot_ms, self.table)
 
 
 @dataclass
+class PrefillLength:
+    """The repeats of one input length and the interval of their input tok/s per accelerator."""
+
+    input_len: int
+    runs: list[LoadRun]
+    tok_s_per_device: list[float]
+    interval: Interval | None
+    stopped: str
+
+    @property
+    def mean(self) -> float:
+        return math.fsum(self.tok_s_per_device) / len(self.tok_s_per_device)
+
+    @property
+    def duration_s(self) -> float:
+        return math.fsum(r.summary.duration_s for r in self.runs)
+
+    @property
+    def requests(self) -> int:
+        return sum(r.summary.completed for r in self.runs)
+
+
+@dataclass
 class AliPrefillResult:
     input_tok_s_per_device: dict[int, float]
     runs: dict[int, LoadRun]
+    """The last repeat of each length (its workload and error rate are what the judge records)."""
     files: dict[str, Path] = field(default_factory=dict)
+    lengths: dict[int, PrefillLength] = field(default_factory=dict)
 
     def as_json(self) -> list[dict[str, float]]:
         return [{str(length): round(value, 2) for length, value in self.input_tok_s_per_device.items()}]
@@ -68,7 +133,8 @@ class AliPrefillResult:
 def decode_table(
     samples: Sequence[DecodeSample], devices: int, order: Sequence[int] = ()
 ) -> dict[int, dict[str, float]]:
-    """Per running batch size: median logged throughput, per accelerator, per user, and the sample count.
+    """Per running batch size the engine logged: median logged throughput, per accelerator, per user, and the
+    sample count (the cross-check's table, in seed 003's row shape).
 
     Keys come in ``order`` first (the probed batch sizes that have samples), then in order of first
     appearance.
@@ -79,16 +145,31 @@ def decode_table(
     for s in samples:
         by_size.setdefault(s.running, []).append(s.gen_tok_s)
     keys = [b for b in order if b in by_size] + [b for b in by_size if b not in order]
-    table: dict[int, dict[str, float]] = {}
-    for size in keys:
-        median = float(np.median(by_size[size]))
-        table[size] = {
-            "median": median,
-            "throughput_per_gpu": median / devices,
-            "throughput_per_user": median / size,
-            SAMPLES_KEY: len(by_size[size]),
-        }
-    return table
+    return {size: _row(float(np.median(by_size[size])), size, devices, len(by_size[size])) for size in keys}
+
+
+def _row(median: float, size: int, devices: int, samples: int) -> dict[str, float]:
+    return {
+        "median": median,
+        "throughput_per_gpu": median / devices,
+        "throughput_per_user": median / size,
+        SAMPLES_KEY: samples,
+    }
+
+
+def client_table(
+    timeline: dict[int, BatchDecode], devices: int, order: Sequence[int] = ()
+) -> dict[int, dict[str, float]]:
+    """Per running batch size with at least one slice of decode time: the median slice tok/s, per accelerator,
+    per user, and the slices behind it; probed sizes first, then the others by size."""
+    import numpy as np
+
+    sizes = [b for b in order if b in timeline] + [b for b in timeline if b not in order]
+    return {
+        b: _row(float(np.median(timeline[b].slice_tok_s)), b, devices, len(timeline[b].slice_tok_s))
+        for b in sizes
+        if timeline[b].slice_tok_s
+    }
 
 
 def decode_json(tpot_ms: dict[int, float], table: dict[int, dict[str, float]]) -> list[dict[str, Any]]:
@@ -97,6 +178,26 @@ def decode_json(tpot_ms: dict[int, float], table: dict[int, dict[str, float]]) -
         {str(b): round(v, 2) for b, v in tpot_ms.items()},
         {str(b): {**row, SAMPLES_KEY: int(row[SAMPLES_KEY])} for b, row in table.items()},
     ]
+
+
+def crosscheck(
+    table: dict[int, dict[str, float]], logged: dict[int, dict[str, float]], log_format: LogFormat
+) -> dict[int, dict[str, Any]]:
+    """Per client batch size: the engine log's median there, its samples and its difference from the client's
+    figure in percent (None where the log has no line at that size)."""
+    out: dict[int, dict[str, Any]] = {}
+    for size, row in table.items():
+        log = logged.get(size)
+        diff = None if log is None or not row["median"] else (log["median"] - row["median"]) / row["median"] * 100
+        out[size] = {
+            "client_tok_s": row["median"],
+            "log_tok_s": None if log is None else log["median"],
+            "log_samples": 0 if log is None else int(log[SAMPLES_KEY]),
+            "log_diff_pct": None if diff is None else round(diff, 2),
+        }
+        if log_format == "vllm" and diff is not None:
+            out[size]["why"] = VLLM_INTERVAL_NOTE
+    return out
 
 
 def _dataset(ctx: LoadContext, workload: WorkloadEntry, input_len: int, output_len: int, n: int) -> DatasetSpec:
@@ -117,9 +218,13 @@ def run_decode(
     log_paths: Sequence[Path],
     log_format: LogFormat = "auto",
     devices: int | None = None,
+    name: str = "ali_decode",
 ) -> AliDecodeResult:
-    """Probe each batch size, then parse the decode lines the engine logged meanwhile."""
+    """Probe each batch size; the decode throughput per running batch size from the probes' token timelines,
+    the engine's lines logged meanwhile as the cross-check. Raises InvalidRun (after writing the files) when a
+    probed size has too little decode time or its per-user tok/s contradicts its TPOT."""
     sizes = list(workload.batch_sizes or DECODE_BATCH_SIZES)
+    devices = devices or ctx.hw.hardware.devices
     cursor = LogCursor(log_paths)
     tpot: dict[int, float] = {}
     runs: dict[int, LoadRun] = {}
@@ -129,85 +234,276 @@ def run_decode(
         runs[size] = load
         tpot[size] = load.summary["tpot_ms_mean"]
     samples = parse_lines(cursor.new_lines(), log_format)
-    table = decode_table(samples, devices or ctx.hw.hardware.devices, sizes)
+    timeline = decode_by_batch_size(run.records for run in runs.values())
+    evidence = ctx.hw.evidence
+    table = {
+        b: row
+        for b, row in client_table(timeline, devices, sizes).items()
+        if b in sizes or _decode_shortfall(timeline[b], evidence.min_duration_s, evidence.min_samples) is None
+    }  # sizes no probe asked for are shown only where they have the evidence a probed one needs
     result = AliDecodeResult(
-        tpot_ms=tpot, table=table, samples=samples, runs=runs, log_paths=list(log_paths), log_format=log_format
+        tpot_ms=tpot, table=table, samples=samples, runs=runs, log_paths=list(log_paths), log_format=log_format,
+        timeline=timeline, devices=devices,
+        intervals={b: bootstrap_interval(timeline[b].slice_tok_s, "median") for b in table},
+        crosscheck=crosscheck(table, decode_table(samples, devices, sizes), log_format),
     )
-    path = ctx.results_dir / "methods" / "ali" / "ali_decode.json"
-    _atomic.write_text(path, _dumps(result.as_json()))
-    result.files["json"] = path
+    folder = ctx.results_dir / "methods" / "ali"
+    result.files["json"] = folder / "ali_decode.json"
+    _atomic.write_text(result.files["json"], _dumps(result.as_json()))
+    problems = _decode_problems(result, sizes, evidence.min_duration_s, evidence.min_samples,
+                                evidence.consistency_tolerance_pct)
+    result.files["evidence"] = folder / "ali_decode_evidence.json"
+    _atomic.write_json(result.files["evidence"], _decode_evidence(result, problems))
+    if problems:
+        raise InvalidRun(
+            f"INVALID ali decode run ({ctx.hw.where(f'[throughput.{name}]')}): " + "; ".join(problems)
+            + f" (evidence: {result.files['evidence']})"
+        )
     return result
 
 
-def run_prefill(ctx: LoadContext, workload: AliPrefillConfig, devices: int | None = None) -> AliPrefillResult:
-    """Input throughput per accelerator at each input length (one output token per request)."""
+def _decode_shortfall(entry: BatchDecode | None, min_duration_s: float, min_samples: int) -> str | None:
+    if entry is None:
+        return "no request decoded at this batch size"
+    return shortfall(duration_s=entry.decode_s, samples=len(entry.slice_tok_s), min_duration_s=min_duration_s,
+                     min_samples=min_samples, what=f"{SLICE_S:g}-s slices")
+
+
+def _decode_problems(
+    result: AliDecodeResult, sizes: Sequence[int], min_duration_s: float, min_samples: int, tolerance_pct: float
+) -> list[str]:
+    """Why the decode figures cannot be trusted: missing evidence at a probed size, or per-user tok/s that
+    contradicts the TPOT of the same probe."""
+    problems = []
+    for size in sizes:
+        missing = _decode_shortfall(result.timeline.get(size), min_duration_s, min_samples)
+        if missing is not None:
+            problems.append(
+                f"batch size {size}: {missing}; raise num_prompts (each request decodes at the probed size "
+                f"about output_len steps) or output_len of the entry"
+            )
+            continue
+        per_user = result.table[size]["throughput_per_user"]
+        from_tpot = 1000.0 / result.tpot_ms[size] if result.tpot_ms[size] > 0 else 0.0
+        if from_tpot <= 0 or abs(per_user - from_tpot) / from_tpot * 100 > tolerance_pct:
+            problems.append(
+                f"batch size {size}: per-user decode {per_user:.4g} tok/s from the token timeline contradicts "
+                f"1000 / mean TPOT {result.tpot_ms[size]:.4g} ms = {from_tpot:.4g} tok/s by more than "
+                f"[evidence] consistency_tolerance_pct {tolerance_pct:g} %; the records are in "
+                f"{result.runs[size].raw_path}"
+            )
+    return problems
+
+
+def _decode_evidence(result: AliDecodeResult, problems: list[str]) -> dict[str, Any]:
+    rows = {}
+    for size, row in result.table.items():
+        interval = result.intervals.get(size)
+        entry = result.timeline[size]
+        tpot = result.tpot_ms.get(size)
+        rows[str(size)] = {
+            "decode_s": round(entry.decode_s, 4),
+            "tokens": round(entry.tokens, 2),
+            "tok_s_mean": round(entry.tok_s, 4),
+            "slices": len(entry.slice_tok_s),
+            "interval_tok_s": None if interval is None else interval.as_dict(),
+            "per_user_tok_s": row["throughput_per_user"],
+            "per_user_from_tpot_tok_s": None if not tpot else round(1000.0 / tpot, 4),
+            "tpot_samples": len(result.runs[size].summary.samples.get("tpot", [])) if size in result.runs else None,
+            "engine_log": result.crosscheck.get(size),
+        }
+    return {
+        "slice_s": SLICE_S,
+        "devices": result.devices,
+        "engine_log_lines": len(result.samples),
+        "engine_log_format": result.log_format,
+        "batch_sizes": rows,
+        "invalid": problems,
+    }
+
+
+def run_prefill(
+    ctx: LoadContext, workload: AliPrefillConfig, devices: int | None = None, name: str = "ali_prefill",
+    clock: Any = time.monotonic,
+) -> AliPrefillResult:
+    """Input throughput per accelerator at each input length (one output token per request), each length
+    repeated until its interval is tight or a limit is reached. Raises InvalidRun (after writing the files)
+    when a length lacks evidence or the rates across lengths contradict each other."""
     lengths = list(workload.input_lens or PREFILL_INPUT_LENS)
-    per_device: dict[int, float] = {}
-    runs: dict[int, LoadRun] = {}
-    for length in lengths:
-        ds = _dataset(ctx, workload, length, max(1, workload.output_len), workload.num_prompts)
+    devices = devices or ctx.hw.hardware.devices
+    measured = {length: _prefill_length(ctx, workload, length, devices, clock) for length in lengths}
+    result = AliPrefillResult(
+        input_tok_s_per_device={length: m.mean for length, m in measured.items()},
+        runs={length: m.runs[-1] for length, m in measured.items()},
+        lengths=measured,
+    )
+    folder = ctx.results_dir / "methods" / "ali"
+    result.files["json"] = folder / "ali_prefill.json"
+    _atomic.write_text(result.files["json"], _dumps(result.as_json()))
+    problems = _prefill_problems(ctx, workload, measured)
+    result.files["evidence"] = folder / "ali_prefill_evidence.json"
+    _atomic.write_json(result.files["evidence"], _prefill_evidence(measured, problems))
+    if problems:
+        raise InvalidRun(
+            f"INVALID ali prefill run ({ctx.hw.where(f'[throughput.{name}]')}): " + "; ".join(problems)
+            + f" (evidence: {result.files['evidence']})"
+        )
+    return result
+
+
+def _prefill_length(
+    ctx: LoadContext, workload: AliPrefillConfig, length: int, devices: int, clock: Any
+) -> PrefillLength:
+    """Repeats of one input length until the interval is tight and long enough, or a limit is reached."""
+    target = workload.target_half_width_rel or DEFAULT_TARGET_HALF_WIDTH_REL
+    max_repeats = workload.max_repeats or DEFAULT_MAX_REPEATS
+    budget_s = workload.repeat_budget_s or DEFAULT_REPEAT_BUDGET_S
+    evidence = ctx.hw.evidence
+    runs: list[LoadRun] = []
+    rates: list[float] = []
+    started = clock()
+    base = _dataset(ctx, workload, length, max(1, workload.output_len), workload.num_prompts)
+    while True:
+        # fresh prompts every repeat (another seed): a repeat of the same prompts would be prefix-cache hits
+        ds = replace(base, seed=base.seed + len(runs))
         load = run_workload(
             ctx,
             ds,
-            name=f"ali-prefill-{length}",
+            name=f"ali-prefill-{length}" + (f"-r{len(runs)}" if runs else ""),
             request_rate=workload.request_rate or math.inf,
             max_concurrency=workload.max_concurrency,
-            # a whole batch once, untimed: a batch of a new token count can cost a kernel compile the first
-            # time (on an H100, vLLM's first 4 x 512-token prefill took 1.2 s, the next ones 60 ms); prompts
-            # of its own, so that it is a full prefill and leaves nothing of the measured prompts cached
-            warmup_requests=workload.num_prompts,
+            # the first repeat warms up with a whole batch, untimed: a batch of a new token count can cost a
+            # kernel compile the first time (on an H100, vLLM's first 4 x 512-token prefill took 1.2 s, the next
+            # ones 60 ms); prompts of its own, so that it is a full prefill and leaves nothing cached
+            warmup_requests=0 if runs else workload.num_prompts,
             warmup_fresh_prompts=True,
+            settle_s=0.2 if runs else 1.0,
         )
-        runs[length] = load
-        per_device[length] = load.summary["input_tok_s"] / (devices or ctx.hw.hardware.devices)
-    result = AliPrefillResult(input_tok_s_per_device=per_device, runs=runs)
-    path = ctx.results_dir / "methods" / "ali" / "ali_prefill.json"
-    _atomic.write_text(path, _dumps(result.as_json()))
-    result.files["json"] = path
-    return result
+        runs.append(load)
+        rates.append(load.summary["input_tok_s"] / devices)
+        interval = t_interval(rates)
+        long_enough = math.fsum(r.summary.duration_s for r in runs) >= evidence.min_duration_s
+        if len(runs) >= MIN_REPEATS and long_enough and interval is not None and interval.half_width_rel <= target:
+            return PrefillLength(length, runs, rates, interval, f"interval within {target:g} of the mean")
+        if len(runs) >= max_repeats:
+            return PrefillLength(length, runs, rates, interval, f"max_repeats ({max_repeats})")
+        if clock() - started >= budget_s:
+            return PrefillLength(length, runs, rates, interval, f"repeat_budget_s ({budget_s:g} s)")
+
+
+def _prefill_problems(
+    ctx: LoadContext, workload: AliPrefillConfig, measured: dict[int, PrefillLength]
+) -> list[str]:
+    """Lengths whose interval stayed wide or whose repeats were too short, and rates across lengths that no
+    batch cost explains."""
+    evidence = ctx.hw.evidence
+    target = workload.target_half_width_rel or DEFAULT_TARGET_HALF_WIDTH_REL
+    problems = []
+    for length, m in measured.items():
+        missing = shortfall(duration_s=m.duration_s, samples=m.requests, min_duration_s=evidence.min_duration_s,
+                            min_samples=evidence.min_samples, what="requests")
+        wide = m.interval is None or m.interval.half_width_rel > target
+        if missing or wide:
+            spread = "no interval (one repeat)" if m.interval is None else (
+                f"interval {m.interval.text()} is +-{m.interval.half_width_rel:.0%} of the mean")
+            problems.append(
+                f"input_len {length}: {len(m.runs)} repeat(s) of {workload.num_prompts} requests, "
+                f"{missing or spread}, target +-{target:.0%} (stopped: {m.stopped}); raise num_prompts, "
+                "max_repeats or repeat_budget_s of the entry"
+            )
+    ordered = sorted(measured)
+    for short, long in pairwise(ordered):
+        a, b = measured[short].interval, measured[long].interval
+        if a is None or b is None:
+            continue
+        most, least = b.high / a.low if a.low > 0 else math.inf, b.low / a.high if a.high > 0 else 0.0
+        if least > long / short or most < short / long:
+            problems.append(
+                f"prefill rates contradict each other: {measured[short].mean:.4g} tok/s at {short} tokens and "
+                f"{measured[long].mean:.4g} tok/s at {long} (ratio {measured[long].mean / measured[short].mean:.3g});"
+                f" a batch of longer prompts cannot take less time, nor more than quadratically longer, so the "
+                f"ratio must lie in [{short / long:.3g}, {long / short:.3g}]: a warm-up or cache effect, or too "
+                "short runs; raise num_prompts"
+            )
+    return problems
+
+
+def _prefill_evidence(measured: dict[int, PrefillLength], problems: list[str]) -> dict[str, Any]:
+    return {
+        "input_lens": {
+            str(length): {
+                "input_tok_s_per_device": round(m.mean, 4),
+                "interval": None if m.interval is None else m.interval.as_dict(),
+                "repeats": len(m.runs),
+                "repeat_tok_s_per_device": [round(v, 4) for v in m.tok_s_per_device],
+                "requests": m.requests,
+                "duration_s": round(m.duration_s, 4),
+                "stopped": m.stopped,
+            }
+            for length, m in measured.items()
+        },
+        "invalid": problems,
+    }
 
 
 def run_decode_workload(ctx: LoadContext, name: str, workload: AliDecodeConfig) -> AliDecodeResult:
-    """The decode method against the engine's own log (the suite's in start mode, ``--engine-log`` in attach)."""
+    """The decode method; the engine's own log (the suite's in start mode, ``--engine-log`` in attach) is the
+    cross-check, and without one the figures stand alone."""
     logs = [p for p in ctx.engine.log_paths if p.is_file()]
-    if not logs:
-        raise MethodUnavailable("ali decode reads the engine's log: pass --engine-log PATH in attach mode")
-    return run_decode(ctx, workload, logs, log_format=ctx.engine.behaviour.decode_log_format)
+    return run_decode(ctx, workload, logs, log_format=ctx.engine.behaviour.decode_log_format, name=name)
 
 
 def run_prefill_workload(ctx: LoadContext, name: str, workload: AliPrefillConfig) -> AliPrefillResult:
-    """The prefill method (``name`` is not needed: its runs are named by input length)."""
-    return run_prefill(ctx, workload)
+    """The prefill method."""
+    return run_prefill(ctx, workload, name=name)
 
 
 def judge_decode(result: AliDecodeResult, judge: Judge) -> None:
-    """TPOT and error rate per batch size, logged decode throughput per running batch size, and a failure when
-    the engine logged none."""
+    """TPOT and error rate per batch size; the decode throughput per running batch size with its slices, its
+    interval and the engine log's figure beside it."""
     for size, run in result.runs.items():
         judge.record(run, "tpot_ms_mean", value=result.tpot_ms[size], workload={**run.workload, "batch_size": size})
         judge.record_health(run)
     for size, row in result.table.items():
+        interval = result.intervals.get(size)
+        per_device = 1.0 / result.devices
         judge.gate.record(
             "decode_tok_s_per_device",
             row["throughput_per_gpu"],
+            samples=[v * per_device for v in result.timeline[size].slice_tok_s],
             sample_count=int(row[SAMPLES_KEY]),
-            workload={"running_batch_size": size},
-        )
-    if not result.samples:
-        judge.gate.fail(
-            f"no decode-throughput line in {', '.join(map(str, result.log_paths))} while the ali decode runs ran "
-            f"(expected {result.log_format}-format lines such as SGLang "
-            "'Decode batch ... gen throughput' or vLLM/LMDeploy 'Avg generation throughput'; vLLM logs "
-            "every VLLM_LOG_STATS_INTERVAL s and not with --disable-log-stats)"
+            workload={"running_batch_size": size, "source": "client token timeline"},
+            extra={
+                "interval": None if interval is None else interval.shifted(row["throughput_per_gpu"]).as_dict(),
+                "engine_log": result.crosscheck.get(size),
+            },
         )
 
 
 def judge_prefill(result: AliPrefillResult, judge: Judge) -> None:
-    """Input throughput per accelerator at each input length against the floor; each run's error rate."""
+    """Input throughput per accelerator at each input length against the floor (the repeats' mean, the repeats
+    its samples); each repeat's error rate."""
     for length, value in result.input_tok_s_per_device.items():
-        run = result.runs[length]
-        judge.record(run, "input_tok_s_per_device", value=value, workload={**run.workload, "input_len": length})
-        judge.record_health(run)
+        measured = result.lengths.get(length)
+        run = result.runs[length] if measured is None else measured.runs[0]  # the first repeat's workload
+        limit = judge.limit("input_tok_s_per_device")
+        judge.gate.record(
+            "input_tok_s_per_device",
+            value,
+            samples=[] if measured is None else measured.tok_s_per_device,
+            sample_count=1 if measured is None else len(measured.runs),
+            limit=None if limit is None else limit.value,
+            limit_source="" if limit is None else limit.source,
+            workload={**run.workload, "input_len": length},
+            extra={} if measured is None or measured.interval is None else {
+                "interval": measured.interval.as_dict(), "requests": measured.requests},
+        )
+        repeats = [run] if measured is None else measured.runs
+        sent = sum(len(r.records) for r in repeats)
+        failed = sum(r.summary.failed for r in repeats)
+        judge.record(run, "error_rate", judge.slo_limit("error_rate"), value=failed / sent if sent else 0.0,
+                     workload={**run.workload, "input_len": length})
+        record_expert_load(judge.gate, repeats[-1])
 
 
 def _dumps(payload: Any) -> str:

@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "pytest_dsbench"
 
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("__init__", "errors", "_atomic", "_http", "sse", "progress", "testing", "engines.registry"),
-    ("metrics", "measures"),
+    ("metrics", "measures", "evidence"),
     ("options",),
     ("thresholds", "workloads"),
     ("engines", "eplb", "session"),
