@@ -86,7 +86,7 @@ def decode_by_batch_size(runs: Iterable[Sequence[RecordLike]], slice_s: float = 
             entry.tokens += float(weights.sum())
             arrivals.setdefault(running, []).extend(zip(clock.tolist(), weights.tolist(), strict=True))
     for size, entry in by_size.items():
-        count = max(1, int(entry.decode_s // slice_s))  # a size decoded for less than a slice: one short slice
+        count = max(1, int(entry.decode_s / slice_s + 1e-9))  # decoded for less than a slice: one short slice
         width = entry.decode_s / count  # equal slices covering the whole decode time at this size
         sums = np.zeros(count)
         for t, w in arrivals.get(size, []):

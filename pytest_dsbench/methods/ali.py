@@ -55,6 +55,7 @@ from pytest_dsbench.load.runner import LoadRun
 from pytest_dsbench.load.timeline import SLICE_S, BatchDecode, decode_by_batch_size
 from pytest_dsbench.methods.entry import Judge
 from pytest_dsbench.methods.logparse import DecodeSample, LogCursor, LogFormat, parse_lines
+from pytest_dsbench.thresholds import Evidence
 from pytest_dsbench.workloads.ali import (
     DECODE_BATCH_SIZES,
     DEFAULT_MAX_REPEATS,
@@ -250,8 +251,7 @@ def run_decode(
     folder = ctx.results_dir / "methods" / "ali"
     result.files["json"] = folder / "ali_decode.json"
     _atomic.write_text(result.files["json"], _dumps(result.as_json()))
-    problems = _decode_problems(result, sizes, evidence.min_duration_s, evidence.min_samples,
-                                evidence.consistency_tolerance_pct)
+    problems = decode_problems(result, sizes, evidence)
     result.files["evidence"] = folder / "ali_decode_evidence.json"
     _atomic.write_json(result.files["evidence"], _decode_evidence(result, problems))
     if problems:
@@ -269,14 +269,13 @@ def _decode_shortfall(entry: BatchDecode | None, min_duration_s: float, min_samp
                      min_samples=min_samples, what=f"{SLICE_S:g}-s slices")
 
 
-def _decode_problems(
-    result: AliDecodeResult, sizes: Sequence[int], min_duration_s: float, min_samples: int, tolerance_pct: float
-) -> list[str]:
+def decode_problems(result: AliDecodeResult, sizes: Sequence[int], evidence: Evidence) -> list[str]:
     """Why the decode figures cannot be trusted: missing evidence at a probed size, or per-user tok/s that
-    contradicts the TPOT of the same probe."""
+    contradicts the TPOT of the same probe (tok/s per user ~ 1000 / TPOT in ms)."""
     problems = []
+    tolerance_pct = evidence.consistency_tolerance_pct
     for size in sizes:
-        missing = _decode_shortfall(result.timeline.get(size), min_duration_s, min_samples)
+        missing = _decode_shortfall(result.timeline.get(size), evidence.min_duration_s, evidence.min_samples)
         if missing is not None:
             problems.append(
                 f"batch size {size}: {missing}; raise num_prompts (each request decodes at the probed size "
@@ -340,7 +339,7 @@ def run_prefill(
     folder = ctx.results_dir / "methods" / "ali"
     result.files["json"] = folder / "ali_prefill.json"
     _atomic.write_text(result.files["json"], _dumps(result.as_json()))
-    problems = _prefill_problems(ctx, workload, measured)
+    problems = prefill_problems(measured, ctx.hw.evidence, workload)
     result.files["evidence"] = folder / "ali_prefill_evidence.json"
     _atomic.write_json(result.files["evidence"], _prefill_evidence(measured, problems))
     if problems:
@@ -391,12 +390,9 @@ def _prefill_length(
             return PrefillLength(length, runs, rates, interval, f"repeat_budget_s ({budget_s:g} s)")
 
 
-def _prefill_problems(
-    ctx: LoadContext, workload: AliPrefillConfig, measured: dict[int, PrefillLength]
-) -> list[str]:
+def prefill_problems(measured: dict[int, PrefillLength], evidence: Evidence, workload: AliPrefillConfig) -> list[str]:
     """Lengths whose interval stayed wide or whose repeats were too short, and rates across lengths that no
     batch cost explains."""
-    evidence = ctx.hw.evidence
     target = workload.target_half_width_rel or DEFAULT_TARGET_HALF_WIDTH_REL
     problems = []
     for length, m in measured.items():
@@ -405,10 +401,10 @@ def _prefill_problems(
         wide = m.interval is None or m.interval.half_width_rel > target
         if missing or wide:
             spread = "no interval (one repeat)" if m.interval is None else (
-                f"interval {m.interval.text()} is +-{m.interval.half_width_rel:.0%} of the mean")
+                f"interval {m.interval.text()} is +-{m.interval.half_width_rel:.1%} of the mean")
             problems.append(
                 f"input_len {length}: {len(m.runs)} repeat(s) of {workload.num_prompts} requests, "
-                f"{missing or spread}, target +-{target:.0%} (stopped: {m.stopped}); raise num_prompts, "
+                f"{missing or spread}, target +-{target:.1%} (stopped: {m.stopped}); raise num_prompts, "
                 "max_repeats or repeat_budget_s of the entry"
             )
     ordered = sorted(measured)
