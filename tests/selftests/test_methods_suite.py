@@ -205,7 +205,7 @@ def test_prefill_of_a_few_short_requests_is_invalid_after_its_repeats(
     pytester: pytest.Pytester, run_methods: Runner, fake: Any
 ) -> None:
     # the case: 4 requests a run, well under a second; default minimums, three repeats at most
-    result = run_methods(fake(ttft_ms=5, itl_ms=2), "-k", "prefill", extra="max_repeats = 3\n[evidence]\n")
+    result = run_methods(fake(itl_ms=2), "-k", "prefill", extra="max_repeats = 3\n[evidence]\n")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(
         ["*INVALID ali prefill run (fake.toml ?throughput.ali_prefill?): input_len 128: 3 repeat(s) of 4 "
