@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pytest_dsbench.methods import ali, capacity, deeplink, random_workload, tencent
+from pytest_dsbench.methods import ali, ali_prefill, capacity, deeplink, random_workload, tencent
 from pytest_dsbench.methods.entry import Judge, MethodUnavailable
 from pytest_dsbench.workloads import (
     EVALUATION_METHODS,
@@ -47,7 +47,7 @@ METHODS: dict[str, Method] = {
     "deeplink": Method("deeplink", DeeplinkConfig, deeplink.run, deeplink.judge),
     "tencent": Method("tencent", TencentConfig, tencent.run, tencent.judge),
     "ali_decode": Method("ali_decode", AliDecodeConfig, ali.run_decode_workload, ali.judge_decode),
-    "ali_prefill": Method("ali_prefill", AliPrefillConfig, ali.run_prefill_workload, ali.judge_prefill),
+    "ali_prefill": Method("ali_prefill", AliPrefillConfig, ali_prefill.run_prefill_workload, ali_prefill.judge_prefill),
     "random": Method("random", RandomConfig, random_workload.run, random_workload.judge),
     "capacity": Method("capacity", CapacityConfig, capacity.run, capacity.judge),
 }

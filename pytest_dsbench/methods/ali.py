@@ -1,4 +1,4 @@
-"""Seed 003, the "ali" evaluation: decode TPOT and decode throughput per running batch size; prefill.
+"""Seed 003, the "ali" decode evaluation: TPOT and decode throughput per running batch size.
 
 Decode: for each batch size B a random workload (range ratio 1) runs at max-concurrency B; its mean TPOT is
 the first table. The decode throughput per running batch size comes from the client's own token timeline
@@ -19,53 +19,35 @@ from the client's figure go to ``ali_decode_evidence.json`` with each figure's i
 figure is the tokens of a whole logging interval over its length, idle time and other batch sizes included, so
 it reads low wherever the interval was not all spent at the size it reports.
 
-Prefill: per input length L a workload with one output token, repeated (fresh prompts each time) until the 95%
-t interval of its input tok/s is within ``target_half_width_rel`` of the mean or ``max_repeats`` /
-``repeat_budget_s`` is reached; the mean input token throughput per accelerator is ``ali_prefill.json``:
-``[{"1024": 25574.94, "2048": ..., "4096": ...}]``, the repeats and intervals ``ali_prefill_evidence.json``.
+Prefill (:mod:`pytest_dsbench.methods.ali_prefill`): input tok/s per accelerator at each input length, the mean
+of repeats until its interval is tight; ``ali_prefill.json`` is ``[{"1024": 25574.94, "2048": ..., "4096": ...}]``.
 
 Evidence and consistency (the hardware profile's ``[evidence]``), each an INVALID run naming the fix: a probed
 batch size decoded for less than ``min_duration_s`` or in fewer than ``min_samples`` slices; per-user decode
-tok/s at B disagreeing with 1000 / mean TPOT of the B probe by more than ``consistency_tolerance_pct``; a prefill
-length whose interval stayed wide or whose repeats lasted less than ``min_duration_s`` in all; prefill rates that
-no batch cost can explain (for lengths L1 < L2 the time of a batch cannot shrink, nor grow faster than
-quadratically, so rate(L2) / rate(L1) lies within [L1 / L2, L2 / L1]).
+tok/s at B disagreeing with 1000 / mean TPOT of the B probe by more than ``consistency_tolerance_pct``.
 
-Judged: decode, each batch size's mean TPOT (recorded, no limit) and error rate, and each running batch size's
-``decode_tok_s_per_device`` (recorded, its slices the samples); prefill, ``input_tok_s_per_device`` at each
-input length against the workload's ``input_tok_s_per_device_min`` and each run's error rate.
+Judged: each batch size's mean TPOT (recorded, no limit) and error rate, and each running batch size's
+``decode_tok_s_per_device`` (recorded, its slices the samples).
 """
 
 from __future__ import annotations
 
-import math
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
-from itertools import pairwise
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pytest_dsbench import _atomic
 from pytest_dsbench.errors import InvalidRun
-from pytest_dsbench.evidence import Interval, bootstrap_interval, shortfall, t_interval
-from pytest_dsbench.load.api import LoadContext, record_expert_load, run_workload
+from pytest_dsbench.evidence import Interval, bootstrap_interval, shortfall
+from pytest_dsbench.load.api import LoadContext, run_workload
 from pytest_dsbench.load.datasets import DatasetSpec
 from pytest_dsbench.load.runner import LoadRun
 from pytest_dsbench.load.timeline import SLICE_S, BatchDecode, decode_by_batch_size
 from pytest_dsbench.methods.entry import Judge
 from pytest_dsbench.methods.logparse import DecodeSample, LogCursor, LogFormat, parse_lines
 from pytest_dsbench.thresholds import Evidence
-from pytest_dsbench.workloads.ali import (
-    DECODE_BATCH_SIZES,
-    DEFAULT_MAX_REPEATS,
-    DEFAULT_REPEAT_BUDGET_S,
-    DEFAULT_TARGET_HALF_WIDTH_REL,
-    MIN_REPEATS,
-    PREFILL_INPUT_LENS,
-    AliDecodeConfig,
-    AliPrefillConfig,
-)
+from pytest_dsbench.workloads.ali import DECODE_BATCH_SIZES, AliDecodeConfig
 from pytest_dsbench.workloads.entry import WorkloadEntry
 
 SAMPLES_KEY = "gen_througput_samples"  # sic: seed 003's spelling
@@ -94,41 +76,6 @@ class AliDecodeResult:
 
     def as_json(self) -> list[dict[str, Any]]:
         return decode_json(self.tpot_ms, self.table)
-
-
-@dataclass
-class PrefillLength:
-    """The repeats of one input length and the interval of their input tok/s per accelerator."""
-
-    input_len: int
-    runs: list[LoadRun]
-    tok_s_per_device: list[float]
-    interval: Interval | None
-    stopped: str
-
-    @property
-    def mean(self) -> float:
-        return math.fsum(self.tok_s_per_device) / len(self.tok_s_per_device)
-
-    @property
-    def duration_s(self) -> float:
-        return math.fsum(r.summary.duration_s for r in self.runs)
-
-    @property
-    def requests(self) -> int:
-        return sum(r.summary.completed for r in self.runs)
-
-
-@dataclass
-class AliPrefillResult:
-    input_tok_s_per_device: dict[int, float]
-    runs: dict[int, LoadRun]
-    """The last repeat of each length (its workload and error rate are what the judge records)."""
-    files: dict[str, Path] = field(default_factory=dict)
-    lengths: dict[int, PrefillLength] = field(default_factory=dict)
-
-    def as_json(self) -> list[dict[str, float]]:
-        return [{str(length): round(value, 2) for length, value in self.input_tok_s_per_device.items()}]
 
 
 def decode_table(
@@ -201,7 +148,7 @@ def crosscheck(
     return out
 
 
-def _dataset(ctx: LoadContext, workload: WorkloadEntry, input_len: int, output_len: int, n: int) -> DatasetSpec:
+def dataset(ctx: LoadContext, workload: WorkloadEntry, input_len: int, output_len: int, n: int) -> DatasetSpec:
     return DatasetSpec(
         name="random",
         num_prompts=n,
@@ -230,7 +177,7 @@ def run_decode(
     tpot: dict[int, float] = {}
     runs: dict[int, LoadRun] = {}
     for size in sizes:
-        ds = _dataset(ctx, workload, workload.input_len, workload.output_len, max(size, workload.num_prompts))
+        ds = dataset(ctx, workload, workload.input_len, workload.output_len, max(size, workload.num_prompts))
         load = run_workload(ctx, ds, name=f"ali-decode-bs{size}", max_concurrency=size)
         runs[size] = load
         tpot[size] = load.summary["tpot_ms_mean"]
@@ -248,18 +195,26 @@ def run_decode(
         intervals={b: bootstrap_interval(timeline[b].slice_tok_s, "median") for b in table},
         crosscheck=crosscheck(table, decode_table(samples, devices, sizes), log_format),
     )
-    folder = ctx.results_dir / "methods" / "ali"
-    result.files["json"] = folder / "ali_decode.json"
-    _atomic.write_text(result.files["json"], _dumps(result.as_json()))
     problems = decode_problems(result, sizes, evidence)
-    result.files["evidence"] = folder / "ali_decode_evidence.json"
-    _atomic.write_json(result.files["evidence"], _decode_evidence(result, problems))
+    write_outputs(ctx, name, "decode", result.files, result.as_json(), _decode_evidence(result, problems), problems)
+    return result
+
+
+def write_outputs(
+    ctx: LoadContext, name: str, kind: str, files: dict[str, Path], payload: Any, evidence: Any, problems: list[str]
+) -> None:
+    """Write seed 003's ``ali_{kind}.json`` and ``ali_{kind}_evidence.json`` into ``files``, then raise
+    InvalidRun naming every problem (the files stay, for the engineer who fixes the entry)."""
+    folder = ctx.results_dir / "methods" / "ali"
+    files["json"] = folder / f"ali_{kind}.json"
+    _atomic.write_text(files["json"], dumps(payload))
+    files["evidence"] = folder / f"ali_{kind}_evidence.json"
+    _atomic.write_json(files["evidence"], evidence)
     if problems:
         raise InvalidRun(
-            f"INVALID ali decode run ({ctx.hw.where(f'[throughput.{name}]')}): " + "; ".join(problems)
-            + f" (evidence: {result.files['evidence']})"
+            f"INVALID ali {kind} run ({ctx.hw.where(f'[throughput.{name}]')}): " + "; ".join(problems)
+            + f" (evidence: {files['evidence']})"
         )
-    return result
 
 
 def _decode_shortfall(entry: BatchDecode | None, min_duration_s: float, min_samples: int) -> str | None:
@@ -321,137 +276,11 @@ def _decode_evidence(result: AliDecodeResult, problems: list[str]) -> dict[str, 
     }
 
 
-def run_prefill(
-    ctx: LoadContext, workload: AliPrefillConfig, devices: int | None = None, name: str = "ali_prefill",
-    clock: Any = time.monotonic,
-) -> AliPrefillResult:
-    """Input throughput per accelerator at each input length (one output token per request), each length
-    repeated until its interval is tight or a limit is reached. Raises InvalidRun (after writing the files)
-    when a length lacks evidence or the rates across lengths contradict each other."""
-    lengths = list(workload.input_lens or PREFILL_INPUT_LENS)
-    devices = devices or ctx.hw.hardware.devices
-    measured = {length: _prefill_length(ctx, workload, length, devices, clock) for length in lengths}
-    result = AliPrefillResult(
-        input_tok_s_per_device={length: m.mean for length, m in measured.items()},
-        runs={length: m.runs[-1] for length, m in measured.items()},
-        lengths=measured,
-    )
-    folder = ctx.results_dir / "methods" / "ali"
-    result.files["json"] = folder / "ali_prefill.json"
-    _atomic.write_text(result.files["json"], _dumps(result.as_json()))
-    problems = prefill_problems(measured, ctx.hw.evidence, workload)
-    result.files["evidence"] = folder / "ali_prefill_evidence.json"
-    _atomic.write_json(result.files["evidence"], _prefill_evidence(measured, problems))
-    if problems:
-        raise InvalidRun(
-            f"INVALID ali prefill run ({ctx.hw.where(f'[throughput.{name}]')}): " + "; ".join(problems)
-            + f" (evidence: {result.files['evidence']})"
-        )
-    return result
-
-
-def _prefill_length(
-    ctx: LoadContext, workload: AliPrefillConfig, length: int, devices: int, clock: Any
-) -> PrefillLength:
-    """Repeats of one input length until the interval is tight and long enough, or a limit is reached."""
-    target = workload.target_half_width_rel or DEFAULT_TARGET_HALF_WIDTH_REL
-    max_repeats = workload.max_repeats or DEFAULT_MAX_REPEATS
-    budget_s = workload.repeat_budget_s or DEFAULT_REPEAT_BUDGET_S
-    evidence = ctx.hw.evidence
-    runs: list[LoadRun] = []
-    rates: list[float] = []
-    started = clock()
-    base = _dataset(ctx, workload, length, max(1, workload.output_len), workload.num_prompts)
-    while True:
-        # fresh prompts every repeat (another seed): a repeat of the same prompts would be prefix-cache hits
-        ds = replace(base, seed=base.seed + len(runs))
-        load = run_workload(
-            ctx,
-            ds,
-            name=f"ali-prefill-{length}" + (f"-r{len(runs)}" if runs else ""),
-            request_rate=workload.request_rate or math.inf,
-            max_concurrency=workload.max_concurrency,
-            # the first repeat warms up with a whole batch, untimed: a batch of a new token count can cost a
-            # kernel compile the first time (on an H100, vLLM's first 4 x 512-token prefill took 1.2 s, the next
-            # ones 60 ms); prompts of its own, so that it is a full prefill and leaves nothing cached
-            warmup_requests=0 if runs else workload.num_prompts,
-            warmup_fresh_prompts=True,
-            settle_s=0.2 if runs else 1.0,
-        )
-        runs.append(load)
-        rates.append(load.summary["input_tok_s"] / devices)
-        interval = t_interval(rates)
-        long_enough = math.fsum(r.summary.duration_s for r in runs) >= evidence.min_duration_s
-        if len(runs) >= MIN_REPEATS and long_enough and interval is not None and interval.half_width_rel <= target:
-            return PrefillLength(length, runs, rates, interval, f"interval within {target:g} of the mean")
-        if len(runs) >= max_repeats:
-            return PrefillLength(length, runs, rates, interval, f"max_repeats ({max_repeats})")
-        if clock() - started >= budget_s:
-            return PrefillLength(length, runs, rates, interval, f"repeat_budget_s ({budget_s:g} s)")
-
-
-def prefill_problems(measured: dict[int, PrefillLength], evidence: Evidence, workload: AliPrefillConfig) -> list[str]:
-    """Lengths whose interval stayed wide or whose repeats were too short, and rates across lengths that no
-    batch cost explains."""
-    target = workload.target_half_width_rel or DEFAULT_TARGET_HALF_WIDTH_REL
-    problems = []
-    for length, m in measured.items():
-        missing = shortfall(duration_s=m.duration_s, samples=m.requests, min_duration_s=evidence.min_duration_s,
-                            min_samples=evidence.min_samples, what="requests")
-        wide = m.interval is None or m.interval.half_width_rel > target
-        if missing or wide:
-            spread = "no interval (one repeat)" if m.interval is None else (
-                f"interval {m.interval.text()} is +-{m.interval.half_width_rel:.1%} of the mean")
-            problems.append(
-                f"input_len {length}: {len(m.runs)} repeat(s) of {workload.num_prompts} requests, "
-                f"{missing or spread}, target +-{target:.1%} (stopped: {m.stopped}); raise num_prompts, "
-                "max_repeats or repeat_budget_s of the entry"
-            )
-    ordered = sorted(measured)
-    for short, long in pairwise(ordered):
-        a, b = measured[short].interval, measured[long].interval
-        if a is None or b is None:
-            continue
-        most, least = b.high / a.low if a.low > 0 else math.inf, b.low / a.high if a.high > 0 else 0.0
-        if least > long / short or most < short / long:
-            problems.append(
-                f"prefill rates contradict each other: {measured[short].mean:.4g} tok/s at {short} tokens and "
-                f"{measured[long].mean:.4g} tok/s at {long} (ratio {measured[long].mean / measured[short].mean:.3g});"
-                f" a batch of longer prompts cannot take less time, nor more than quadratically longer, so the "
-                f"ratio must lie in [{short / long:.3g}, {long / short:.3g}]: a warm-up or cache effect, or too "
-                "short runs; raise num_prompts"
-            )
-    return problems
-
-
-def _prefill_evidence(measured: dict[int, PrefillLength], problems: list[str]) -> dict[str, Any]:
-    return {
-        "input_lens": {
-            str(length): {
-                "input_tok_s_per_device": round(m.mean, 4),
-                "interval": None if m.interval is None else m.interval.as_dict(),
-                "repeats": len(m.runs),
-                "repeat_tok_s_per_device": [round(v, 4) for v in m.tok_s_per_device],
-                "requests": m.requests,
-                "duration_s": round(m.duration_s, 4),
-                "stopped": m.stopped,
-            }
-            for length, m in measured.items()
-        },
-        "invalid": problems,
-    }
-
-
 def run_decode_workload(ctx: LoadContext, name: str, workload: AliDecodeConfig) -> AliDecodeResult:
     """The decode method; the engine's own log (the suite's in start mode, ``--engine-log`` in attach) is the
     cross-check, and without one the figures stand alone."""
     logs = [p for p in ctx.engine.log_paths if p.is_file()]
     return run_decode(ctx, workload, logs, log_format=ctx.engine.behaviour.decode_log_format, name=name)
-
-
-def run_prefill_workload(ctx: LoadContext, name: str, workload: AliPrefillConfig) -> AliPrefillResult:
-    """The prefill method."""
-    return run_prefill(ctx, workload, name=name)
 
 
 def judge_decode(result: AliDecodeResult, judge: Judge) -> None:
@@ -476,33 +305,7 @@ def judge_decode(result: AliDecodeResult, judge: Judge) -> None:
         )
 
 
-def judge_prefill(result: AliPrefillResult, judge: Judge) -> None:
-    """Input throughput per accelerator at each input length against the floor (the repeats' mean, the repeats
-    its samples); each repeat's error rate."""
-    for length, value in result.input_tok_s_per_device.items():
-        measured = result.lengths.get(length)
-        run = result.runs[length] if measured is None else measured.runs[0]  # the first repeat's workload
-        limit = judge.limit("input_tok_s_per_device")
-        judge.gate.record(
-            "input_tok_s_per_device",
-            value,
-            samples=[] if measured is None else measured.tok_s_per_device,
-            sample_count=1 if measured is None else len(measured.runs),
-            limit=None if limit is None else limit.value,
-            limit_source="" if limit is None else limit.source,
-            workload={**run.workload, "input_len": length},
-            extra={} if measured is None or measured.interval is None else {
-                "interval": measured.interval.as_dict(), "requests": measured.requests},
-        )
-        repeats = [run] if measured is None else measured.runs
-        sent = sum(len(r.records) for r in repeats)
-        failed = sum(r.summary.failed for r in repeats)
-        judge.record(run, "error_rate", judge.slo_limit("error_rate"), value=failed / sent if sent else 0.0,
-                     workload={**run.workload, "input_len": length})
-        record_expert_load(judge.gate, repeats[-1])
-
-
-def _dumps(payload: Any) -> str:
+def dumps(payload: Any) -> str:
     import json
 
     return json.dumps(payload, indent=4) + "\n"

@@ -10,7 +10,7 @@ from pytest_dsbench.load.datasets import DatasetSpec
 from pytest_dsbench.load.records import RequestRecord
 from pytest_dsbench.load.runner import LoadConfig, LoadRun
 from pytest_dsbench.load.timeline import decode_by_batch_size
-from pytest_dsbench.methods import ali
+from pytest_dsbench.methods import ali, ali_prefill
 from pytest_dsbench.metrics import Summary, summarize
 from pytest_dsbench.thresholds import Evidence
 from pytest_dsbench.workloads.ali import AliPrefillConfig
@@ -109,13 +109,13 @@ def test_ali_decode_probed_size_never_reached_is_invalid() -> None:
     assert problem.startswith("batch size 8: no request decoded at this batch size")
 
 
-def prefill(length: int, rates: list[float], duration_s: float = 0.5, requests: int = 4) -> ali.PrefillLength:
+def prefill(length: int, rates: list[float], duration_s: float = 0.5, requests: int = 4) -> ali_prefill.PrefillLength:
     runs = []
     for _ in rates:
         run = load_run([RequestRecord(0, length, 1)], duration_s)
         run.summary = Summary(values={}, completed=requests, duration_s=duration_s)
         runs.append(run)
-    return ali.PrefillLength(length, runs, rates, evidence.t_interval(rates), "test")
+    return ali_prefill.PrefillLength(length, runs, rates, evidence.t_interval(rates), "test")
 
 
 PREFILL = AliPrefillConfig(method="ali_prefill", output_len=1, num_prompts=4, target_half_width_rel=0.1)
@@ -123,7 +123,7 @@ PREFILL = AliPrefillConfig(method="ali_prefill", output_len=1, num_prompts=4, ta
 
 def test_the_issues_one_short_prefill_run_per_length_is_invalid() -> None:
     measured = {256: prefill(256, [1748.0], duration_s=0.06), 512: prefill(512, [24661.0], duration_s=0.08)}
-    problems = ali.prefill_problems(measured, Evidence(), PREFILL)
+    problems = ali_prefill.prefill_problems(measured, Evidence(), PREFILL)
     assert len(problems) == 2
     assert problems[0].startswith("input_len 256: 1 repeat(s) of 4 requests, it lasted 0.06 s < [evidence] "
                                   "min_duration_s 1 s; it has 4 requests < the 8 it needs")
@@ -132,18 +132,18 @@ def test_the_issues_one_short_prefill_run_per_length_is_invalid() -> None:
 
 def test_prefill_interval_wider_than_the_target_is_invalid() -> None:
     measured = {256: prefill(256, [1000.0, 3000.0, 2000.0], duration_s=1.0)}
-    (problem,) = ali.prefill_problems(measured, Evidence(), PREFILL)
+    (problem,) = ali_prefill.prefill_problems(measured, Evidence(), PREFILL)
     assert "is +-124.2% of the mean, target +-10.0%" in problem
 
 
 def test_prefill_rates_no_batch_cost_explains_are_invalid() -> None:
     # tight repeats, but doubling the prompt cannot make a batch 14x faster per token
     measured = {256: prefill(256, [1748.0, 1750.0, 1746.0], 1.0), 512: prefill(512, [24661.0, 24600.0, 24700.0], 1.0)}
-    (problem,) = ali.prefill_problems(measured, Evidence(), PREFILL)
+    (problem,) = ali_prefill.prefill_problems(measured, Evidence(), PREFILL)
     assert problem.startswith("prefill rates contradict each other: 1748 tok/s at 256 tokens and 2.465e+04 tok/s")
     assert "the ratio must lie in [0.5, 2]" in problem
 
 
 def test_consistent_tight_prefill_rates_are_valid() -> None:
     measured = {256: prefill(256, [9000.0, 9100.0, 8950.0], 1.0), 512: prefill(512, [12000.0, 12100.0, 11900.0], 1.0)}
-    assert ali.prefill_problems(measured, Evidence(), PREFILL) == []
+    assert ali_prefill.prefill_problems(measured, Evidence(), PREFILL) == []
