@@ -37,7 +37,7 @@ from pytest_dsbench.evidence import samples_needed
 from pytest_dsbench.load.api import LoadContext, run_workload
 from pytest_dsbench.load.datasets import DatasetSpec
 from pytest_dsbench.methods.entry import Judge
-from pytest_dsbench.methods.search import Probe, SearchResult, search
+from pytest_dsbench.methods.search import BRACKET, Probe, SearchResult, search
 from pytest_dsbench.metrics import GoodputSlo
 from pytest_dsbench.thresholds import Evidence
 from pytest_dsbench.workloads.capacity import CapacityConfig
@@ -214,8 +214,7 @@ def judge(outcome: CapacityOutcome, judge: Judge) -> None:
         },
         extra={
             "interval": {"value": value, "low": outcome.point(good), "high": outcome.point(bad),
-                         "n": len(outcome.search.probes), "method": "search bracket (best passing, lowest failing "
-                         "above it; high None: none failed)"},
+                         "n": len(outcome.search.probes), "method": BRACKET},
             "stopped": outcome.search.stopped,
         },
     )

@@ -16,6 +16,9 @@ from typing import Any
 
 from pytest_dsbench.workloads.tencent import DEFAULT_MAX_PROBES, DEFAULT_TIME_BUDGET_S
 
+BRACKET = "search bracket (best passing point, lowest failing one above it; high None: none failed)"
+"""How a search result's interval is made (its ``extra.interval.method``)."""
+
 
 @dataclass
 class Probe:
@@ -123,4 +126,4 @@ def search(
     return result(good, "converged")
 
 
-__all__ = ["Probe", "SearchResult", "search"]
+__all__ = ["BRACKET", "Probe", "SearchResult", "search"]

@@ -36,7 +36,7 @@ from pytest_dsbench.load.datasets import DatasetSpec
 from pytest_dsbench.load.formats import sglang_text
 from pytest_dsbench.load.runner import LoadRun
 from pytest_dsbench.methods.entry import Judge
-from pytest_dsbench.methods.search import Probe, SearchResult, search
+from pytest_dsbench.methods.search import BRACKET, Probe, SearchResult, search
 from pytest_dsbench.workloads.tencent import DEFAULT_MAX_PROBES, DEFAULT_TIME_BUDGET_S, TencentConfig
 
 INPUT_LEN, OUTPUT_LEN, CONCURRENCY = 3500, 1200, 128
@@ -195,6 +195,8 @@ def judge(outcome: TencentOutcome, judge: Judge) -> None:
             "range": [result.low, result.high],
             "stopped": result.stopped,
         },
+        extra={"interval": {"value": float(result.best or 0), "low": result.bracket[0], "high": result.bracket[1],
+                            "n": len(result.probes), "method": BRACKET}},
     )
     if result.best is None:
         judge.gate.fail(
