@@ -356,8 +356,11 @@ _DECLARED: list[Metric] = [
               "throughput_per_gpu)"),
     _reported("decode_tok_s_per_user", "tok/s", HI, "decode_tok_s / running batch size (seed 003 "
               "throughput_per_user)"),
-    # seed 003 tencent: the concurrency search
-    _reported("max_concurrency_under_slo", "req", HI, "largest max-concurrency whose probe met the TPOT limit"),
+    # seed 003 tencent's concurrency search, and the capacity method's search under any latency/goodput limits
+    _reported("max_concurrency_under_slo", "req", HI, "largest max-concurrency whose probe met every limit of "
+              "the search (tencent: mean TPOT; capacity: the entry's p99 TTFT / TPOT / goodput limits, every repeat)"),
+    _reported("max_request_rate_under_slo", "req/s", HI, "largest request rate (Poisson arrivals) whose probe met "
+              "every limit of the capacity search in every repeat"),
     # client self-check (pytest_dsbench.load.selfcheck)
     _reported("client_cpu_util", "fraction", LO,
               "client CPU time / wall time of the busiest worker (1.0 = a full core)"),

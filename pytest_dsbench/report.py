@@ -242,6 +242,14 @@ def _provenance_rows(prov: dict[str, Any], history: HistorySession) -> list[tupl
     ]
 
 
+def _interval_text(interval: dict[str, Any] | None) -> str:
+    """`` [low, high]``: a result's 95% interval under its value (nothing when it has none)."""
+    if not interval or interval.get("low") is None:
+        return ""
+    high = "-" if interval.get("high") is None else _fmt(interval["high"])
+    return f"<br><small title='{_e(str(interval.get('method', '')))}'>[{_fmt(interval['low'])}, {high}]</small>"
+
+
 def _results_table(results: list[dict[str, Any]]) -> str:
     head = (
         "<tr><th>test</th><th>metric (unit)</th><th>measured</th><th>limit</th><th>baseline</th>"
@@ -255,7 +263,7 @@ def _results_table(results: list[dict[str, Any]]) -> str:
         note = regression.get("refused") or regression.get("detail") or regression.get("note") or ""
         rows.append(
             f"<tr><td>{_e(r['test_id'])}</td><td>{_e(r['metric'])} ({_e(r['unit'])})</td>"
-            f"<td class=num>{_fmt(r['value'])}</td><td class=num>{_e(limit)}</td>"
+            f"<td class=num>{_fmt(r['value'])}{_interval_text(r.get('interval'))}</td><td class=num>{_e(limit)}</td>"
             f"<td class=num>{_fmt(r.get('baseline'))}</td>"
             f"<td class=num>{_e(change_text(r['value'], r.get('baseline'), r.get('change_pct')))}</td>"
             f"<td class=num>{r.get('sample_count', 0)}</td><td class={_e(verdict)}>{_e(verdict)}</td>"

@@ -109,6 +109,22 @@ class Slo(_Strict):
     rule (a request is good when its TTFT, TPOT and e2e stay within them)."""
 
 
+class Evidence(_Strict):
+    """The least evidence a measured figure needs (:mod:`pytest_dsbench.evidence`); below it the run is INVALID,
+    as MLPerf LoadGen's runs below their minimum duration and query count."""
+
+    min_duration_s: Annotated[float, Field(ge=0)] = Field(
+        default=1.0, description="shortest measured run (or ali decode time at one batch size) a figure is taken from")
+    min_samples: Annotated[int, Field(ge=1)] = Field(
+        default=8, description="fewest observations (requests, repeats, slices) behind a figure")
+    tail_samples: Annotated[int, Field(ge=0)] = Field(
+        default=1, description="observations a pNN figure needs above it: p99 needs 100 samples with 1 "
+        "(0: only min_samples)")
+    consistency_tolerance_pct: PositiveFloat = Field(
+        default=25.0, description="largest disagreement between two figures of one run that measure the same "
+        "thing (ali decode per-user tok/s vs 1000 / TPOT) before the run is INVALID")
+
+
 class AccuracyFloor(_Strict):
     """A data set, how many samples to score, and the lowest acceptable score (0..1)."""
 
@@ -144,6 +160,7 @@ class HardwareProfile(_Strict):
     deployments: dict[str, Deployment] = {}
     engines: dict[EngineName, EngineLaunch] = {}
     slo: Slo = Slo()
+    evidence: Evidence = Evidence()
     throughput: dict[str, WorkloadConfig] = {}
     accuracy: dict[str, AccuracyFloor] = {}
     accuracy_settings: GenerationSettings = GenerationSettings()

@@ -10,7 +10,7 @@ one entry of ``benchmarks``:
   seconds so pytest-benchmark's tables show the right unit; ``extra_info.dsbench.scale`` says how to undo it.
   Non-time metrics (tok/s, accuracy) are stored as they are; their unit is in ``extra_info.dsbench.unit``.
 * ``extra_info.dsbench`` holds what pytest-benchmark cannot: metric, unit, direction, the recorded value, the
-  limit and verdict, the workload, and the regression comparison.
+  limit and verdict, the workload, the sample count and 95% interval, and the regression comparison.
 
 The top level has pytest-benchmark's ``machine_info``, ``commit_info``, ``datetime`` and ``version``, plus a
 ``dsbench`` block: schema version, provenance, exit status, and whether the run was interrupted.
@@ -106,6 +106,7 @@ def benchmark_entry(result: MetricResult, occurrence: int) -> dict[str, Any]:
                 "scale": scale,
                 "has_samples": has_samples,
                 "sample_count": result.samples,
+                "interval": result.extra.get("interval"),
                 "baseline": result.baseline,
                 "change_pct": result.change_pct,
                 "regressed": result.regressed,

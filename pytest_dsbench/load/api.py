@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pytest_dsbench import metrics
 from pytest_dsbench.errors import DsbenchUsageError, InvalidRun
+from pytest_dsbench.evidence import interval_of, samples_needed, shortfall
 from pytest_dsbench.load.datasets import SHAREGPT_FILE, DatasetSpec
 from pytest_dsbench.load.executors import Executor, StartGate, make_executor
 from pytest_dsbench.load.expert_load import ExpertLoadProbe
@@ -263,6 +264,7 @@ def record_run_metric(
     """Record one of a load run's metrics through its declaration: its value (the run's own unless ``value``
     says otherwise), its samples and sample count, against ``limit`` (None: recorded, not limited)."""
     measured = metrics.get(metric).measure(run.summary, value)
+    interval = interval_of(measured.metric, run.summary, measured.value)
     gate.record(
         metric,
         measured.value,
@@ -271,7 +273,35 @@ def record_run_metric(
         limit=None if limit is None else limit.value,
         limit_source="" if limit is None else limit.source,
         workload=run.workload if workload is None else workload,
+        extra={"interval": None if interval is None else interval.as_dict()},
     )
+
+
+def require_evidence(ctx: LoadContext, run: LoadRun, where: str, metrics_used: Sequence[str] = ()) -> None:
+    """Raise :class:`InvalidRun` when ``run`` is shorter than ``[evidence] min_duration_s``, completed fewer than
+    ``min_samples`` requests, or has fewer samples than a statistic in ``metrics_used`` needs (p99: 100 with
+    one tail sample); the message names the minimum and the fix. ``where``: the entry that set the workload."""
+    evidence = ctx.hw.evidence
+    missing = shortfall(duration_s=run.summary.duration_s, samples=run.summary.completed,
+                        min_duration_s=evidence.min_duration_s, min_samples=evidence.min_samples,
+                        what="completed requests")
+    problems = [missing] if missing else []
+    for name in metrics_used:
+        declared = metrics.get(name)
+        if isinstance(declared, metrics.LatencyMetric):
+            need = samples_needed(declared.stat, evidence.min_samples, evidence.tail_samples)
+            have = declared.sample_count(run.summary)
+            if have < need:
+                problems.append(
+                    f"{name} has {have} samples < the {need} a {declared.stat} needs ([evidence] min_samples "
+                    f"{evidence.min_samples}, tail_samples {evidence.tail_samples})"
+                )
+    if problems:
+        raise InvalidRun(
+            f"INVALID run {run.raw_path.stem if run.raw_path else ''} ({where}): {'; '.join(problems)}; raise "
+            f"num_prompts of the entry (or lower the minimums in {ctx.hw.where('[evidence]')}) "
+            f"(records: {run.raw_path})"
+        )
 
 
 def record_run_health(

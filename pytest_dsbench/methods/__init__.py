@@ -1,5 +1,6 @@
 """The seeds' evaluation methods on top of the load generator: DeepLink (seed 000), ali and tencent (seed 003),
-and ``random`` (a workload as written: seed 001's table, seed 004's example).
+``random`` (a workload as written: seed 001's table, seed 004's example) and ``capacity`` (tencent's search
+generalised: the largest concurrency or request rate under any p99 TTFT / TPOT / goodput limits).
 
 Each method module has a ``run`` that turns a ``[throughput.NAME]`` entry into load runs (writing the seed's
 own output files under ``<artifacts>/load/methods``) and a ``judge`` that records what was measured against the
@@ -14,12 +15,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pytest_dsbench.methods import ali, deeplink, random_workload, tencent
+from pytest_dsbench.methods import ali, ali_prefill, capacity, deeplink, random_workload, tencent
 from pytest_dsbench.methods.entry import Judge, MethodUnavailable
 from pytest_dsbench.workloads import (
     EVALUATION_METHODS,
     AliDecodeConfig,
     AliPrefillConfig,
+    CapacityConfig,
     DeeplinkConfig,
     OneRunWorkload,
     RandomConfig,
@@ -45,8 +47,9 @@ METHODS: dict[str, Method] = {
     "deeplink": Method("deeplink", DeeplinkConfig, deeplink.run, deeplink.judge),
     "tencent": Method("tencent", TencentConfig, tencent.run, tencent.judge),
     "ali_decode": Method("ali_decode", AliDecodeConfig, ali.run_decode_workload, ali.judge_decode),
-    "ali_prefill": Method("ali_prefill", AliPrefillConfig, ali.run_prefill_workload, ali.judge_prefill),
+    "ali_prefill": Method("ali_prefill", AliPrefillConfig, ali_prefill.run_prefill_workload, ali_prefill.judge_prefill),
     "random": Method("random", RandomConfig, random_workload.run, random_workload.judge),
+    "capacity": Method("capacity", CapacityConfig, capacity.run, capacity.judge),
 }
 """Every evaluation method by its ``method`` value."""
 

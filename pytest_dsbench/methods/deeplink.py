@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pytest_dsbench import _atomic
-from pytest_dsbench.load.api import LoadContext, run_workload
+from pytest_dsbench.load.api import LoadContext, require_evidence, run_workload
 from pytest_dsbench.load.datasets import DatasetSpec
 from pytest_dsbench.load.formats import sglang_record, sglang_text
 from pytest_dsbench.load.runner import LoadRun
@@ -70,6 +70,7 @@ def run(ctx: LoadContext, name: str, workload: DeeplinkConfig) -> DeeplinkResult
         prefix_cache=workload.prefix_cache,
     )
     files = write_outputs(load, ctx.results_dir / "methods" / "deeplink", ctx.engine.name)
+    require_evidence(ctx, load, ctx.hw.where(f"[throughput.{name}]"))
     return DeeplinkResult(run=load, output_tok_s=load.summary["output_tok_s"], files=files)
 
 

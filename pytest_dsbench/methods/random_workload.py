@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pytest_dsbench.load.api import LoadContext, run_workload, workload_arrivals, workload_dataset
+from pytest_dsbench.load.api import LoadContext, require_evidence, run_workload, workload_arrivals, workload_dataset
 from pytest_dsbench.load.runner import LoadRun
 from pytest_dsbench.methods.entry import Judge
 from pytest_dsbench.workloads.random import RandomConfig
@@ -28,7 +28,9 @@ class RandomResult:
 def run(ctx: LoadContext, name: str, workload: RandomConfig) -> RandomResult:
     """The workload's one load run (raw records under ``<artifacts>/load/throughput-NAME.jsonl``)."""
     dataset = workload_dataset(ctx, name, workload)
-    return RandomResult(run_workload(ctx, dataset, name=f"throughput-{name}", **workload_arrivals(workload)))
+    load = run_workload(ctx, dataset, name=f"throughput-{name}", **workload_arrivals(workload))
+    require_evidence(ctx, load, ctx.hw.where(f"[throughput.{name}]"))
+    return RandomResult(load)
 
 
 def judge(result: RandomResult, judge: Judge) -> None:

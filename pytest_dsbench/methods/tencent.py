@@ -12,10 +12,11 @@ how every QPM in the seed's table comes out, e.g. 0.38 req/s -> 22.8; the exact 
 
 The search: within [1, the entry's max-concurrency] (the seed lowers it from 128 until TPOT fits), the largest
 max-concurrency C whose probe (num-prompts = request-rate = C scaled up to enough samples for the statistic,
-max-concurrency C) meets the TPOT limit with no errors. The top of the range is probed first (a fast engine is
-done in one probe), then halved while it fails, then integer bisection; TPOT is assumed to grow with
-concurrency (a non-monotone answer shows in the probe history). Probes and time are bounded: a probe stops
-sending when the budget is spent, and one left with too few samples does not pass.
+max-concurrency C) meets the TPOT limit with no errors (:mod:`pytest_dsbench.methods.search`, which the
+capacity method generalises to any limits). The top of the range is probed first (a fast engine is done in one
+probe), then halved while it fails, then integer bisection; TPOT is assumed to grow with concurrency (a
+non-monotone answer shows in the probe history). Probes and time are bounded: a probe stops sending when the
+budget is spent, and one left with too few samples does not pass.
 
 Judged: the fixed run's ``tpot_ms_mean`` against ``[slo] tpot_ms_mean_max``, its ``total_tok_s`` and ``qpm``
 against the workload's floors, its error rate against ``[slo] error_rate_max``; the search's
@@ -25,18 +26,17 @@ against the workload's floors, its error rate against ``[slo] error_rate_max``; 
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pytest_dsbench import _atomic
-from pytest_dsbench.load.api import LoadContext, run_workload
+from pytest_dsbench.load.api import LoadContext, require_evidence, run_workload
 from pytest_dsbench.load.datasets import DatasetSpec
 from pytest_dsbench.load.formats import sglang_text
 from pytest_dsbench.load.runner import LoadRun
 from pytest_dsbench.methods.entry import Judge
+from pytest_dsbench.methods.search import BRACKET, Probe, SearchResult, search
 from pytest_dsbench.workloads.tencent import DEFAULT_MAX_PROBES, DEFAULT_TIME_BUDGET_S, TencentConfig
 
 INPUT_LEN, OUTPUT_LEN, CONCURRENCY = 3500, 1200, 128
@@ -65,99 +65,6 @@ def final_metrics_line(run: LoadRun) -> str:
 def samples_for(statistic: str, concurrency: int) -> int:
     """Requests per probe: twice the concurrency (EvalScope's rule), at least what the statistic needs."""
     return max(2 * concurrency, MIN_SAMPLES.get(statistic, 16))
-
-
-@dataclass
-class Probe:
-    """One load point of the search."""
-
-    concurrency: int
-    value: float
-    samples: int
-    error_rate: float
-    passed: bool
-    raw: str = ""
-
-
-@dataclass
-class SearchResult:
-    """The largest concurrency that met the limit (None: not even the lowest), and every probe."""
-
-    best: int | None
-    probes: list[Probe]
-    stopped: str
-    low: int
-    high: int
-    statistic: str
-    limit_ms: float
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            **{k: v for k, v in asdict(self).items() if k != "probes"},
-            "probes": [asdict(p) for p in self.probes],
-        }
-
-
-def search(
-    probe: Callable[[int, float], Probe],
-    low: int,
-    high: int,
-    *,
-    max_probes: int = DEFAULT_MAX_PROBES,
-    time_budget_s: float = DEFAULT_TIME_BUDGET_S,
-    statistic: str = "mean",
-    limit_ms: float = 50.0,
-    clock: Callable[[], float] = time.monotonic,
-) -> SearchResult:
-    """Largest passing concurrency in [low, high], within ``max_probes`` probes and ``time_budget_s``.
-
-    The top is probed first (a fast engine is done in one probe); while probes fail the concurrency is halved
-    (high concurrency finishes its samples soonest; the slow sequential bottom is probed only when everything
-    above failed); then integer bisection between the last failing and the first passing concurrency.
-    ``probe(concurrency, seconds_left)`` runs one load point and must stop sending when the time is up.
-    """
-    if low < 1 or high < low:
-        raise ValueError(f"search range [{low}, {high}] is empty")
-    start = clock()
-    probes: list[Probe] = []
-
-    def result(best: int | None, stopped: str) -> SearchResult:
-        return SearchResult(best, probes, stopped, low, high, statistic, limit_ms)
-
-    def over_budget() -> str | None:
-        if len(probes) >= max_probes:
-            return f"max_probes ({max_probes})"
-        if clock() - start >= time_budget_s:
-            return f"time budget ({time_budget_s:g} s)"
-        return None
-
-    def run(concurrency: int) -> Probe:
-        outcome = probe(concurrency, max(1.0, time_budget_s - (clock() - start)))
-        probes.append(outcome)
-        return outcome
-
-    bad = high
-    if run(high).passed:
-        return result(high, "top of the range passes")
-    while True:  # halve down until a concurrency passes
-        if bad == low:
-            return result(None, "the lowest concurrency fails")
-        if (reason := over_budget()) is not None:
-            return result(None, reason)
-        candidate = max(low, bad // 2)
-        if run(candidate).passed:
-            good = candidate
-            break
-        bad = candidate
-    while bad - good > 1:
-        if (reason := over_budget()) is not None:
-            return result(good, reason)
-        mid = (good + bad) // 2
-        if run(mid).passed:
-            good = mid
-        else:
-            bad = mid
-    return result(good, "converged")
 
 
 def dataset(ctx: LoadContext, workload: TencentConfig, num_prompts: int) -> DatasetSpec:
@@ -199,6 +106,7 @@ def run_fixed(ctx: LoadContext, name: str, workload: TencentConfig) -> TencentRe
         log_path,
         sglang_text(load, ctx.engine.name) + "\n" + "=" * 100 + "\n" + final_metrics_line(load) + "\n",
     )
+    require_evidence(ctx, load, ctx.hw.where(f"[throughput.{name}]"))
     return TencentResult(run=load, final_metrics=metrics, files={"json": json_path, "log": log_path})
 
 
@@ -240,8 +148,7 @@ def run_search(
         max(low, top),
         max_probes=workload.search_max_probes or DEFAULT_MAX_PROBES,
         time_budget_s=workload.search_time_budget_s or DEFAULT_TIME_BUDGET_S,
-        statistic=statistic,
-        limit_ms=limit_ms,
+        criteria={"statistic": statistic, "limit_ms": limit_ms},
     )
     _atomic.write_json(ctx.results_dir / "methods" / "tencent" / f"{name}-search.json", result.as_json())
     return result
@@ -289,6 +196,8 @@ def judge(outcome: TencentOutcome, judge: Judge) -> None:
             "range": [result.low, result.high],
             "stopped": result.stopped,
         },
+        extra={"interval": {"value": float(result.best or 0), "low": result.bracket[0], "high": result.bracket[1],
+                            "n": len(result.probes), "method": BRACKET}},
     )
     if result.best is None:
         judge.gate.fail(

@@ -13,13 +13,14 @@ from typing import Annotated
 from pydantic import Field
 
 from pytest_dsbench.workloads.ali import AliDecodeConfig, AliPrefillConfig
+from pytest_dsbench.workloads.capacity import CapacityConfig
 from pytest_dsbench.workloads.deeplink import DeeplinkConfig
 from pytest_dsbench.workloads.entry import OneRunWorkload, WorkloadEntry
 from pytest_dsbench.workloads.random import RandomConfig
 from pytest_dsbench.workloads.tencent import TencentConfig
 
 WorkloadConfig = Annotated[
-    DeeplinkConfig | TencentConfig | AliDecodeConfig | AliPrefillConfig | RandomConfig,
+    DeeplinkConfig | TencentConfig | AliDecodeConfig | AliPrefillConfig | RandomConfig | CapacityConfig,
     Field(discriminator="method"),
 ]
 """One ``[throughput.NAME]`` entry, validated by the model of its ``method``."""
@@ -30,6 +31,7 @@ WORKLOAD_CONFIGS: dict[str, type[WorkloadEntry]] = {
     "ali_decode": AliDecodeConfig,
     "ali_prefill": AliPrefillConfig,
     "random": RandomConfig,
+    "capacity": CapacityConfig,
 }
 """Every evaluation method's configuration model by its ``method`` value."""
 
@@ -40,6 +42,7 @@ __all__ = [
     "WORKLOAD_CONFIGS",
     "AliDecodeConfig",
     "AliPrefillConfig",
+    "CapacityConfig",
     "DeeplinkConfig",
     "OneRunWorkload",
     "RandomConfig",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
 
@@ -12,6 +12,12 @@ DECODE_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)
 
 
 PREFILL_INPUT_LENS = (1024, 2048, 4096)
+
+MIN_REPEATS = 3
+"""Fewest repeats of a prefill length (a t interval of two values is mostly its t quantile)."""
+DEFAULT_MAX_REPEATS = 10
+DEFAULT_TARGET_HALF_WIDTH_REL = 0.1
+DEFAULT_REPEAT_BUDGET_S = 120.0
 
 
 class AliDecodeConfig(WorkloadEntry):
@@ -32,6 +38,13 @@ class AliPrefillConfig(WorkloadEntry):
     max_concurrency: PositiveInt | None = None
     request_rate: PositiveFloat | None = None
     input_tok_s_per_device_min: PositiveFloat | None = None
+    target_half_width_rel: Annotated[float, Field(gt=0, lt=1)] | None = Field(
+        default=None, description="repeat each length until the 95% interval's half-width is at most this "
+        f"fraction of the mean (default {DEFAULT_TARGET_HALF_WIDTH_REL:g}; at least {MIN_REPEATS} repeats)")
+    max_repeats: Annotated[int, Field(ge=MIN_REPEATS)] | None = Field(
+        default=None, description=f"most repeats of one length (default {DEFAULT_MAX_REPEATS})")
+    repeat_budget_s: PositiveFloat | None = Field(
+        default=None, description=f"most seconds of repeats per length (default {DEFAULT_REPEAT_BUDGET_S:g})")
 
     replaced_keys: ClassVar[dict[str, str]] = {
         "batch_sizes": "input_lens (the input lengths to probe)",

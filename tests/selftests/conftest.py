@@ -74,14 +74,24 @@ devices = {devices}
 memory_gib_per_device = 1
 """
 
+LAX_EVIDENCE = """[evidence]
+min_duration_s = 0.0
+min_samples = 1
+tail_samples = 0
+consistency_tolerance_pct = 1000.0
+"""
+"""The fake profile's minimum evidence unless a test's profile sets its own: the fakes' runs last a fraction of
+a second, and a test of something else must not turn INVALID (the evidence rules have tests of their own)."""
+
 
 @pytest.fixture
 def run_on_fake_hw(pytester: pytest.Pytester) -> Callable[..., pytest.RunResult]:
     """Run ``pytest_dsbench/suite/<test_file>`` in an inner pytest, attached to ``base_url``, with ``--hw fake``.
 
     ``profile`` is the hardware profile below its ``[hardware]`` table (``[deployment]``, ``[slo]``,
-    ``[throughput.*]``); results go to ``<pytester.path>/artifacts``; ``args`` are passed on. ``subprocess``: the
-    inner pytest runs in a process of its own (it must not share this process's state, e.g. its Ray connection).
+    ``[throughput.*]``; ``[evidence]`` is :data:`LAX_EVIDENCE` unless it has its own); results go to
+    ``<pytester.path>/artifacts``; ``args`` are passed on. ``subprocess``: the inner pytest runs in a process of
+    its own (it must not share this process's state, e.g. its Ray connection).
     """
 
     def run(
@@ -95,7 +105,10 @@ def run_on_fake_hw(pytester: pytest.Pytester) -> Callable[..., pytest.RunResult]
     ) -> pytest.RunResult:
         folder = pytester.path / "profiles"
         folder.mkdir(exist_ok=True)
-        (folder / "fake.toml").write_text(FAKE_HARDWARE.format(devices=devices) + profile, encoding="utf-8")
+        evidence = "" if "[evidence]" in profile else LAX_EVIDENCE
+        (folder / "fake.toml").write_text(
+            FAKE_HARDWARE.format(devices=devices) + evidence + profile, encoding="utf-8"
+        )
         runpytest = pytester.runpytest_subprocess if subprocess else pytester.runpytest
         return runpytest(
             str(CONFORMANCE / test_file),

@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "pytest_dsbench"
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("__init__", "errors", "_atomic", "_http", "sse", "promtext", "progress", "testing", "engines.registry",
      "packaged"),
-    ("metrics", "measures"),
+    ("metrics", "measures", "evidence"),
     ("options",),
     ("thresholds", "workloads"),
     ("engines", "eplb", "session"),

@@ -123,3 +123,32 @@ def test_starved_client_errors_the_slo_tests_as_invalid_never_passes(
     outcomes = result.parseoutcomes()
     assert outcomes.get("passed", 0) == 0 and outcomes.get("errors", 0) >= 1, outcomes
     result.stdout.fnmatch_lines(["*INVALID run, the load generator was the bottleneck: *event-loop lag p*"])
+
+
+EVIDENCE = "[evidence]\nmin_duration_s = 0.0\nmin_samples = 8\ntail_samples = 1\n"
+"""The default sample rules (8 requests, one sample above a percentile), without the minimum duration the fakes'
+sub-second runs would miss."""
+
+
+def test_a_p99_limit_on_too_few_requests_is_invalid_naming_the_samples_it_needs(run_slo: Runner, fake: Any) -> None:
+    result = run_slo(fake(ttft_ms=5, itl_ms=5), "-k", "ttft_ms_p99", slo="ttft_ms_p99_max = 100.0", workload=EVIDENCE)
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("passed", 0) == 0 and outcomes.get("failed", 0) == 1, outcomes
+    result.stdout.fnmatch_lines(
+        [lit("*INVALID run slo-tencent (fake.toml [throughput.tencent]): ttft_ms_p99 has 8 samples < the 100 a p99 "
+             "needs ([evidence] min_samples 8, tail_samples 1); raise num_prompts of the entry*")]
+    )
+
+
+def test_slo_figures_with_enough_samples_are_valid_and_carry_their_interval(
+    pytester: pytest.Pytester, run_slo: Runner, fake: Any
+) -> None:
+    import json
+
+    result = run_slo(fake(ttft_ms=5, itl_ms=5), "-k", "tpot_ms_mean", workload=EVIDENCE)
+    result.assert_outcomes(passed=1)
+    report = json.loads((pytester.path / "artifacts" / "dsbench-report.json").read_text())
+    (tpot,) = [r for r in report["results"] if r["metric"] == "tpot_ms_mean"]
+    interval = tpot["interval"]
+    assert tpot["sample_count"] == interval["n"] == 8 and interval["method"] == "bootstrap mean"
+    assert interval["low"] <= tpot["value"] <= interval["high"]
