@@ -23,6 +23,10 @@ BEHAVIOUR = EngineBehaviour(
     routed_experts=False,
     constraint_params="structured_outputs",
     decode_log_format="vllm",
+    # DeepSeek tool calls are parsed only when the server runs with the parser (thresholds/cpu.toml and gpu1.toml
+    # launch it so); an attached vLLM is taken to have none, so the M checks skip there.
+    launch_features=(("tools", ("--enable-auto-tool-choice", "--tool-call-parser")),),
+    tool_parser_flag="--tool-call-parser",
     known_failures=(
         KnownFailure(
             "D07.usage_reasoning_tokens",
