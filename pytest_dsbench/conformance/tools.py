@@ -24,6 +24,7 @@ from pytest_dsbench.conformance.tool_requests import (
     TOOL_RESULT,
     TWO_CITY_QUESTION,
     WEATHER_TOOL,
+    strict,
     tool_result_messages,
 )
 
@@ -31,6 +32,11 @@ RAW_TOOL_MARKERS = ("<｜tool▁calls▁begin｜>", "<｜tool▁call▁begin｜>
 TOOL_MAX_TOKENS = 256
 """At least this many tokens for a tool answer: the reasoning and two calls of the fixture model take about 70."""
 NAMED_WEATHER = {"type": "function", "function": {"name": "get_weather"}}
+_FORCED: tuple[tuple[str, list[dict[str, Any]], Any], ...] = (
+    ("tool chat with a named tool_choice get_weather", [strict(TIME_TOOL), strict(WEATHER_TOOL)], NAMED_WEATHER),
+    ("tool chat with tool_choice 'required'", [strict(WEATHER_TOOL)], "required"),
+)
+"""Forced calls, of strict tools: only a strict tool's arguments are bound to its schema (see ``strict``)."""
 
 
 def _tool_body(ctx: ApiContext, content: str | None = TOOL_QUESTION, **params: Any) -> dict[str, Any]:
@@ -163,17 +169,15 @@ def tool_choice_none(ctx: ApiContext) -> None:
 
 @check(
     "M04.tool_choice_named_or_required",
-    "A named tool_choice calls that tool, and 'required' calls a tool, even for a question that needs none",
+    "A named tool_choice calls that tool, and 'required' calls a tool, even for a question that needs none; the "
+    "arguments of these strict tools validate against the schema",
     severity="SHOULD",
     requires=("tools",),
     faults=("tool_choice_named_ignored", "tool_choice_required_ignored"),
     source=f"{REFERENCE} M04",
 )
 def tool_choice_named_or_required(ctx: ApiContext) -> None:
-    for what, tools, choice in (
-        ("tool chat with a named tool_choice get_weather", [TIME_TOOL, WEATHER_TOOL], NAMED_WEATHER),
-        ("tool chat with tool_choice 'required'", [WEATHER_TOOL], "required"),
-    ):
+    for what, tools, choice in _FORCED:
         what = f"{what} (question {ctx.task.question!r})"
         body = ok_json(ctx.api.post("/v1/chat/completions", _tool_body(ctx, ctx.task.question, tools=tools,
                                                                        tool_choice=choice)), what)
@@ -303,11 +307,8 @@ def reasoning_before_tool_call(ctx: ApiContext) -> None:
     source=f"{REFERENCE} M02; {REFERENCE} M04",
 )
 def tool_choice_forced_stream(ctx: ApiContext) -> None:
-    for what, tools, choice in (
-        ("streamed tool chat with a named tool_choice get_weather", [TIME_TOOL, WEATHER_TOOL], NAMED_WEATHER),
-        ("streamed tool chat with tool_choice 'required'", [WEATHER_TOOL], "required"),
-    ):
-        what = f"{what} (question {ctx.task.question!r})"
+    for what, tools, choice in _FORCED:
+        what = f"streamed {what} (question {ctx.task.question!r})"
         stream = _stream_choice(ctx, _tool_body(ctx, ctx.task.question, tools=tools, tool_choice=choice,
                                                 stream=True), what)
         _no_markers(stream.field_text("content"), f"{what} content")
