@@ -47,3 +47,14 @@ def test_check_fails_against_its_fault_naming_expected_and_actual(item: Check, f
         item.func(ctx)
     message = str(failure.value)
     assert "expected " in message and ", got " in message, message
+
+
+TOOL_CHECKS = [c for c in CHECKS if c.group == "M"]
+
+
+@pytest.mark.parametrize("chunk_chars", [0, 1], ids=["arguments-in-one-delta", "one-character-per-delta"])
+@pytest.mark.parametrize("item", TOOL_CHECKS, ids=str)
+def test_tool_checks_pass_however_the_arguments_are_split_over_deltas(item: Check, chunk_chars: int) -> None:
+    # SGLang streams a call's arguments in one delta, vLLM in pieces: both are valid streamed tool calls.
+    with fake_check_context(tool_args_chunk_chars=chunk_chars) as ctx:
+        item.func(ctx)
