@@ -16,7 +16,7 @@ from pytest_dsbench.conformance.catalog import REFERENCE, check
 from pytest_dsbench.conformance.client import ChoiceStream
 from pytest_dsbench.conformance.common import choice0, message_of, ok_json, ok_stream
 from pytest_dsbench.conformance.context import ApiContext
-from pytest_dsbench.conformance.expect import desc, expect, expect_eq
+from pytest_dsbench.conformance.expect import desc, expect, expect_eq, fail
 from pytest_dsbench.conformance.structured import parse_json, schema_errors
 from pytest_dsbench.conformance.tool_requests import (
     TIME_TOOL,
@@ -336,3 +336,19 @@ def tool_choice_auto_without_need(ctx: ApiContext) -> None:
     if ctx.task_only_model:
         expect(ctx.task.answer in str(content), f"{what} content", desc(f"the answer {ctx.task.answer!r}"), content)
     expect_eq(choice0(body, what).get("finish_reason"), "stop", f"{what} finish_reason")
+
+
+@check(
+    "B16.tools_without_parser",
+    "A chat request with tools is never a 5xx, with or without a tool parser (without one: 200 with the tool-call "
+    "text left in content, as vLLM and SGLang answer, or a 4xx naming the missing parser, as LMDeploy does)",
+    severity="SHOULD",
+    faults=("tools_500",),
+    source=f"{REFERENCE} B16 (vLLM branch 'not enable_auto_tools or not tool_parser_cls')",
+)
+def tools_without_parser(ctx: ApiContext) -> None:
+    # In group B (request validation) but here, beside the tool requests it sends.
+    what = "chat with tools" + ("" if "tools" in ctx.behaviour.features else " (profile: no tool parser)")
+    reply = ctx.api.post("/v1/chat/completions", _tool_body(ctx))
+    if reply.status >= 500:
+        fail(what, desc("HTTP 200 or a 4xx client error"), desc(reply.describe()))

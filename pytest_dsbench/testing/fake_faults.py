@@ -153,6 +153,7 @@ FAULTS: dict[str, str] = {
     "stream_forced_tool_in_content": "streamed, a named or 'required' tool_choice leaves the raw tool-call text in "
     "content (no tool_calls deltas, finish_reason stop)",
     "tool_called_without_need": "tool_choice 'auto' calls a tool whatever the question",
+    "tools_500": "a chat request with tools answers HTTP 500",
     # reasoning and template
     "reasoning_field_renamed": "reasoning comes in the other key than the engine profile declares",
     "no_reasoning_split": "reasoning is not separated: everything is in content",
