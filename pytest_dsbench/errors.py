@@ -22,7 +22,8 @@ class EngineDied(Exception):
 
 
 class InvalidRun(Exception):
-    """The client, not the server, limited a load run: its numbers must not be judged (an error, never a pass).
+    """A load run whose numbers must not be judged (an error, never a pass): the client, not the server, limited
+    it, or a cold-cache workload's prompts were served from the prefix cache.
 
     Raised where tests take their load runs (fixtures), so the test errors; reported as its message alone."""
 

@@ -392,6 +392,21 @@ _DECLARED: list[Metric] = [
         "routed slots of the busiest expert / the mean over experts, in the least balanced MoE layer, during "
         "the run",
     ),
+    # the engine's own /metrics during the measured run (pytest_dsbench.load.server_metrics)
+    _reported("preemptions", "req", LO, "requests the engine preempted during the run (vLLM num_preemptions, "
+              "SGLang retracted requests), from its /metrics"),
+    _reported("requests_running_peak", "req", HI, "most requests the engine reported running at one scrape "
+              "during the run (informational)"),
+    _reported("requests_waiting_peak", "req", LO, "longest queue of waiting requests the engine reported at one "
+              "scrape during the run"),
+    _reported("kv_cache_usage_peak", "fraction", LO, "highest KV-cache usage (0..1) the engine reported at one "
+              "scrape during the run"),
+    _reported("prefix_cache_hit_fraction", "fraction", LO, "prompt tokens served from the prefix cache / prompt "
+              "tokens queried during the run (SGLang without counters: its cache_hit_rate gauge)"),
+    _reported("spec_decode_acceptance_rate", "fraction", HI, "speculative decoding (MTP): accepted draft tokens / "
+              "draft tokens during the run (SGLang: mean of its spec_accept_rate gauge)"),
+    _reported("spec_decode_acceptance_length", "tok", HI, "speculative decoding (MTP): mean tokens per draft "
+              "step, 1 + accepted tokens / drafts (vLLM's mean acceptance length; SGLang: spec_accept_length)"),
     # cross-check with the reference client
     _reported(
         "reference_diff_pct",
@@ -399,6 +414,17 @@ _DECLARED: list[Metric] = [
         LO,
         "relative difference between this suite's value and sglang.bench_serving's on the same workload",
     ),
+    # seed 002's per-module microbenchmarks (pytest_dsbench.modules; tests/modules, marker modules)
+    _reported("module_time_ms_median", "ms", LO,
+              "median time of one call of a model module (per-call times of the timed rounds as samples)"),
+    _reported("module_bandwidth_gb_s", "GB/s", HI,
+              "bytes of the module's minimum traffic (weights, inputs, outputs; modules/cost.py) / median time"),
+    _reported("module_tflop_s", "TFLOP/s", HI, "matrix-product FLOPs of the module (modules/cost.py) / median time"),
+    _reported("module_roofline_fraction", "fraction", HI,
+              "roofline time (max of FLOPs / measured FLOP/s peak, bytes / measured bandwidth peaks) / median time"),
+    _reported("device_peak_tflop_s", "TFLOP/s", HI, "measured FLOP/s of a large square GEMM on the device, per dtype"),
+    _reported("device_peak_gb_s", "GB/s", HI,
+              "measured bandwidth of a large copy: on the device (read + write), in host memory, host to device"),
 ]
 
 METRICS: dict[str, Metric] = {m.name: m for m in _DECLARED}

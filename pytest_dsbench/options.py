@@ -19,6 +19,8 @@ from pytest_dsbench.errors import DsbenchUsageError
 
 EPLB_MODES = ("off", "observe", "reference", "balanced")
 LOAD_GENERATORS = ("dsbench", "sglang")
+MODULES_SCALES = ("auto", "full", "ci")
+"""``--dsbench-modules-scale``: DeepSeek-R1's real dimensions, scaled-down ones, or by the device (``auto``)."""
 
 Kind = Literal["str", "float", "int", "list", "bool"]
 
@@ -106,6 +108,9 @@ SPECS: tuple[OptionSpec, ...] = (
                "stopped.", 7200.0, "DSBENCH_EVAL_TIMEOUT", metavar="S"),
     OptionSpec("--dsbench-no-accuracy-cache", "bool", "Always rerun EvalScope instead of reusing a stored "
                "accuracy result with the same engine, model, data set, limit and settings.", False),
+    OptionSpec("--dsbench-modules-scale", "str", "Dimensions of the per-module benchmarks (tests/modules, marker "
+               "modules): full = DeepSeek-R1's real config (a GPU), ci = scaled down for a CPU, auto = full when "
+               "a CUDA device is present.", "auto", "DSBENCH_MODULES_SCALE", MODULES_SCALES),
     OptionSpec("--dsbench-list-hw", "bool", "List the hardware profiles and exit.", False),
 )
 
@@ -249,6 +254,7 @@ class DsbenchOptions:
     eval_timeout_s: float = 7200.0
     accuracy_cache: bool = True
     load_workers: int = 1
+    modules_scale: str = "auto"
 
     @property
     def attach(self) -> bool:
@@ -297,4 +303,5 @@ def resolve(config: pytest.Config) -> DsbenchOptions:
         eval_timeout_s=_as_float(spec["dsbench_eval_timeout"], get("eval_timeout")),
         accuracy_cache=not bool(get("no_accuracy_cache")),
         load_workers=_as_int(spec["dsbench_load_workers"], get("load_workers")) or 1,
+        modules_scale=_check_choice(spec["dsbench_modules_scale"], str(get("modules_scale"))),
     )

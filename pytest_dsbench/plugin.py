@@ -24,6 +24,7 @@ MARKERS = {
     "slo": "latency SLO from thresholds/<hw>.toml",
     "throughput": "throughput workload from thresholds/<hw>.toml",
     "gpu": "needs an NVIDIA GPU",
+    "modules": "per-module microbenchmarks of DeepSeek-R1 (tests/modules; --dsbench-modules-scale)",
     "fixture_model": "depends on the fixture model's trained answers (reference outputs, reasoning split)",
     "slow": "takes minutes (launches extra engines or trains a model)",
     "requires(*features)": "skip unless the engine profile declares every feature",

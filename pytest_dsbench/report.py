@@ -10,6 +10,10 @@ noise and the regression limit, ``-`` = recorded only).
 statistics of its samples; ``dsbench-report.html`` is self-contained (inline SVG plots: TPOT/TTFT CDFs against
 the baseline, throughput vs concurrency, per-GPU vs per-user Pareto, history of the gated metrics). Without
 matplotlib the HTML says which extra to install instead of the plots.
+
+Results of the per-module benchmarks (``tests/modules``) are shown as seed 002's tables instead of rows of the
+results table (four figures for each of ~190 benchmarks): in the terminal after it, in the HTML in a section of
+their own with a plot of time against tokens per module (:mod:`pytest_dsbench.modules.table`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pytest_dsbench import _atomic
+from pytest_dsbench.modules import table as module_tables
 from pytest_dsbench.results import MetricResult, RunResults
 
 if TYPE_CHECKING:
@@ -130,8 +135,12 @@ def write_terminal_summary(
         )
         if engine.log_paths:
             out.write_line("engine log: " + ", ".join(str(p) for p in engine.log_paths))
-    for row in result_rows(results.items):
-        out.write_line(row)
+    others = [i for i in results.items if not module_tables.is_module_metric(i.metric)]
+    if others:
+        for row in result_rows(others):
+            out.write_line(row)
+    for line in module_tables.render(module_tables.from_metric_results(results.items)):
+        out.write_line(line)
     if history is None:
         return
     if history.baseline is not None:
@@ -255,6 +264,62 @@ def _results_table(results: list[dict[str, Any]]) -> str:
     return "<table>" + "\n".join(rows) + "</table>"
 
 
+def _modules_html(tables: module_tables.ModuleTables) -> str:
+    """Seed 002's tables as HTML (empty when the run has no module results)."""
+    if tables.empty:
+        return ""
+    parts = [f"<h2>Modules (seed 002)</h2><p>{_e(module_tables.heading(tables))}</p>"]
+    for section in module_tables.sections(tables):
+        head = "".join(f"<th>{_e(h)}</th>" for h in section.header)
+        body = "".join(
+            "<tr>" + "".join(f"<td class=num>{_e(c)}</td>" for c in row) + "</tr>" for row in section.rows
+        )
+        parts.append(f"<h3>{_e(section.title)}</h3><table><tr>{head}</tr>{body}</table>")
+    return "\n".join(parts)
+
+
+def _module_figures(tables: module_tables.ModuleTables) -> list[tuple[str, str]]:
+    from pytest_dsbench.history import plots
+
+    return [
+        (f"{module}: time vs tokens", plots.to_svg(plots.module_time_figure(module, series)))
+        for module, series in module_tables.time_series(tables).items()
+    ]
+
+
+def _server_metrics_section(results: list[dict[str, Any]]) -> list[str]:
+    """One table per load run whose results carry the engine's /metrics report (summary, note, series)."""
+    from pytest_dsbench.history.document import workload_label
+
+    seen: set[str] = set()
+    parts: list[str] = []
+    for r in results:
+        report = r.get("server_metrics")
+        if not isinstance(report, dict):
+            continue
+        key = f"{r['test_id']} {workload_label(r.get('workload') or {}, 200)}"
+        if key in seen:
+            continue
+        seen.add(key)
+        summary = report.get("summary") or {}
+        increases = report.get("increases") or {}
+        rows = "".join(f"<tr><th>{_e(k)}</th><td class=num>{_fmt(v)}</td></tr>" for k, v in summary.items())
+        rows += "".join(f"<tr><th>{_e(k)} (increase)</th><td class=num>{_fmt(v)}</td></tr>"
+                        for k, v in increases.items())
+        series = report.get("series") or []
+        columns = sorted({c for point in series for c in point if c != "t_s"})
+        table = "<tr><th>t (s)</th>" + "".join(f"<th>{_e(c)}</th>" for c in columns) + "</tr>" + "".join(
+            f"<tr><td class=num>{_fmt(p.get('t_s'))}</td>"
+            + "".join(f"<td class=num>{_fmt(p.get(c))}</td>" for c in columns) + "</tr>" for p in series)
+        parts.append(
+            f"<h3>{_e(key)}</h3><p class=note>cache control: {_e(report.get('cache_control') or '-')}; "
+            f"{len(series)} scrapes every {_e(report.get('interval_s'))} s; failed scrapes "
+            f"{_e(report.get('failed_scrapes', 0))}{'; ' + _e(report['note']) if report.get('note') else ''}</p>"
+            f"<table>{rows}</table><details><summary>series</summary><table>{table}</table></details>"
+        )
+    return ["<h2>Server metrics (engine /metrics during each load run)</h2>", *parts] if parts else []
+
+
 def _figures(
     current: StoredRun, baseline: StoredRun | None, history_runs: list[StoredRun], gated: list[str]
 ) -> list[tuple[str, str]]:
@@ -288,15 +353,17 @@ def render_html(doc: dict[str, Any], history: HistorySession, history_runs: list
     report = json_report(doc, history)
     prov = report["provenance"] or {}
     current = parse(history.saved_path or Path("current"), doc, display="this run")
+    modules = module_tables.collect(report["results"])
+    results = [r for r in report["results"] if not module_tables.is_module_metric(r["metric"])]
     gated = sorted(
         {
             r["metric"]
-            for r in report["results"]
+            for r in results
             if history.limits.limit_for(r["metric"]) is not None or r.get("limit") is not None
         }
     )
     try:
-        figures = _figures(current, history.baseline, history_runs, gated)
+        figures = _figures(current, history.baseline, history_runs, gated) + _module_figures(modules)
         plot_note = ""
     except MissingExtra as exc:
         figures, plot_note = [], str(exc)
@@ -314,7 +381,9 @@ def render_html(doc: dict[str, Any], history: HistorySession, history_runs: list
         "<h2>Provenance</h2><table>",
         *[f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in _provenance_rows(prov, history)],
         "</table><h2>Results</h2>",
-        _results_table(report["results"]),
+        _results_table(results),
+        _modules_html(modules),
+        *_server_metrics_section(report["results"]),
         "<h2>Plots</h2>",
     ]
     if plot_note:

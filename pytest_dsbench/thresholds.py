@@ -95,6 +95,12 @@ class Slo(_Strict):
     goodput_fraction_min: Annotated[float, Field(ge=0, le=1)] | None = None
     health_latency_s_max: PositiveFloat = Field(
         default=2.0, description="longest GET /health may take while streams generate (API check A06)")
+    # limits on the engine's own /metrics during the SLO run and every load run (none by default)
+    preemptions_max: Annotated[float, Field(ge=0)] | None = None
+    requests_waiting_peak_max: Annotated[float, Field(ge=0)] | None = None
+    kv_cache_usage_peak_max: Annotated[float, Field(ge=0, le=1)] | None = None
+    spec_decode_acceptance_rate_min: Annotated[float, Field(ge=0, le=1)] | None = None
+    spec_decode_acceptance_length_min: Annotated[float, Field(ge=1)] | None = None
 
     not_limits: ClassVar[frozenset[str]] = frozenset(
         {"goodput_ttft_ms_max", "goodput_tpot_ms_max", "goodput_e2e_ms_max"})

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pytest_dsbench.engines.command import Flag, LaunchRequest, build_command
 from pytest_dsbench.engines.registry import ENGINE_NAMES, valid_engines
@@ -60,6 +60,28 @@ class VersionBehaviour:
     reason: str
 
 
+SERVER_METRIC_NAMES = (
+    "requests_running", "requests_waiting", "kv_cache_usage", "preemptions", "prefix_cache_queries",
+    "prefix_cache_hits", "prefix_cache_hit_rate", "spec_drafts", "spec_draft_tokens", "spec_accepted_tokens",
+    "spec_acceptance_rate", "spec_acceptance_length", "prompt_tokens", "generation_tokens",
+)
+"""The suite's names for what engines expose at /metrics: running and waiting (queued) requests, KV-cache usage
+(fraction), preemptions, prefix-cache queried and hit tokens (or a hit-rate gauge), speculative-decoding drafts,
+draft tokens and accepted tokens (or acceptance gauges), prompt and generation tokens."""
+
+
+@dataclass(frozen=True)
+class ServerMetric:
+    """Where one of the suite's server metrics (:data:`pytest_dsbench.load.server_metrics.SERVER_METRICS`) is
+    in an engine's /metrics: the exposed sample names (the first one present is read; later ones are other
+    versions' names), whether it is a counter (its increase over a run counts) or a gauge (its level), and how
+    samples of several label sets (DP engines, ranks) combine."""
+
+    names: tuple[str, ...]
+    kind: Literal["counter", "gauge"]
+    combine: Literal["sum", "max", "mean"] = "sum"
+
+
 _NOT_BY_VERSION = frozenset({"features", "known_failures", "version_behaviours", "launch_features"})
 """Profile fields read at collection, before the engine's version is known: a version cannot change them."""
 
@@ -93,6 +115,14 @@ class EngineBehaviour:
     constraint_params: Literal["structured_outputs", "top_level_regex", "regex_schema"] | None = None
     #: Completion logprobs carry real ``text_offset`` values (SGLang sends -1: "not supported yet").
     text_offsets: bool = True
+    #: ``echo=true`` on /v1/completions puts the prompt before the text (LMDeploy 0.18 accepts and ignores it).
+    echo_honoured: bool = True
+    #: The suite's server-metric names -> where the engine's /metrics has them (the engine package's
+    #: ``servermetrics`` module); empty: nothing is read.
+    server_metrics: Mapping[str, ServerMetric] = field(default_factory=dict)
+    #: ``POST`` path that empties the engine's prefix cache between load runs (vLLM ``/reset_prefix_cache``,
+    #: SGLang ``/flush_cache``); None: the engine has none, and cold runs salt their prompts instead.
+    prefix_cache_reset_path: str | None = None
     #: Features a server has only when it is launched with these flags (``(feature, (flag, ...))``): vLLM parses
     #: DeepSeek tool calls only with ``--enable-auto-tool-choice --tool-call-parser``. The suite knows the flags
     #: of an engine it launches; an attached server is taken not to have them.
@@ -101,6 +131,10 @@ class EngineBehaviour:
     tool_parser_flag: str | None = None
 
     def __post_init__(self) -> None:
+        unknown_metrics = sorted(set(self.server_metrics) - set(SERVER_METRIC_NAMES))
+        if unknown_metrics:
+            raise ValueError(f"server_metrics names {', '.join(unknown_metrics)}, not server metrics of the suite; "
+                             f"valid names: {', '.join(SERVER_METRIC_NAMES)}")
         if self.decode_log_format not in ENGINE_NAMES:
             raise ValueError(f"decode_log_format {self.decode_log_format!r} is not a registered engine; valid "
                              f"values: {valid_engines()} (pytest_dsbench/engines/registry.py)")
@@ -157,6 +191,8 @@ class EngineAdapter:
     serves_embedded_model = False
     entry: tuple[str, ...] = ()
     flags: tuple[Flag, ...] = ()
+    #: Environment the suite's launch always gives this engine (the profile's and the user's win over it).
+    launch_env: ClassVar[Mapping[str, str]] = {}
 
     def launch_command(self, request: LaunchRequest) -> list[str]:
         """The full command that starts this engine's OpenAI-compatible server."""

@@ -55,13 +55,16 @@ def launch_engine(
     yet healthy (call ``wait_healthy``).
 
     The command is the adapter's (its flag table) followed by ``engine_args``, the EPLB patch's arguments and
-    ``--api-key``. The environment (on top of the suite's own) is, later entries winning: the profile's
-    ``[engines.<engine>] env``, the deployment's ``engine_env``, ``engine_env`` (``--engine-env``), the EPLB
+    ``--api-key``. The environment (on top of the suite's own) is, later entries winning: the
+    adapter's ``launch_env`` (only on a loopback bind), the profile's ``[engines.<engine>] env``, the deployment's
+    ``engine_env``, ``engine_env`` (``--engine-env``), the EPLB
     patch's variables, then ``env_overrides`` (an empty value hides an inherited variable from the engine).
     ``on_cpu``: the host has no GPU (GPU-only flags are left out).
     """
     adapter = get_adapter(engine)
-    env = {**hw.launch(engine).env, **hw.deployment.engine_env, **(engine_env or {})}
+    loopback = host in ("127.0.0.1", "localhost", "::1")  # an adapter's launch_env may open dev-only endpoints
+    env = {**(adapter.launch_env if loopback else {}), **hw.launch(engine).env, **hw.deployment.engine_env,
+           **(engine_env or {})}
     args = list(engine_args)
     if eplb is not None:
         from pytest_dsbench.eplb.launch import eplb_launch_settings

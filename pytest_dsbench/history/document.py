@@ -110,6 +110,7 @@ def benchmark_entry(result: MetricResult, occurrence: int) -> dict[str, Any]:
                 "change_pct": result.change_pct,
                 "regressed": result.regressed,
                 "regression": result.extra.get("regression"),
+                **({"server_metrics": result.extra["server_metrics"]} if "server_metrics" in result.extra else {}),
             }
         },
         "options": {

@@ -249,6 +249,14 @@ def history_figure(series: dict[str, list[tuple[int, str, float]]], metric: str)
     return fig
 
 
+def module_time_figure(module: str, series: dict[str, list[tuple[float, float]]]) -> Any:
+    """Seed 002's module plot: median time of one call against tokens, log-log, one line per variant and dtype."""
+    fig = line_figure(series, xlabel="tokens", ylabel="time per call (ms)",
+                      title=f"{module}: time vs tokens (lower is better)")
+    fig.axes[0].set_yscale("log")
+    return fig
+
+
 def to_svg(fig: Any) -> str:
     """The figure as an inline SVG string (for self-contained HTML); closes the figure."""
     plt = pyplot()

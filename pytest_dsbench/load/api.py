@@ -3,12 +3,16 @@
 ``run_workload(ctx, dataset, name=...)`` picks the client (``--load-generator``: this suite's, or the official
 sglang.bench_serving), fills in the engine's URL, model, API key and tokenizer, the profile's device count and
 goodput limits, saves the raw per-request JSONL under ``<artifacts>/load/`` (a stable folder that survives
-passing tests), and returns the run. A run whose client was the bottleneck raises :class:`InvalidRun`.
+passing tests), and returns the run. Around it the engine's /metrics is sampled
+(:mod:`~pytest_dsbench.load.server_metrics`) and, for a cold workload, its prefix cache is emptied or the prompts
+salted (:mod:`~pytest_dsbench.load.prefix_cache`). A run whose client was the bottleneck, or a cold run that hit
+the prefix cache, raises :class:`InvalidRun`.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -19,7 +23,8 @@ from pytest_dsbench.load.datasets import SHAREGPT_FILE, DatasetSpec
 from pytest_dsbench.load.executors import StartGate
 from pytest_dsbench.load.expert_load import ExpertLoadProbe
 from pytest_dsbench.load.expert_load import save as save_expert_load
-from pytest_dsbench.load.runner import LoadConfig, LoadError, LoadRun, run_load
+from pytest_dsbench.load.runner import LoadConfig, LoadError, LoadRun, run_load, save_raw
+from pytest_dsbench.load.server_metrics import ServerMetricsProbe
 from pytest_dsbench.load.tokenizer import load_tokenizer
 from pytest_dsbench.metrics import GoodputSlo, Limit
 
@@ -89,10 +94,12 @@ def workload_dataset(ctx: LoadContext, name: str, workload: OneRunWorkload) -> D
 
 
 def workload_arrivals(workload: OneRunWorkload) -> dict[str, Any]:
-    """Request rate (inf: all at once), burstiness and max concurrency of a ``[throughput.NAME]`` workload."""
+    """Request rate (inf: all at once), burstiness and max concurrency of a ``[throughput.NAME]`` workload, and
+    whether its prompts may be served from the prefix cache (``prefix_cache``)."""
     arrivals: dict[str, Any] = {
         "request_rate": workload.request_rate or math.inf,
         "max_concurrency": workload.max_concurrency,
+        "prefix_cache": workload.prefix_cache,
     }
     burstiness = workload.arrival_burstiness()
     if burstiness is not None:
@@ -162,23 +169,79 @@ def run_workload(
         )
     cfg = workload_config(ctx, dataset, name=name, **config)
     probe = ExpertLoadProbe(engine.eplb_counts_path).start() if engine.eplb_counts_path is not None else None
+    server = ServerMetricsProbe(engine.base_url, engine.behaviour.server_metrics, api_key=engine.api_key).start()
+    cfg, before_run = _cache_control(ctx, cfg, server)
     try:
         if ctx.options.load_generator == "sglang":
             from pytest_dsbench.load.sglang_bridge import run_sglang
 
+            before_run()
             run = run_sglang(cfg, spec, ctx.results_dir, name)
         else:
-            run = run_load(cfg, load_tokenizer(spec), raw_dir=ctx.results_dir, name=name, start=start)
+            run = run_load(
+                cfg, load_tokenizer(spec), raw_dir=ctx.results_dir, name=name, start=start, before_run=before_run
+            )
     except LoadError as exc:
         raise LoadError(f"{name}: {exc}") from None
+    finally:
+        server.finish()
+    _judge_server_metrics(ctx, run, server, name)
     if probe is not None:
         run.expert_load = probe.finish()
         if run.expert_load is not None:
             save_expert_load(run.expert_load, ctx.results_dir, name)
     if not run.valid and not allow_invalid:
-        assert run.client is not None
-        raise InvalidRun(f"{name}: {run.client.message()} (records: {run.raw_path})")
+        raise InvalidRun(f"{name}: {run.invalid_message()} (records: {run.raw_path})")
     return run
+
+
+def _cache_control(
+    ctx: LoadContext, cfg: LoadConfig, server: ServerMetricsProbe
+) -> tuple[LoadConfig, Callable[[], None]]:
+    """How a cold run keeps the prefix cache cold: the engine's reset (tried once now, again just before the
+    measured run), else salted prompts; returns the configuration and the call made before the measured run."""
+    from pytest_dsbench.load import prefix_cache
+
+    engine = ctx.engine
+    report = server.report
+    if cfg.prefix_cache == "warm":
+        report.cache_control = "warm"
+        return cfg, server.mark_measured_start
+    can_reset, detail = prefix_cache.reset(engine.base_url, engine.behaviour.prefix_cache_reset_path, engine.api_key)
+    if not can_reset:
+        if ctx.options.load_generator == "sglang":
+            report.cache_control = "none"
+            report.note = "; ".join(filter(None, [report.note, f"prefix cache not reset ({detail}); "
+                                               "sglang.bench_serving builds its own prompts: not salted"]))
+            return cfg, server.mark_measured_start
+        report.cache_control = "salted"
+        report.note = "; ".join(filter(None, [report.note, f"prefix cache not reset ({detail}): prompts salted"]))
+        return replace(cfg, prompt_salt=prefix_cache.new_salt()), server.mark_measured_start
+    report.cache_control = "reset"
+
+    def reset_then_mark() -> None:
+        done, why = prefix_cache.reset(engine.base_url, engine.behaviour.prefix_cache_reset_path, engine.api_key)
+        if not done:
+            report.note = "; ".join(filter(None, [report.note, f"prefix cache reset before the run failed ({why})"]))
+        server.mark_measured_start()
+
+    return cfg, reset_then_mark
+
+
+def _judge_server_metrics(ctx: LoadContext, run: LoadRun, server: ServerMetricsProbe, name: str) -> None:
+    """Attach the server-metrics report to the run, save it, and mark a cold run that hit the cache INVALID."""
+    from pytest_dsbench import _atomic
+    from pytest_dsbench.load.prefix_cache import cold_cache_problem
+
+    report = server.report
+    run.server_metrics = report
+    _atomic.write_json(ctx.results_dir / f"{name}.server-metrics.json", report.as_dict())
+    if run.config.prefix_cache == "cold" and run.generator == "dsbench":
+        problem = cold_cache_problem(report)
+        if problem is not None:
+            run.invalid_reasons.append(problem)
+            if run.raw_path is not None:
+                save_raw(run, ctx.results_dir, name)
 
 
 def record_run_metric(
@@ -204,10 +267,46 @@ def record_run_metric(
     )
 
 
-def record_run_health(gate: Gate, run: LoadRun, error_rate: Limit) -> None:
-    """What every load run records besides its own metrics: the error rate against its limit, and expert load."""
+def record_run_health(
+    gate: Gate, run: LoadRun, error_rate: Limit, limits: Callable[[str], Limit] | None = None
+) -> None:
+    """What every load run records besides its own metrics: the error rate against its limit, expert load, and
+    the engine's server metrics (against ``limits``, the profile's ``[slo]`` ones)."""
     record_run_metric(gate, run, "error_rate", error_rate)
     record_expert_load(gate, run)
+    record_server_metrics(gate, run, limits)
+
+
+def record_server_metrics(
+    gate: Gate, run: LoadRun, limits: Callable[[str], Limit] | None = None, only: Sequence[str] | None = None
+) -> list[str]:
+    """Record the server metrics the engine's /metrics gave for ``run`` (``only``: just those), each against its
+    limit from ``limits`` (None: recorded, not limited), with the report stored alongside; returns the names
+    recorded. Without /metrics nothing is recorded (the report's note says why)."""
+    from pytest_dsbench.load.server_metrics import RUN_METRICS
+
+    report = run.server_metrics
+    if report is None or not report.available:
+        return []
+    summary = report.summary()
+    extra = {"server_metrics": report.as_dict()}
+    recorded = []
+    for metric in only if only is not None else RUN_METRICS:
+        if metric not in summary:
+            continue
+        limit = limits(metric) if limits is not None else None
+        gate.record(
+            metric,
+            summary[metric],
+            samples=report.samples(metric),
+            sample_count=len(report.window),
+            limit=None if limit is None else limit.value,
+            limit_source=f"engine /metrics; {limit.source}" if limit is not None else "engine /metrics",
+            workload=run.workload,
+            extra=extra,
+        )
+        recorded.append(metric)
+    return recorded
 
 
 def record_expert_load(gate: Gate, run: LoadRun) -> None:

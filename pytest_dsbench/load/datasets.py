@@ -268,3 +268,25 @@ def build(spec: DatasetSpec, tok: Tokenizer) -> list[Prompt]:
     if spec.name in ("random-ids", "fixed"):
         return _random_ids(spec, tok, np_rng, fixed=spec.name == "fixed")
     return _sharegpt(spec, tok, py_rng)
+
+
+SALT_TOKENS = 4
+"""Tokens at the start of each prompt that a salt replaces: the first KV block then differs, and with it every
+block hash after it (prefix caches hash blocks in a chain)."""
+
+
+def salted(prompts: list[Prompt], tok: Tokenizer, salt: int) -> list[Prompt]:
+    """The prompts with their first :data:`SALT_TOKENS` tokens drawn from ``salt``'s random stream (each prompt
+    its own), at the same token lengths: a cache filled by any other salt cannot serve them
+    (:mod:`pytest_dsbench.load.prefix_cache`)."""
+    rng = random.Random(salt)
+    vocab = tok.random_vocab()
+    if not vocab:
+        return prompts
+    out = []
+    for prompt in prompts:
+        ids = tok.encode(prompt.text)
+        head = min(SALT_TOKENS, len(ids))
+        text, n = exact_text(tok, [rng.choice(vocab) for _ in range(head)] + ids[head:], len(ids), vocab)
+        out.append(Prompt(text, prompt.prompt_len - len(ids) + n, prompt.output_len))
+    return out

@@ -11,9 +11,10 @@ from __future__ import annotations
 import gc
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pytest_dsbench._http import auth_headers
 from pytest_dsbench.load import arrivals, datasets
@@ -26,6 +27,9 @@ from pytest_dsbench.load.tokenizer import Tokenizer, encoded_lengths
 from pytest_dsbench.load.worker import PlannedRequest, WorkerPlan, WorkerResult
 from pytest_dsbench.metrics import GoodputSlo, Summary, summarize
 from pytest_dsbench.progress import Progress
+
+if TYPE_CHECKING:
+    from pytest_dsbench.load.server_metrics import ServerMetricsReport
 
 
 class LoadError(RuntimeError):
@@ -62,6 +66,11 @@ class LoadConfig:
     use_uvloop: bool = True
     warm_connections: int = 1024
     max_duration_s: float | None = None
+    prefix_cache: Literal["cold", "warm"] = "cold"
+    """``cold``: warm-up prompts are salted apart from the measured ones (:mod:`~pytest_dsbench.load.prefix_cache`);
+    ``warm``: sglang's warm-up copies of request 0, and the cache is left as it is."""
+    prompt_salt: int | None = None
+    """Salt the measured prompts with this (a cold run against an engine that cannot empty its cache)."""
 
     def workload(self) -> dict[str, Any]:
         """What was run, for reports and history (never the API key)."""
@@ -76,6 +85,7 @@ class LoadConfig:
             "ignore_eos": self.ignore_eos,
             "temperature": self.temperature,
             "workers": self.workers,
+            **({"prefix_cache": "warm"} if self.prefix_cache == "warm" else {}),
         }
 
 
@@ -93,10 +103,19 @@ class LoadRun:
     reference: dict[str, Any] | None = None
     expert_load: dict[str, Any] | None = None
     """Per-rank / per-expert load during the run (:mod:`pytest_dsbench.load.expert_load`), when exposed."""
+    server_metrics: ServerMetricsReport | None = None
+    """The engine's /metrics during the run (:mod:`pytest_dsbench.load.server_metrics`)."""
+    invalid_reasons: list[str] = field(default_factory=list)
+    """Why the run is INVALID besides the client self-check (e.g. a cold run that hit the prefix cache)."""
 
     @property
     def valid(self) -> bool:
-        return self.client is None or self.client.valid
+        return (self.client is None or self.client.valid) and not self.invalid_reasons
+
+    def invalid_message(self) -> str:
+        """Every reason the run is INVALID, for the error that stops its tests."""
+        reasons = [self.client.message()] if self.client is not None and not self.client.valid else []
+        return "; ".join(reasons + self.invalid_reasons)
 
     @property
     def workload(self) -> dict[str, Any]:
@@ -165,6 +184,10 @@ def _warmup(cfg: LoadConfig, tokenizer: Tokenizer, first: datasets.Prompt, heade
         prompts = datasets.build(spec, tokenizer)
     else:
         prompts = [first] * cfg.warmup_requests
+    if cfg.prefix_cache == "cold":
+        from pytest_dsbench.load.prefix_cache import new_salt
+
+        prompts = datasets.salted(prompts, tokenizer, new_salt())  # never the measured prompts' blocks
     short = [datasets.Prompt(p.text, p.prompt_len, min(p.output_len, 32)) for p in prompts]
     plans = _plans(replace(cfg, workers=1), short, [0.0] * len(short), headers)
     result = ThreadExecutor().run(plans)[0]
@@ -208,16 +231,22 @@ def run_load(
     raw_dir: Path | None = None,
     name: str = "load",
     start: StartGate | None = None,
+    before_run: Callable[[], None] | None = None,
 ) -> LoadRun:
     """Run the workload and return records, metrics and the client self-check; raw JSONL goes to ``raw_dir``.
 
     ``start`` holds the measured run (after the warmup and settle) until it returns; see
-    :data:`~pytest_dsbench.load.executors.StartGate`.
+    :data:`~pytest_dsbench.load.executors.StartGate`. ``before_run`` is called after the warm-up and settle,
+    just before the measured run (the prefix-cache reset and the server metrics' measured start).
     """
     prompts = datasets.build(cfg.dataset, tokenizer)
+    if cfg.prompt_salt is not None:
+        prompts = datasets.salted(prompts, tokenizer, cfg.prompt_salt)
     offsets = arrivals.schedule(len(prompts), cfg.request_rate, cfg.burstiness, cfg.dataset.seed)
     headers = auth_headers(cfg.api_key)
     _warmup(cfg, tokenizer, prompts[0], headers)
+    if before_run is not None:
+        before_run()
     plans = _plans(cfg, prompts, offsets, headers)
     started_at = time.time()
     gc_enabled = gc.isenabled()
@@ -260,5 +289,6 @@ def save_raw(run: LoadRun, raw_dir: Path, name: str) -> Path:
         "summary": run.summary.as_dict(),
         "valid": run.valid,
         "client": None if run.client is None else asdict(run.client),
+        **({"invalid_reasons": run.invalid_reasons} if run.invalid_reasons else {}),
     }
     return write_jsonl(raw_dir / f"{name}.jsonl", run.records, header)

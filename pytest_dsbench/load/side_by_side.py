@@ -199,6 +199,8 @@ def run_side_by_side(
         "request_rate": float("inf"),
         "max_concurrency": prompts.num_prompts,
         "include_usage": False,
+        # the same prompts from both clients and sglang's warm-up: no cache reset or salting for one of them
+        "prefix_cache": "warm",
     }
     reference_cfg = workload_config(ctx, prompts, name=name, **options)
     hold = _Hold(ctx, hold_tokens) if hold_tokens else None

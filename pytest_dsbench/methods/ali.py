@@ -125,7 +125,9 @@ def run_decode(
     runs: dict[int, LoadRun] = {}
     for size in sizes:
         ds = _dataset(ctx, workload, workload.input_len, workload.output_len, max(size, workload.num_prompts))
-        load = run_workload(ctx, ds, name=f"ali-decode-bs{size}", max_concurrency=size)
+        load = run_workload(
+            ctx, ds, name=f"ali-decode-bs{size}", max_concurrency=size, prefix_cache=workload.prefix_cache
+        )
         runs[size] = load
         tpot[size] = load.summary["tpot_ms_mean"]
     samples = parse_lines(cursor.new_lines(), log_format)
@@ -157,6 +159,7 @@ def run_prefill(ctx: LoadContext, workload: AliPrefillConfig, devices: int | Non
             # of its own, so that it is a full prefill and leaves nothing of the measured prompts cached
             warmup_requests=workload.num_prompts,
             warmup_fresh_prompts=True,
+            prefix_cache=workload.prefix_cache,
         )
         runs[length] = load
         per_device[length] = load.summary["input_tok_s"] / (devices or ctx.hw.hardware.devices)

@@ -67,6 +67,7 @@ def run(ctx: LoadContext, name: str, workload: DeeplinkConfig) -> DeeplinkResult
         name=f"deeplink-{name}",
         request_rate=workload.request_rate or math.inf,
         max_concurrency=workload.max_concurrency,
+        prefix_cache=workload.prefix_cache,
     )
     files = write_outputs(load, ctx.results_dir / "methods" / "deeplink", ctx.engine.name)
     return DeeplinkResult(run=load, output_tok_s=load.summary["output_tok_s"], files=files)

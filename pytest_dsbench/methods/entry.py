@@ -64,10 +64,11 @@ class Judge:
         )
 
     def record_health(self, run: LoadRun) -> None:
-        """The error rate against ``[slo] error_rate_max``, and the expert load where the engine exposes it."""
+        """The error rate against ``[slo] error_rate_max``, the expert load where the engine exposes it, and the
+        engine's server metrics against their ``[slo]`` limits (``preemptions_max``, ...)."""
         from pytest_dsbench.load.api import record_run_health
 
-        record_run_health(self.gate, run, self.slo_limit("error_rate"))
+        record_run_health(self.gate, run, self.slo_limit("error_rate"), self.slo_limit)
 
 
 class MethodUnavailable(Exception):

@@ -189,6 +189,7 @@ def run_fixed(ctx: LoadContext, name: str, workload: TencentConfig) -> TencentRe
         name=f"tencent-{name}",
         request_rate=rate,
         max_concurrency=concurrency,
+        prefix_cache=workload.prefix_cache,
     )
     folder = ctx.results_dir / "methods" / "tencent"
     metrics = final_metrics(load)

@@ -29,6 +29,7 @@ from aiohttp import web
 from pytest_dsbench.testing import fake_load
 from pytest_dsbench.testing import fake_tokens as tok
 from pytest_dsbench.testing.fake_faults import FAULTS, unknown
+from pytest_dsbench.testing.fake_metrics import FakeServerMetrics
 from pytest_dsbench.testing.fake_model import FakeModel, Output, Request, filler
 from pytest_dsbench.testing.fake_responses import ResponseBuilding
 from pytest_dsbench.testing.fake_stream import stream_response
@@ -66,6 +67,17 @@ class FakeConfig:
     api_key: str | None = None
     decode_log_interval_s: float = 0.0
     itl_ms_per_running: float = 0.0
+    #: server metrics (:mod:`fake_metrics`): /metrics at all, a prefix cache and its reset endpoint, what the
+    #: engine reports per request or running request, speculative-decoding draft/accepted tokens per step
+    metrics_enabled: bool = True
+    prefix_cache: bool = False
+    prefix_cache_reset: bool = True
+    prefix_cache_reset_ignored: bool = False
+    preemptions_per_request: int = 0
+    kv_cache_usage_per_running: float = 0.05
+    waiting_per_running: float = 0.0
+    spec_tokens: int = 0
+    spec_accepted: int = 0
 
     def __post_init__(self) -> None:
         typos = unknown(list(self.faults))
@@ -95,6 +107,7 @@ class FakeEngine(RequestValidation, ResponseBuilding):
         self.generation_tokens_total = 0
         self.tokens_streamed = 0
         self.serial_lock = asyncio.Lock()
+        self.server_metrics = FakeServerMetrics(ignore_reset=config.prefix_cache_reset_ignored)
         self.started = time.monotonic()
         self.app = web.Application(middlewares=[self._auth])
         r = self.app.router
@@ -102,7 +115,10 @@ class FakeEngine(RequestValidation, ResponseBuilding):
         r.add_get("/v1/models", self.models)
         r.add_get("/v1/models/{model_id:.+}", self.model_card)
         r.add_get("/version", self.version)
-        r.add_get("/metrics", self.metrics)
+        if config.metrics_enabled:
+            r.add_get("/metrics", self.metrics)
+        if config.prefix_cache_reset:
+            r.add_post("/reset_prefix_cache", self.server_metrics.reset)
         r.add_post("/tokenize", self.tokenize)
         r.add_post("/detokenize", self.detokenize)
         r.add_post("/v1/completions", self.completions)
@@ -222,6 +238,7 @@ class FakeEngine(RequestValidation, ResponseBuilding):
                 f"# TYPE {p}generation_tokens_total counter",
                 f"{p}generation_tokens_total {self.generation_tokens_total}",
             ]
+        lines += self.server_metrics.page(self)
         return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 
     def render(self, messages: list[dict[str, Any]]) -> str:
@@ -338,6 +355,10 @@ class FakeEngine(RequestValidation, ResponseBuilding):
             prompt_tokens *= n
         self.running += 1
         self.prompt_tokens_total += prompt_tokens
+        for text, _question, count in prompts:
+            self.server_metrics.admit(self, text, count)
+        for _, out, _ in outs:
+            self.server_metrics.generated(self, out.completion_tokens)
         self.generation_tokens_total += sum(o.completion_tokens for _, o, _ in outs) - (
             len(outs) if self.config.has("metrics_generation_undercount") else 0
         )

@@ -50,6 +50,9 @@ class WorkloadEntry(StrictModel):
     seed: int | None = None
     range_ratio: Annotated[float, Field(ge=0, le=1)] | None = None
     engines: list[EngineName] = Field(default=[], description="run only against these engines (default: every one)")
+    prefix_cache: Literal["cold", "warm"] = Field(default="cold", description=(
+        "cold: the engine's prefix cache is emptied (or the prompts salted) before each measured run and a run "
+        "that hit it is INVALID; warm: prompts may be served from the cache (a workload that measures reuse)"))
     source: str = ""
 
     replaced_keys: ClassVar[dict[str, str]] = {}

@@ -4,8 +4,14 @@ The engine is loaded with the profile's SLO workload (``[slo] workload``, else `
 the first one-run workload: random, deeplink or tencent): prompts at the workload's lengths, request rate and
 max-concurrency. Each limit the profile sets (``[slo] {metric}_max`` / ``{metric}_min``) is one test, recorded
 through the metric's declaration like every other load metric; a failure names the statistic, the measured
-value, the limit and the sample count. A run whose client was the bottleneck errors every test here
-(INVALID), it never passes.
+value, the limit and the sample count. A run whose client was the bottleneck, or a cold-cache workload whose
+prompts hit the engine's prefix cache, errors every test here (INVALID), it never passes.
+
+The engine's own /metrics is sampled through the run; its figures (preemptions, queue and KV-cache peaks,
+prefix-cache hits, speculative-decoding acceptance) are recorded in one test, each against its ``[slo]`` limit
+when the profile sets one (``preemptions_max = 0``); a deployment with ``mtp = true`` must show speculative
+decoding there (its acceptance rate and mean acceptance length are then gated like TPOT). An engine without
+/metrics skips that test with a note.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from pytest_dsbench.gate import Gate
 from pytest_dsbench.load.api import (
     LoadContext,
     record_run_metric,
+    record_server_metrics,
     run_workload,
     slo_workload,
     workload_arrivals,
@@ -32,6 +39,10 @@ pytestmark = pytest.mark.slo
 
 LIMITED = ["tpot_ms_mean", "tpot_ms_p99", "ttft_ms_p99", "itl_ms_p99", "error_rate"]
 """The metrics ``[slo]`` limits, one test each (the limit key is the metric's ``{metric}_max``)."""
+
+SERVER_LIMITED = ["preemptions", "requests_waiting_peak", "kv_cache_usage_peak", "spec_decode_acceptance_rate",
+                  "spec_decode_acceptance_length"]
+"""Server metrics ``[slo]`` can limit (recorded together in one test, each against its limit when set)."""
 
 
 @pytest.fixture(scope="module")
@@ -98,3 +109,21 @@ def test_server_usage_matches_requested_length_under_ignore_eos(slo_run: LoadRun
             f"got {bad[0].usage_completion_tokens}"
         )
     dsbench_gate.check()
+
+
+def test_server_metrics_meet_the_profile_slo(slo_run: LoadRun, hw_profile: HardwareProfile, dsbench_gate: Gate) -> None:
+    """The engine's /metrics during the SLO run, recorded (history, report) and held to the ``[slo]`` limits."""
+    report = slo_run.server_metrics
+    if report is None or not report.available:
+        pytest.skip(f"no server metrics: {report.note if report else 'not sampled'}")
+    recorded = record_server_metrics(dsbench_gate, slo_run, hw_profile.slo_limit)
+    unread = [m for m in SERVER_LIMITED if m not in recorded and hw_profile.slo_limit(m).value is not None]
+    if hw_profile.deployment.mtp and "spec_decode_acceptance_rate" not in recorded:
+        dsbench_gate.fail(
+            f"{hw_profile.path} deployment {hw_profile.deployment_name!r} has mtp = true, but the engine's /metrics "
+            "shows no speculative decoding (expected its spec-decode counters; is the engine serving without MTP?)"
+        )
+    dsbench_gate.check()
+    if unread:
+        pytest.skip(f"the engine's /metrics gives no {', '.join(unread)} (set in {hw_profile.path} [slo]); "
+                    f"recorded: {', '.join(recorded) or 'none'}")

@@ -86,7 +86,8 @@ def test_metrics_agree_with_sglang_bench_serving(
 
     def ours_once(run_name: str) -> LoadRun:
         return run_workload(
-            ctx, dataset, name=run_name, request_rate=math.inf, max_concurrency=max_concurrency, include_usage=False
+            ctx, dataset, name=run_name, request_rate=math.inf, max_concurrency=max_concurrency, include_usage=False,
+            prefix_cache="warm",  # as sglang.bench_serving runs: the clients are compared under the same cache state
         )
 
     try:

@@ -15,13 +15,13 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "pytest_dsbench"
 
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("__init__", "errors", "_atomic", "_http", "sse", "progress", "testing", "engines.registry"),
+    ("__init__", "errors", "_atomic", "_http", "sse", "promtext", "progress", "testing", "engines.registry"),
     ("metrics", "measures"),
     ("options",),
     ("thresholds", "workloads"),
     ("engines", "eplb", "session"),
     ("results", "gate"),
-    ("conformance", "reference_outputs", "load", "methods", "accuracy"),
+    ("conformance", "reference_outputs", "load", "methods", "accuracy", "modules"),
     ("history",),
     ("report",),
     ("selection", "run", "fixtures", "plugin", "cli", "__main__"),

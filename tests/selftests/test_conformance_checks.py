@@ -49,6 +49,30 @@ def test_check_fails_against_its_fault_naming_expected_and_actual(item: Check, f
     assert "expected " in message and ", got " in message, message
 
 
+def _echo_ignored() -> object:
+    from dataclasses import replace
+
+    from pytest_dsbench.conformance.selftest import SELFTEST_BEHAVIOUR
+
+    return replace(SELFTEST_BEHAVIOUR, echo_honoured=False)
+
+
+def test_concurrent_load_without_echo_checks_completions_against_the_prompt_asked_alone() -> None:
+    from pytest_dsbench.conformance import catalog
+
+    with fake_check_context(behaviour=_echo_ignored()) as ctx:  # type: ignore[arg-type]
+        catalog.get("P01.concurrent_mixed_load").func(ctx)
+
+
+def test_concurrent_load_without_echo_still_catches_cross_talk() -> None:
+    from pytest_dsbench.conformance import catalog
+
+    with fake_check_context(("cross_talk",), behaviour=_echo_ignored()) as ctx, pytest.raises(  # type: ignore[arg-type]
+        CheckFailed, match="concurrent responses"
+    ):
+        catalog.get("P01.concurrent_mixed_load").func(ctx)
+
+
 TOOL_CHECKS = [c for c in CHECKS if c.group == "M"]
 
 

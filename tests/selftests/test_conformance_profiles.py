@@ -108,7 +108,6 @@ def test_without_a_token_counter_token_checks_skip_saying_how_to_get_one() -> No
         ("vllm", "A02.models_retrieve", "models_retrieve"),
         ("lmdeploy", "A02.models_retrieve", "models_retrieve"),
         ("lmdeploy", "K07.logit_bias_ban", "logit_bias"),
-        ("lmdeploy", "J07.echo_completions", "logprobs"),
         ("lmdeploy", "I04.n_with_seed", "seed"),
         ("vllm", "M06.parallel_tool_calls_false", "tools"),
     ],
@@ -125,6 +124,18 @@ def test_a_check_the_engine_profile_lacks_a_feature_for_skips_naming_it(
         ctx = fake_context(fake_engine, adapter_class(engine).behaviour, client=client)
         with pytest.raises(pytest.skip.Exception, match=rf"does not support feature\(s\): .*\b{feature}\b"):
             catalog.run(check_id, ctx)
+
+
+def test_echo_with_logprobs_skips_where_the_engine_ignores_echo(fake_engine: Any) -> None:
+    import httpx
+
+    from pytest_dsbench.conformance.selftest import fake_context
+    from pytest_dsbench.engines.adapters import adapter_class
+
+    with httpx.Client(base_url=fake_engine.base_url, timeout=5) as client:
+        ctx = fake_context(fake_engine, adapter_class("lmdeploy").behaviour, client=client)
+        with pytest.raises(pytest.skip.Exception, match="ignores it"):
+            catalog.run("J07.echo_completions", ctx)
 
 
 def test_on_the_fixture_model_utf8_streaming_skips_and_the_long_context_check_needs_no_needle() -> None:

@@ -40,7 +40,7 @@ def test_the_embedded_engine_gets_the_cpu_profiles_flags_and_environment(tmp_pat
         "--enable-auto-tool-choice", "--tool-call-parser", "deepseek_v3",
     ]
     assert process.env == {"VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_CPU_OMP_THREADS_BIND": "nobind",
-                           "VLLM_LOG_STATS_INTERVAL": "1"}
+                           "VLLM_LOG_STATS_INTERVAL": "1", "VLLM_SERVER_DEV_MODE": "1"}
     assert (process.base_url, process.health_paths, process.log_path) == (
         f"http://127.0.0.1:{PORT}", ("/health", "/v1/models"), tmp_path / "engine-vllm.log")
 
@@ -66,6 +66,7 @@ def test_user_args_then_the_patch_then_the_api_key_end_the_command(tmp_path: Pat
         "VLLM_MOE_ROUTING_SIMULATION_STRATEGY": "dsbench_eplb_reference",
     }
     assert process.base_url == f"http://127.0.0.1:{PORT}", "a wildcard bind is reached on loopback"
+    assert "VLLM_SERVER_DEV_MODE" not in process.env, "dev-only endpoints are never opened on a wildcard bind"
     assert process.api_key == "sk-secret"
 
 

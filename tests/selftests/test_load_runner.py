@@ -263,9 +263,21 @@ def warmup_prompts(monkeypatch: pytest.MonkeyPatch, **kw: object) -> tuple[list[
     return RecordingWarmup.prompts, [p.text for p in prompts]
 
 
-def test_warmup_sends_copies_of_the_first_request_as_sglang_does(monkeypatch: pytest.MonkeyPatch) -> None:
-    warm, run = warmup_prompts(monkeypatch, warmup_requests=3, settle_s=0.0)
+def test_a_warm_workloads_warmup_sends_copies_of_the_first_request_as_sglang_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    warm, run = warmup_prompts(monkeypatch, warmup_requests=3, settle_s=0.0, prefix_cache="warm")
     assert warm == [run[0]] * 3
+
+
+def test_a_cold_workloads_warmup_copies_are_salted_apart_from_the_first_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Copies of request 0 would leave its blocks cached for the measured run."""
+    warm, run = warmup_prompts(monkeypatch, warmup_requests=3, settle_s=0.0)
+    assert len(warm) == 3 and run[0] not in warm
+    assert {len(CHARS.encode(w)) for w in warm} == {len(CHARS.encode(run[0]))}
+    assert {w[datasets.SALT_TOKENS:] for w in warm} == {run[0][datasets.SALT_TOKENS:]}
 
 
 def test_fresh_warmup_prompts_have_the_runs_lengths_but_none_of_its_prompts(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,6 +13,10 @@ FLAGS = (
     Flag("port", ("--server-port", VALUE)),
     Flag("max_model_len", ("--session-len", VALUE)),
     Flag(None, ("--reasoning-parser", "default")),
+    # 0.18.0 answers any logprobs request with 400 "logprobs(5) requested but not enabled logprobs_mode in engine
+    # configuration." unless launched with a mode (seen on the H100, 2026-12-07); raw_logprobs: the log-softmax
+    # of the model's logits, what the fixture's reference logprobs are
+    Flag(None, ("--logprobs-mode", "raw_logprobs")),
     # no metrics flag: 0.18.0 serves /metrics and logs its stats every 10 s unless --disable-metrics, and has no
     # --enable-metrics (argparse exits: "unrecognized arguments"); a release that needs it: --engine-arg
     Flag("tensor_parallel", ("--tp", VALUE), when="above_one"),

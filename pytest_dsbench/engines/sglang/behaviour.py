@@ -4,6 +4,7 @@ the API and the other engines, its known upstream bugs (strict xfails) and what 
 from __future__ import annotations
 
 from pytest_dsbench.engines.base import EngineBehaviour
+from pytest_dsbench.engines.sglang.servermetrics import SERVER_METRICS
 
 BEHAVIOUR = EngineBehaviour(
     reasoning_field="reasoning_content",
@@ -28,6 +29,8 @@ BEHAVIOUR = EngineBehaviour(
     constraint_params="top_level_regex",
     text_offsets=False,  # utils.to_openai_style_logprobs sets text_offset = -1 (api_conformance.md J06)
     decode_log_format="sglang",
+    server_metrics=SERVER_METRICS,
+    prefix_cache_reset_path="/flush_cache",
     features=frozenset({"ignore_eos", "logit_bias", "logprobs", "metrics", "min_tokens", "models_retrieve", "n",
                         "reasoning", "seed", "structured_output", "tokenize", "tools", "top_k"}),
 )

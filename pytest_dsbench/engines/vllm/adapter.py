@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from typing import ClassVar
 
 from pytest_dsbench.engines.base import EngineAdapter
 from pytest_dsbench.engines.command import VALUE, Flag
@@ -39,6 +41,10 @@ class VllmAdapter(EngineAdapter):
     entry = ("-m", "vllm.entrypoints.openai.api_server")
     flags = FLAGS
     serves_embedded_model = True
+    #: 0.32 serves ``POST /reset_prefix_cache`` only in dev mode (``entrypoints/launchers/api_server/routers.py``);
+    #: the suite's own launches on a loopback bind turn it on so cold-cache runs can empty the cache between runs
+    #: (dev mode also serves other dev-only endpoints, so never on a wildcard bind: there prompts are salted).
+    launch_env: ClassVar[Mapping[str, str]] = {"VLLM_SERVER_DEV_MODE": "1"}
 
     def distribution(self) -> str:
         return "vllm"

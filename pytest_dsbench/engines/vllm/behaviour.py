@@ -4,6 +4,7 @@ the API and the other engines, its known upstream bugs (strict xfails) and what 
 from __future__ import annotations
 
 from pytest_dsbench.engines.base import EngineBehaviour, KnownFailure, VersionBehaviour
+from pytest_dsbench.engines.vllm.servermetrics import SERVER_METRICS
 
 BEHAVIOUR = EngineBehaviour(
     reasoning_field="reasoning",
@@ -76,6 +77,8 @@ BEHAVIOUR = EngineBehaviour(
             "0.20 rejects prompt + max_tokens over the window with 400 (seen on 0.20.1); 0.32 clamps max_tokens",
         ),
     ),
+    server_metrics=SERVER_METRICS,
+    prefix_cache_reset_path="/reset_prefix_cache",
     features=frozenset({"ignore_eos", "logit_bias", "logprobs", "metrics", "min_tokens", "n", "reasoning", "seed",
                         "structured_output", "tokenize", "top_k"}),
 )

@@ -1,0 +1,134 @@
+"""The device's peaks, measured (never assumed), and where a measured module sits under them.
+
+Peaks are measured once per session (:func:`measure_peaks`): FLOP/s by a large square matrix product per dtype
+(bf16 always; FP8 through ``torch._scaled_mm`` where the GPU has FP8 tensor cores), bandwidth by large copies --
+on the device (bytes read + written), in host memory, and host to device. Each is the best of a few timed
+repetitions after a warm-up, the usual way to approach a peak.
+
+A module's roofline time is ``max(flops / peak_flop_s, sum over memory paths of bytes / peak_bandwidth)``; the
+*fraction of peak* is that time over the measured one (1.0 = on the roofline). ``bound`` says which term is
+larger: ``memory`` (an expert at small token counts) or ``compute``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pytest_dsbench.modules.cost import ModuleCost
+
+if TYPE_CHECKING:
+    import torch
+
+PEAK_REPEATS = 5
+
+
+@dataclass(frozen=True)
+class DevicePeaks:
+    """Measured peaks: FLOP/s per dtype, bandwidth (bytes/s) per memory path, and what measured them."""
+
+    device: str
+    flop_s: dict[str, float] = field(default_factory=dict)
+    bandwidth_b_s: dict[str, float] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+    def compute_peak(self, dtype: str) -> tuple[float, str]:
+        """The FLOP/s peak a module of ``dtype`` is judged against, and its dtype (bf16 where no FP8 peak)."""
+        if dtype in self.flop_s:
+            return self.flop_s[dtype], dtype
+        return self.flop_s["bf16"], "bf16"
+
+
+@dataclass(frozen=True)
+class Roofline:
+    """A measured call against the peaks."""
+
+    time_s: float
+    bandwidth_gb_s: float
+    tflop_s: float
+    roofline_time_s: float
+    fraction: float
+    bound: str
+
+
+def place(cost: ModuleCost, time_s: float, peaks: DevicePeaks, dtype: str = "bf16") -> Roofline:
+    """Achieved bandwidth and FLOP/s of one call that took ``time_s``, and its fraction of the roofline."""
+    if time_s <= 0:
+        raise ValueError(f"a measured time must be positive, got {time_s!r} s")
+    missing = [path for path in cost.traffic if path not in peaks.bandwidth_b_s]
+    if missing:
+        raise ValueError(f"no measured bandwidth peak for {', '.join(missing)} (have "
+                         f"{', '.join(peaks.bandwidth_b_s) or 'none'})")
+    flop_peak, _ = peaks.compute_peak(dtype)
+    memory_s = sum(b / peaks.bandwidth_b_s[path] for path, b in cost.traffic.items())
+    compute_s = cost.flops / flop_peak
+    ideal_s = max(memory_s, compute_s)
+    return Roofline(
+        time_s=time_s,
+        bandwidth_gb_s=cost.bytes / time_s / 1e9,
+        tflop_s=cost.flops / time_s / 1e12,
+        roofline_time_s=ideal_s,
+        fraction=ideal_s / time_s,
+        bound="compute" if compute_s > memory_s else "memory",
+    )
+
+
+def _best_s(fn: Callable[[], Any], sync: Callable[[], None], repeats: int = PEAK_REPEATS) -> float:
+    fn()
+    sync()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def _fp8_gemm_flop_s(torch: Any, n: int, device: torch.device, sync: Callable[[], None]) -> float:
+    a = torch.randn(n, n, device=device).to(torch.float8_e4m3fn)
+    b = torch.randn(n, n, device=device).to(torch.float8_e4m3fn)
+    one = torch.ones((), device=device, dtype=torch.float32)
+    seconds = _best_s(lambda: torch._scaled_mm(a, b.t(), scale_a=one, scale_b=one, out_dtype=torch.bfloat16), sync)
+    return 2 * n**3 / seconds
+
+
+def measure_peaks(device: torch.device, gemm_n: int, copy_bytes: int) -> DevicePeaks:
+    """Measure FLOP/s (bf16, and FP8 on a GPU with FP8 tensor cores) and the copy bandwidths of ``device``."""
+    import torch
+
+    cuda = device.type == "cuda"
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize(device)
+
+    notes: list[str] = []
+    a = torch.randn(gemm_n, gemm_n, device=device, dtype=torch.bfloat16)
+    b = torch.randn(gemm_n, gemm_n, device=device, dtype=torch.bfloat16)
+    flop_s = {"bf16": 2 * gemm_n**3 / _best_s(lambda: a @ b, sync)}
+    notes.append(f"bf16 GEMM {gemm_n}x{gemm_n}x{gemm_n}")
+    if cuda and torch.cuda.get_device_capability(device) >= (8, 9):
+        try:
+            flop_s["fp8"] = _fp8_gemm_flop_s(torch, gemm_n, device, sync)
+            notes.append(f"fp8 (e4m3) GEMM {gemm_n}^3 through torch._scaled_mm")
+        except (RuntimeError, AttributeError, TypeError) as exc:
+            notes.append(f"no FP8 GEMM peak ({type(exc).__name__}: {exc}); FP8 modules are judged against bf16")
+
+    elements = copy_bytes // 2
+    src = torch.empty(elements, device=device, dtype=torch.bfloat16).fill_(1)
+    dst = torch.empty_like(src)
+    bandwidth = {"device": 2 * copy_bytes / _best_s(lambda: dst.copy_(src), sync)}
+    notes.append(f"device copy of {copy_bytes >> 20} MiB (read + write)")
+    if cuda:
+        host_src = torch.ones(elements, dtype=torch.bfloat16)
+        host_dst = torch.empty_like(host_src)
+        bandwidth["host"] = 2 * copy_bytes / _best_s(lambda: host_dst.copy_(host_src), lambda: None)
+        bandwidth["h2d"] = copy_bytes / _best_s(lambda: dst.copy_(host_src), sync)
+        notes.append(f"host copy and pageable host-to-device copy of {copy_bytes >> 20} MiB")
+    else:
+        bandwidth["host"] = bandwidth["device"]
+    name = torch.cuda.get_device_name(device) if cuda else "cpu"
+    return DevicePeaks(device=name, flop_s=flop_s, bandwidth_b_s=bandwidth, notes=tuple(notes))
