@@ -120,7 +120,7 @@ class DsbenchRun:
     def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
         from pytest_dsbench.selection import apply_engine_marks
 
-        apply_engine_marks(items, self.options)
+        apply_engine_marks(items, self.options, self.hw)
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         """Attach mode: an unreachable ``--base-url`` is a one-line usage error before any test runs."""

@@ -6,18 +6,22 @@ from __future__ import annotations
 import pytest
 
 from pytest_dsbench.options import DsbenchOptions
+from pytest_dsbench.thresholds import HardwareProfile
 
 
-def apply_engine_marks(items: list[pytest.Item], options: DsbenchOptions) -> None:
+def apply_engine_marks(items: list[pytest.Item], options: DsbenchOptions, hw: HardwareProfile) -> None:
     """Add skip and xfail marks to ``items`` from their ``only_engine``, ``requires``, ``check``, ``gpu``,
-    ``accuracy`` and ``fixture_model`` markers."""
+    ``accuracy`` and ``fixture_model`` markers. Required features are those of the engine as the suite will
+    launch it with ``hw``'s arguments (attach mode: as declared, without launch features)."""
     from pytest_dsbench.engines.adapters import get_adapter
+    from pytest_dsbench.engines.command import profile_args
     from pytest_dsbench.engines.registry import unknown_engines, valid_engines
     from pytest_dsbench.eplb import accuracy_skip_reason
     from pytest_dsbench.session import has_gpu
 
     engine = options.engine
-    behaviour = get_adapter(engine).behaviour
+    args = None if options.attach else profile_args(hw, engine, options.engine_args)
+    behaviour = get_adapter(engine).behaviour.for_launch(args)
     gpu: bool | None = None
     for item in items:
         only = item.get_closest_marker("only_engine")

@@ -14,6 +14,7 @@ import httpx
 from pytest_dsbench._http import auth_headers, join, redact
 from pytest_dsbench.engines.adapters import get_adapter
 from pytest_dsbench.engines.base import EngineInfo
+from pytest_dsbench.engines.command import profile_args
 from pytest_dsbench.engines.launch import EplbLaunch, launch_engine
 from pytest_dsbench.engines.launcher import EngineProcess
 from pytest_dsbench.errors import DsbenchUsageError, EngineStartError, MissingExtra
@@ -202,7 +203,8 @@ class EngineSession:
             model_path=model if Path(model).is_dir() else None,
             tokenizer_path=opts.tokenizer or (model if Path(model).is_dir() else None),
             max_model_len=_int_or_none(listed.get("max_model_len")) or self.hw.deployment.max_model_len,
-            behaviour=adapter.behaviour.for_version(version), mode="start", log_paths=(log_path,),
+            behaviour=adapter.behaviour.for_launch(profile_args(self.hw, opts.engine, opts.engine_args))
+            .for_version(version), mode="start", log_paths=(log_path,),
             launch_command=tuple(redact(" ".join(command), [opts.api_key]).split(" ")), api_key=opts.api_key,
             eplb_mode=opts.eplb, eplb_counts_path=eplb.counts_path if eplb else None,
             eplb_ranks=eplb.ranks if eplb else None,

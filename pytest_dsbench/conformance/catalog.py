@@ -42,7 +42,7 @@ GROUPS: dict[str, tuple[str, str]] = {
     "J": ("Logprobs", "sampling"),
     "K": ("Sampling controls and determinism", "determinism"),
     "L": ("Structured outputs", "structured"),
-    "M": ("Tool calling (DeepSeek tool parser)", "structured"),
+    "M": ("Tool calling (DeepSeek tool parser)", "tools"),
     "N": ("Reasoning output (DeepSeek-R1)", "reasoning"),
     "O": ("Prompt construction and the chat template", "template"),
     "P": ("Robustness and concurrency", "robustness"),
@@ -57,6 +57,7 @@ MODULES = (
     "sampling",
     "determinism",
     "structured",
+    "tools",
     "reasoning",
     "template",
     "robustness",
@@ -229,7 +230,11 @@ def _deviating_engines(item: Check) -> str:
         if known:
             notes.append(f"{name}: known bug, strict xfail ([link]({known.url}))")
         elif missing:
-            notes.append(f"{name}: skipped (no {', '.join(missing)})")
+            flags = [" ".join(f) for feature, f in profile.launch_features if feature in missing]
+            if flags and len(flags) == len(missing):
+                notes.append(f"{name}: skipped unless launched with {', '.join(flags)}")
+            else:
+                notes.append(f"{name}: skipped (no {', '.join(missing)})")
         if name in item.deviations:
             notes.append(f"{name}: {item.deviations[name]}")
     return "; ".join(notes) or "none known"

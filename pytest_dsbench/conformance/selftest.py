@@ -21,13 +21,12 @@ from pytest_dsbench.testing.fake_tokens import FakeTokenCounter
 FAKE_MAX_MODEL_LEN = 1024
 FAKE_MAX_INPUT_LEN = 1020
 SELFTEST_TIMEOUT_S = 3.0
+TOOL_PARSER_ARGS = ("--enable-auto-tool-choice", "--tool-call-parser", "deepseek_v3")
 SELFTEST_BEHAVIOUR: EngineBehaviour = dataclasses.replace(
-    VLLM_BEHAVIOUR,
-    tool_parser="deepseek_v3",
-    known_failures=(),
-    features=VLLM_BEHAVIOUR.features | {"tools"},
+    VLLM_BEHAVIOUR.for_launch(TOOL_PARSER_ARGS), known_failures=()
 )
-"""vLLM's profile plus a DeepSeek tool parser, so every check (tools included) runs against the fake."""
+"""vLLM's profile as launched with a DeepSeek tool parser, so every check (tools included) runs against the
+fake."""
 
 
 def fake_config(faults: tuple[str, ...] = (), **fields: Any) -> FakeConfig:

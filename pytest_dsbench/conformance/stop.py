@@ -63,11 +63,13 @@ def _multi_token_stop(ctx: ApiContext) -> str:
                 if text.find(candidate) == position + 1:
                     return candidate
             position += len(token)
-    middle = len(text) // 3
-    for size in (5, 6, 7, 8):
-        candidate = text[middle : middle + size]
-        if candidate.strip() == candidate and text.find(candidate) == middle:
-            return candidate
+    # No token list: a span of 5-8 characters (several tokens of a task text) from a third of the way in, moved
+    # right until it neither starts nor ends with white space and occurs there first.
+    for start in range(len(text) // 3, max(len(text) // 3, len(text) - 8)):
+        for size in (5, 6, 7, 8):
+            candidate = text[start : start + size]
+            if candidate.strip() == candidate and text.find(candidate) == start:
+                return candidate
     skip("could not choose a multi-token stop string from the reference completion")
 
 

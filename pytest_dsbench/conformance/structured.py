@@ -1,4 +1,4 @@
-"""L. Structured outputs; M. tool calling (only where the engine runs a DeepSeek tool parser).
+"""L. Structured outputs (M, tool calling, is :mod:`pytest_dsbench.conformance.tools`).
 
 Structured output is checked on any model, the fixture model included: an engine's guided decoding
 (xgrammar, outlines, llguidance) masks every token that would break the format, so a schema-valid answer is
@@ -13,7 +13,7 @@ import re
 from typing import Any
 
 from pytest_dsbench.conformance.catalog import REFERENCE, check
-from pytest_dsbench.conformance.common import choice0, message_of, ok_json, ok_stream
+from pytest_dsbench.conformance.common import choice0, message_of, ok_json
 from pytest_dsbench.conformance.context import ApiContext
 from pytest_dsbench.conformance.expect import desc, expect, expect_eq, fail, skip
 
@@ -23,16 +23,6 @@ ANSWER_SCHEMA: dict[str, Any] = {
     "required": ["answer"],
     "additionalProperties": False,
 }
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Current weather in a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}
-TOOL_QUESTION = "What's the weather in Paris? Use the tool."
-RAW_TOOL_MARKERS = ("<｜tool▁calls▁begin｜>", "<｜tool▁call▁begin｜>", "<｜tool▁sep｜>")
 CONSTRAINT_REGEX = r"[0-9]{3}-(yes|no)"
 CONSTRAINT_CHOICES = ("alpha", "beta", "gamma")
 
@@ -51,7 +41,7 @@ def _schema_reply(ctx: ApiContext) -> dict[str, Any]:
     return ok_json(reply, "chat with a json_schema response_format")
 
 
-def _parse_json(text: Any, what: str, finish_reason: Any = None) -> Any:
+def parse_json(text: Any, what: str, finish_reason: Any = None) -> Any:
     try:
         return json.loads(text)
     except (TypeError, ValueError):
@@ -60,7 +50,7 @@ def _parse_json(text: Any, what: str, finish_reason: Any = None) -> Any:
         fail(what, desc("JSON text"), text)
 
 
-def _schema_errors(value: Any, schema: dict[str, Any]) -> list[str]:
+def schema_errors(value: Any, schema: dict[str, Any]) -> list[str]:
     """Every violation of ``schema`` by ``value`` (JSON Schema, the draft the schema declares)."""
     import jsonschema
 
@@ -112,7 +102,7 @@ def response_format_json_object(ctx: ApiContext) -> None:
         "chat with response_format json_object",
     )
     finish = choice0(body, "chat").get("finish_reason")
-    value = _parse_json(message_of(body, "chat").get("content"), "json_object content", finish)
+    value = parse_json(message_of(body, "chat").get("content"), "json_object content", finish)
     expect(isinstance(value, dict), "json_object content", desc("a JSON object"), value)
 
 
@@ -127,8 +117,8 @@ def response_format_json_object(ctx: ApiContext) -> None:
 def response_format_json_schema(ctx: ApiContext) -> None:
     body = _schema_reply(ctx)
     finish = choice0(body, "chat").get("finish_reason")
-    value = _parse_json(message_of(body, "chat").get("content"), "json_schema content", finish)
-    errors = _schema_errors(value, ANSWER_SCHEMA)
+    value = parse_json(message_of(body, "chat").get("content"), "json_schema content", finish)
+    errors = schema_errors(value, ANSWER_SCHEMA)
     expect(not errors, "json_schema content", desc(f"valid against {json.dumps(ANSWER_SCHEMA)}"),
            f"{json.dumps(value)}: {'; '.join(errors)}")
     expect_eq(finish, "stop", "json_schema finish_reason")
@@ -187,244 +177,3 @@ def regex_choice_constraints(ctx: ApiContext) -> None:
     picked = message_of(choice_body, "chat with a choice").get("content")
     expect(picked in CONSTRAINT_CHOICES, "choice-constrained content", desc(f"one of {list(CONSTRAINT_CHOICES)}"),
            picked)
-
-
-def _tool_body(ctx: ApiContext, **params: Any) -> dict[str, Any]:
-    return ctx.chat_body(TOOL_QUESTION, tools=[WEATHER_TOOL], tool_choice="auto", **params)
-
-
-def _tool_reply(ctx: ApiContext) -> dict[str, Any]:
-    reply = ctx.memo("tool_reply", lambda: ctx.api.post("/v1/chat/completions", _tool_body(ctx)))
-    return ok_json(reply, "chat with the get_weather tool")
-
-
-def _valid_arguments(arguments: Any, what: str) -> dict[str, Any]:
-    value = _parse_json(arguments, f"{what} function.arguments")
-    expect(
-        isinstance(value, dict) and isinstance(value.get("city"), str),
-        f"{what} function.arguments",
-        desc('a JSON object with a string "city"'),
-        value,
-    )
-    return dict(value)
-
-
-@check(
-    "M01.tool_call_nonstream",
-    "A tool request returns tool_calls (id, type function, name, JSON "
-    "arguments that fit the schema), finish_reason tool_calls, no raw DeepSeek markers in content",
-    severity="MUST",
-    requires=("tools",),
-    faults=("tool_calls_in_content", "tool_finish_reason_stop"),
-    source=f"{REFERENCE} M01; [DeepSeek-V3 #944](https://github.com/deepseek-ai/DeepSeek-V3/issues/944)",
-    deviations={
-        "vllm": "needs --tool-call-parser deepseek_v3 (not in the default launch)",
-        "lmdeploy": "no DeepSeek V3/R1 tool parser",
-    },
-)
-def tool_call_nonstream(ctx: ApiContext) -> None:
-    body = _tool_reply(ctx)
-    message = message_of(body, "tool chat")
-    content = message.get("content") or ""
-    leaked = [m for m in RAW_TOOL_MARKERS if m in content]
-    expect(not leaked, "tool chat content", desc("no raw DeepSeek tool-call markers"), content)
-    calls = message.get("tool_calls")
-    expect(
-        isinstance(calls, list) and len(calls) > 0,
-        "tool chat message.tool_calls",
-        desc("a non-empty list"),
-        calls,
-    )
-    assert isinstance(calls, list)
-    for call in calls:
-        expect(
-            isinstance(call.get("id"), str) and call["id"] != "",
-            "tool call id",
-            desc("a non-empty string"),
-            call.get("id"),
-        )
-        expect_eq(call.get("type"), "function", "tool call type")
-        expect_eq((call.get("function") or {}).get("name"), "get_weather", "tool call function.name")
-        _valid_arguments((call.get("function") or {}).get("arguments"), "tool call")
-    expect_eq(choice0(body, "tool chat").get("finish_reason"), "tool_calls", "tool chat finish_reason")
-
-
-@check(
-    "M02.tool_call_stream_assembly",
-    "Streamed tool calls: indexed deltas, id and name first, then argument "
-    "pieces that join to the non-streamed arguments; finish_reason tool_calls",
-    severity="MUST",
-    requires=("tools",),
-    faults=("stream_tool_args_empty", "tool_finish_reason_stop"),
-    source=f"{REFERENCE} M02; [sglang PR #18236](https://github.com/sgl-project/sglang/pull/18236)",
-)
-def tool_call_stream_assembly(ctx: ApiContext) -> None:
-    stream = ok_stream(
-        ctx.api.stream("/v1/chat/completions", _tool_body(ctx, stream=True)), "streamed tool chat"
-    )
-    choice = stream.choices().get(0)
-    expect(
-        choice is not None and bool(choice.tool_deltas),
-        "streamed tool chat",
-        desc("tool_calls deltas"),
-        desc("none"),
-    )
-    assert choice is not None
-    first = choice.tool_deltas[0]
-    expect(isinstance(first.get("index"), int), "first tool_calls delta index", desc("an integer"), first)
-    expect(
-        bool(first.get("id")) and bool((first.get("function") or {}).get("name")),
-        "first tool_calls delta",
-        desc("id and function.name"),
-        first,
-    )
-    arguments = "".join(str((d.get("function") or {}).get("arguments") or "") for d in choice.tool_deltas)
-    _valid_arguments(arguments, "streamed tool call")
-    calls = message_of(_tool_reply(ctx), "tool chat").get("tool_calls") or [{}]
-    expect_eq(
-        arguments,
-        (calls[0].get("function") or {}).get("arguments"),
-        "streamed tool-call arguments (the non-streamed arguments)",
-    )
-    expect_eq(choice.finish_reasons, ["tool_calls"], "streamed tool chat finish_reason")
-
-
-@check(
-    "M05.tool_result_roundtrip",
-    "A conversation with the assistant's tool call (content null) and the "
-    "tool's result gets an answer that uses the result",
-    severity="MUST",
-    requires=("tools",),
-    faults=("tool_result_rejected",),
-    source=f"{REFERENCE} M05; [sglang #17551](https://github.com/sgl-project/sglang/issues/17551)",
-)
-def tool_result_roundtrip(ctx: ApiContext) -> None:
-    messages = [
-        {"role": "user", "content": TOOL_QUESTION},
-        {
-            "role": "assistant",
-            "content": None,
-            "tool_calls": [
-                {
-                    "id": "call_dsbench_1",
-                    "type": "function",
-                    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
-                }
-            ],
-        },
-        {"role": "tool", "tool_call_id": "call_dsbench_1", "content": "22°C and sunny"},
-    ]
-    body = ok_json(
-        ctx.api.post("/v1/chat/completions", ctx.chat_body(messages=messages, tools=[WEATHER_TOOL])),
-        "chat with a tool result",
-    )
-    content = message_of(body, "tool result chat").get("content") or ""
-    expect("22" in content, "answer after the tool result", desc("content that uses '22°C'"), content)
-    expect_eq(
-        choice0(body, "tool result chat").get("finish_reason"), "stop", "tool result chat finish_reason"
-    )
-
-
-TIME_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_time",
-        "description": "Current local time in a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}
-TWO_CITY_QUESTION = "What's the weather in Paris and in Rome? Call the tool once for each city."
-
-
-def _tool_calls(body: dict[str, Any], what: str) -> list[dict[str, Any]]:
-    calls = message_of(body, what).get("tool_calls") or []
-    expect(isinstance(calls, list), f"{what} message.tool_calls", desc("a list or null"), calls)
-    return list(calls)
-
-
-@check(
-    "M03.tool_choice_none",
-    "tool_choice 'none' with tools given: no tool_calls, finish_reason stop or length",
-    severity="SHOULD",
-    requires=("tools",),
-    faults=("tool_choice_none_ignored",),
-    source=f"{REFERENCE} M03",
-)
-def tool_choice_none(ctx: ApiContext) -> None:
-    what = "tool chat with tool_choice 'none'"
-    body = ok_json(
-        ctx.api.post(
-            "/v1/chat/completions", ctx.chat_body(TOOL_QUESTION, tools=[WEATHER_TOOL], tool_choice="none")
-        ),
-        what,
-    )
-    expect_eq(_tool_calls(body, what), [], f"{what} message.tool_calls")
-    reason = choice0(body, what).get("finish_reason")
-    expect(reason in ("stop", "length"), f"{what} finish_reason", desc("stop or length"), reason)
-
-
-@check(
-    "M04.tool_choice_named_or_required",
-    "A named tool_choice calls that tool, and 'required' calls a tool, even for a question that needs none",
-    severity="SHOULD",
-    requires=("tools",),
-    faults=("tool_choice_named_ignored", "tool_choice_required_ignored"),
-    source=f"{REFERENCE} M04",
-)
-def tool_choice_named_or_required(ctx: ApiContext) -> None:
-    named = {"type": "function", "function": {"name": "get_weather"}}
-    for what, tools, choice in (
-        ("tool chat with a named tool_choice get_weather", [TIME_TOOL, WEATHER_TOOL], named),
-        ("tool chat with tool_choice 'required'", [WEATHER_TOOL], "required"),
-    ):
-        body = ok_json(
-            ctx.api.post("/v1/chat/completions", ctx.chat_body(ctx.task.question, tools=tools, tool_choice=choice)),
-            f"{what} (question {ctx.task.question!r})",
-        )
-        calls = _tool_calls(body, what)
-        expect(bool(calls), f"{what} (question {ctx.task.question!r}) message.tool_calls", desc("a call"), calls)
-        for call in calls:
-            expect_eq((call.get("function") or {}).get("name"), "get_weather", f"{what}: function.name")
-            _valid_arguments((call.get("function") or {}).get("arguments"), what)
-
-
-def _two_city_calls(ctx: ApiContext, **params: Any) -> list[dict[str, Any]]:
-    body = ctx.chat_body(TWO_CITY_QUESTION, tools=[WEATHER_TOOL], tool_choice="auto", **params)
-    what = "tool chat about two cities" + (" with parallel_tool_calls=false" if params else "")
-    return _tool_calls(ok_json(ctx.api.post("/v1/chat/completions", body), what), what)
-
-
-@check(
-    "M06.parallel_tool_calls_false",
-    "parallel_tool_calls=false returns at most one tool call, even when the question asks for two",
-    severity="SHOULD",
-    requires=("tools",),
-    faults=("parallel_tool_calls_ignored",),
-    source=f"{REFERENCE} M06; LMDeploy maybe_filter_parallel_tool_calls",
-)
-def parallel_tool_calls_false(ctx: ApiContext) -> None:
-    calls = _two_city_calls(ctx, parallel_tool_calls=False)
-    expect(
-        len(calls) <= 1,
-        "tool chat about two cities with parallel_tool_calls=false: tool calls",
-        desc("at most one"),
-        [(c.get("function") or {}).get("arguments") for c in calls],
-    )
-
-
-@check(
-    "M07.tool_call_ids_unique",
-    "Tool-call ids are unique within a response and across responses",
-    severity="SHOULD",
-    requires=("tools",),
-    faults=("tool_call_id_constant",),
-    source=f"{REFERENCE} M07; {REFERENCE} C06",
-)
-def tool_call_ids_unique(ctx: ApiContext) -> None:
-    calls = _two_city_calls(ctx)
-    expect(bool(calls), "tool chat about two cities message.tool_calls", desc("at least one call"), calls)
-    ids = [c.get("id") for c in calls]
-    expect(len(set(ids)) == len(ids), "tool-call ids within the two-city response", desc("distinct"), ids)
-    other = [c.get("id") for c in message_of(_tool_reply(ctx), "tool chat").get("tool_calls") or []]
-    shared = sorted(set(ids) & set(other), key=str)
-    expect(not shared, "tool-call ids of two responses", desc("no id in both"), shared)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
@@ -82,7 +82,7 @@ class ServerMetric:
     combine: Literal["sum", "max", "mean"] = "sum"
 
 
-_NOT_BY_VERSION = frozenset({"features", "known_failures", "version_behaviours"})
+_NOT_BY_VERSION = frozenset({"features", "known_failures", "version_behaviours", "launch_features"})
 """Profile fields read at collection, before the engine's version is known: a version cannot change them."""
 
 
@@ -123,6 +123,12 @@ class EngineBehaviour:
     #: ``POST`` path that empties the engine's prefix cache between load runs (vLLM ``/reset_prefix_cache``,
     #: SGLang ``/flush_cache``); None: the engine has none, and cold runs salt their prompts instead.
     prefix_cache_reset_path: str | None = None
+    #: Features a server has only when it is launched with these flags (``(feature, (flag, ...))``): vLLM parses
+    #: DeepSeek tool calls only with ``--enable-auto-tool-choice --tool-call-parser``. The suite knows the flags
+    #: of an engine it launches; an attached server is taken not to have them.
+    launch_features: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    #: The flag that names the tool parser (its value becomes ``tool_parser`` of a launched engine).
+    tool_parser_flag: str | None = None
 
     def __post_init__(self) -> None:
         unknown_metrics = sorted(set(self.server_metrics) - set(SERVER_METRIC_NAMES))
@@ -146,6 +152,20 @@ class EngineBehaviour:
             if kf.check_id == check_id and (not kf.versions or version_matches(version, kf.versions)):
                 return kf
         return None
+
+    def for_launch(self, args: Sequence[str] | None) -> EngineBehaviour:
+        """This profile for a server launched with ``args`` (None: attached, flags unknown): plus each launch
+        feature whose flags are all given, and the tool parser the flags name."""
+        if args is None:
+            return self
+        arguments = list(args)
+        added = {feature for feature, flags in self.launch_features if all(flag in arguments for flag in flags)}
+        parser = self.tool_parser
+        if self.tool_parser_flag in arguments and arguments.index(self.tool_parser_flag) + 1 < len(arguments):
+            parser = arguments[arguments.index(self.tool_parser_flag) + 1]
+        if not added - self.features and parser == self.tool_parser:
+            return self
+        return replace(self, features=self.features | added, tool_parser=parser)
 
     def for_version(self, version: str | None) -> EngineBehaviour:
         """This profile as ``version`` of the engine behaves (unknown versions: the profile as declared)."""

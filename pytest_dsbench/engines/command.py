@@ -85,5 +85,11 @@ def build_command(request: LaunchRequest, engine: str, entry: Sequence[str], fla
     command = [request.python, *entry]
     for flag in flags:
         command += flag.render(request)
-    return (command + list(request.hw.launch(engine).args) + list(request.hw.deployment.engine_args)
-            + list(request.extra_args))
+    return command + profile_args(request.hw, engine, request.extra_args)
+
+
+def profile_args(hw: HardwareProfile, engine: str, extra_args: Sequence[str] = ()) -> list[str]:
+    """The arguments a launch adds after the adapter's flags: the profile's ``[engines.<engine>] args``, the
+    deployment's ``engine_args`` and the user's ``--engine-arg`` values (also what the engine's launch features
+    are read from, before it starts)."""
+    return list(hw.launch(engine).args) + list(hw.deployment.engine_args) + list(extra_args)

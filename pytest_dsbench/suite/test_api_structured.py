@@ -1,4 +1,4 @@
-"""L. Structured outputs; M. tool calling.
+"""L. Structured outputs.
 
 Each parameter is one check of :mod:`pytest_dsbench.conformance.structured`; what it asserts, the engines
 known to deviate and the sources are in docs/conformance.md. Known engine bugs become strict xfails
@@ -15,6 +15,6 @@ from pytest_dsbench.conformance.context import ApiContext
 pytestmark = pytest.mark.api
 
 
-@pytest.mark.parametrize("check_id", catalog.params("L", "M"))
-def test_structured_output_and_tools(check_id: str, api: ApiContext) -> None:
+@pytest.mark.parametrize("check_id", catalog.params("L"))
+def test_structured_output(check_id: str, api: ApiContext) -> None:
     catalog.run(check_id, api)

@@ -53,6 +53,8 @@ class FakeConfig:
     #: ("\n", "\r\n" or "\r"), and keep-alive comment blocks, comment lines and ``retry:`` inside events.
     sse_newline: str = "\n"
     sse_extras: bool = False
+    #: Characters of tool-call arguments per streamed delta (0: all arguments in one delta, as SGLang sends them).
+    tool_args_chunk_chars: int = 5
     reasoning_field: str = "reasoning"
     reasoning_usage_path: str = "completion_tokens_details.reasoning_tokens"
     error_envelope: str = "nested"

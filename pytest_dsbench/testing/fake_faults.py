@@ -146,6 +146,14 @@ FAULTS: dict[str, str] = {
     "tool_choice_required_ignored": "tool_choice 'required' is treated as 'auto'",
     "parallel_tool_calls_ignored": "parallel_tool_calls=false still returns several calls",
     "tool_call_id_constant": "every tool call has the id 'call_0'",
+    "parallel_tool_calls_merged": "a question that needs several tool calls gets only the first",
+    "tool_block_in_reasoning": "the reasoning parser swallows the tool-call block: raw markers in the reasoning field, "
+    "no tool_calls",
+    "reasoning_in_tool_arguments": "tool-call arguments start with the reasoning text",
+    "stream_forced_tool_in_content": "streamed, a named or 'required' tool_choice leaves the raw tool-call text in "
+    "content (no tool_calls deltas, finish_reason stop)",
+    "tool_called_without_need": "tool_choice 'auto' calls a tool whatever the question",
+    "tools_500": "a chat request with tools answers HTTP 500",
     # reasoning and template
     "reasoning_field_renamed": "reasoning comes in the other key than the engine profile declares",
     "no_reasoning_split": "reasoning is not separated: everything is in content",

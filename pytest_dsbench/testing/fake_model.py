@@ -174,13 +174,16 @@ class FakeModel:
         relevant = [t for t in tools if any(w in question for w in _tool_words(t))]
         if named:
             chosen = next((t for t in tools if t.get("function", {}).get("name") == named), tools[0])
-        elif relevant or choice == "required":
+        elif relevant or choice == "required" or self.has("tool_called_without_need"):
             chosen = (relevant or tools)[0]
         else:
             return []
         function = chosen.get("function", {})
         cities = _CITY.findall(req.question)
-        parallel = req.body.get("parallel_tool_calls") is not False or self.has("parallel_tool_calls_ignored")
+        parallel = (req.body.get("parallel_tool_calls") is not False or self.has("parallel_tool_calls_ignored")) and (
+            not self.has("parallel_tool_calls_merged")
+        )
+        prefix = self.config.reasoning if self.has("reasoning_in_tool_arguments") else ""
         calls = []
         for number in range(max(1, len(cities)) if parallel else 1):
             arguments = instance_for(function.get("parameters", {"type": "object"}))
@@ -191,7 +194,7 @@ class FakeModel:
                 {
                     "id": call_id,
                     "type": "function",
-                    "function": {"name": function.get("name", "tool"), "arguments": json.dumps(arguments)},
+                    "function": {"name": function.get("name", "tool"), "arguments": prefix + json.dumps(arguments)},
                 }
             )
         return calls
@@ -215,6 +218,8 @@ class FakeModel:
         reasoning = self.config.reasoning
         if salt:  # sampling varies the text from its first token on
             reasoning = f"{filler(seed_text, 8).capitalize()}. {reasoning}"
+        if calls and self.has("tool_block_in_reasoning"):  # no </think> before the block: all of it is reasoning
+            return f"{reasoning}{tok.render_tool_calls(calls)}", []
         if calls:
             return f"{reasoning}{tok.END_THINK}\n\n{tok.render_tool_calls(calls)}", calls
         last = req.messages[-1] if req.messages else {}

@@ -76,17 +76,24 @@ class ResponseBuilding:
             return reasoning.removeprefix(tok.THINK) + content, None
         return reasoning.removeprefix(tok.THINK), content
 
+    def tools_as_text(self, body: dict[str, Any]) -> bool:
+        """The tool calls stay raw DeepSeek text in content (a fault), for this request."""
+        forced = body.get("tool_choice") == "required" or isinstance(body.get("tool_choice"), dict)
+        return self.config.has("tool_calls_in_content") or bool(
+            body.get("stream") and forced and self.config.has("stream_forced_tool_in_content")
+        )
+
     def chat_message(self, out: Output, body: dict[str, Any]) -> dict[str, Any]:
         reasoning, content = self.split_reasoning(out, body)
         message: dict[str, Any] = {"role": "assistant", "content": content, self.reasoning_key(): reasoning}
-        if out.tool_calls and not self.config.has("tool_calls_in_content"):
+        if out.tool_calls and not self.tools_as_text(body):
             message["content"] = None
             message["tool_calls"] = out.tool_calls
         return message
 
-    def finish_reason(self, out: Output) -> str:
+    def finish_reason(self, out: Output, body: dict[str, Any]) -> str:
         if out.finish_reason == "tool_calls" and (
-            self.config.has("tool_finish_reason_stop") or self.config.has("tool_calls_in_content")
+            self.config.has("tool_finish_reason_stop") or self.tools_as_text(body)
         ):
             return "stop"
         return out.finish_reason
@@ -122,7 +129,7 @@ class ResponseBuilding:
         for index, out, prompt in outs:
             choice: dict[str, Any] = {
                 "index": index + shift,
-                "finish_reason": self.finish_reason(out),
+                "finish_reason": self.finish_reason(out, body),
                 "logprobs": None,
             }
             if chat:

@@ -28,7 +28,8 @@ class FakeEngine(Protocol):
     def response_id(self, prefix: str) -> str: ...
     def usage(self, outs: list[tuple[int, Output, str]], prompt_tokens: int, chat: bool) -> dict[str, Any]: ...
     def reasoning_key(self) -> str: ...
-    def finish_reason(self, out: Output) -> str: ...
+    def finish_reason(self, out: Output, body: dict[str, Any]) -> str: ...
+    def tools_as_text(self, body: dict[str, Any]) -> bool: ...
 
 
 def _segments(
@@ -60,7 +61,7 @@ def _segments(
         reasoning = reasoning[1:]
     if has("stream_content_differs") and content:
         content = content[:-1]
-    if out.tool_calls and not has("tool_calls_in_content"):
+    if out.tool_calls and not engine.tools_as_text(body):
         content = []
     runs: list[tuple[str, list[str]]] = [("reasoning", reasoning), ("content", content)]
     if has("reasoning_interleaved") and len(reasoning) > 1 and content:
@@ -216,7 +217,7 @@ async def _write_stream(
             if hang and number == 0 and sent >= 1:
                 await _hang(request)
                 return
-        if chat and out.tool_calls and not has("tool_calls_in_content"):
+        if chat and out.tool_calls and not engine.tools_as_text(body):
             for call_index, call in enumerate(out.tool_calls):
                 arguments = "{}" if has("stream_tool_args_empty") else call["function"]["arguments"]
                 first = {
@@ -227,8 +228,9 @@ async def _write_stream(
                 }
                 delta = {"tool_calls": [first]} | ({"role": "assistant"} if sent == 0 else {})
                 await send(chunk([{"index": wire_index, "delta": delta, "finish_reason": None}]))
-                for start in range(0, len(arguments), 5):
-                    part = {"index": call_index, "function": {"arguments": arguments[start : start + 5]}}
+                size = config.tool_args_chunk_chars or max(1, len(arguments))
+                for start in range(0, len(arguments), size):
+                    part = {"index": call_index, "function": {"arguments": arguments[start : start + size]}}
                     await send(
                         chunk([{"index": wire_index, "delta": {"tool_calls": [part]}, "finish_reason": None}])
                     )
@@ -238,7 +240,7 @@ async def _write_stream(
             await send(
                 chunk([{"index": wire_index, "delta": delta | {"content": ""}, "finish_reason": None}])
             )
-        final: dict[str, Any] = {"index": wire_index, "finish_reason": engine.finish_reason(out)}
+        final: dict[str, Any] = {"index": wire_index, "finish_reason": engine.finish_reason(out, body)}
         if chat:
             final["delta"] = {}
         else:

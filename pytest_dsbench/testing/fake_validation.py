@@ -132,6 +132,8 @@ class RequestValidation:
             raise _Invalid(400, "Stream options can only be defined when `stream=True`.", "stream_options")
         if chat and has("tool_result_rejected") and any(m.get("role") == "tool" for m in body["messages"]):
             raise _Invalid(400, "tool messages are not supported", "messages")
+        if chat and has("tools_500") and body.get("tools"):
+            raise _Invalid(500, "'NoneType' object has no attribute 'extract_tool_calls'", None, "InternalServerError")
 
     def _validate_logprobs(self, body: dict[str, Any], chat: bool) -> None:
         limit = 10**9 if self.config.has("accept_too_many_logprobs") else MAX_LOGPROBS

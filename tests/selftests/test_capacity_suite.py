@@ -1,4 +1,4 @@
-"""The capacity-under-SLO method end to end (tests/conformance/test_throughput.py against fake engines): the
+"""The capacity-under-SLO method end to end (pytest_dsbench/suite/test_throughput.py against fake engines): the
 largest concurrency or request rate meeting any combination of latency and goodput limits, every repeat, and
 how it fails; the entry's validation."""
 

@@ -71,3 +71,14 @@ def test_concurrent_load_without_echo_still_catches_cross_talk() -> None:
         CheckFailed, match="concurrent responses"
     ):
         catalog.get("P01.concurrent_mixed_load").func(ctx)
+
+
+TOOL_CHECKS = [c for c in CHECKS if c.group == "M"]
+
+
+@pytest.mark.parametrize("chunk_chars", [0, 1], ids=["arguments-in-one-delta", "one-character-per-delta"])
+@pytest.mark.parametrize("item", TOOL_CHECKS, ids=str)
+def test_tool_checks_pass_however_the_arguments_are_split_over_deltas(item: Check, chunk_chars: int) -> None:
+    # SGLang streams a call's arguments in one delta, vLLM in pieces: both are valid streamed tool calls.
+    with fake_check_context(tool_args_chunk_chars=chunk_chars) as ctx:
+        item.func(ctx)

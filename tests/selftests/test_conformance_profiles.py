@@ -186,3 +186,28 @@ def test_a_version_behaviour_may_only_change_fields_read_after_the_version_is_kn
 
     with pytest.raises(ValueError, match=r"changes features, which a version cannot change"):
         dataclasses.replace(BEHAVIOUR, version_behaviours=(VersionBehaviour("<1", (("features", frozenset()),), "x"),))
+
+
+def test_vllm_has_the_tools_feature_only_when_launched_with_the_tool_parser() -> None:
+    from pytest_dsbench import thresholds
+    from pytest_dsbench.engines.command import profile_args
+    from pytest_dsbench.engines.vllm.behaviour import BEHAVIOUR
+
+    launched = BEHAVIOUR.for_launch(profile_args(thresholds.load("cpu"), "vllm"))
+    assert "tools" in launched.features and launched.tool_parser == "deepseek_v3"
+    attached = BEHAVIOUR.for_launch(None)
+    assert "tools" not in attached.features and attached.tool_parser is None
+    parser_only = BEHAVIOUR.for_launch(["--tool-call-parser", "deepseek_v3"])  # no --enable-auto-tool-choice
+    assert "tools" not in parser_only.features
+
+
+def test_an_attached_vllm_skips_the_tool_checks_and_a_launched_one_runs_them(
+    pytester: pytest.Pytester, fake_engine: Any
+) -> None:
+    from pathlib import Path
+
+    api_tools = Path(__file__).resolve().parents[1] / "conformance" / "test_api_tools.py"
+    result = pytester.runpytest(str(api_tools), "--base-url", fake_engine.base_url, "-p", "no:cacheprovider", "-rs")
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("skipped", 0) == len(catalog.params("M")) and "passed" not in outcomes, outcomes
+    result.stdout.fnmatch_lines(["*engine vllm does not support feature(s): tools*"])

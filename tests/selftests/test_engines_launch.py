@@ -37,6 +37,7 @@ def test_the_embedded_engine_gets_the_cpu_profiles_flags_and_environment(tmp_pat
         "--reasoning-parser", "deepseek_r1", "--max-num-seqs", "32", "--enforce-eager", "--dtype", "bfloat16",
         "--compilation-config", '{"custom_ops": ["-rotary_embedding"]}',
         "--structured-outputs-config", '{"backend": "xgrammar", "disable_any_whitespace": true}',
+        "--enable-auto-tool-choice", "--tool-call-parser", "deepseek_v3",
     ]
     assert process.env == {"VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_CPU_OMP_THREADS_BIND": "nobind",
                            "VLLM_LOG_STATS_INTERVAL": "1", "VLLM_SERVER_DEV_MODE": "1"}
@@ -56,7 +57,8 @@ def test_user_args_then_the_patch_then_the_api_key_end_the_command(tmp_path: Pat
         "--served-model-name", "DeepSeek-R1", "--host", "0.0.0.0", "--port", str(PORT), "--max-model-len", "2048",
         "--reasoning-parser", "deepseek_r1", "--max-num-seqs", "128", "--dtype", "bfloat16", "--attention-config",
         '{"flash_attn_version": 2}', "--structured-outputs-config",
-        '{"backend": "xgrammar", "disable_any_whitespace": true}', "--enforce-eager", "--api-key", "sk-secret",
+        '{"backend": "xgrammar", "disable_any_whitespace": true}', "--enable-auto-tool-choice", "--tool-call-parser",
+        "deepseek_v3", "--enforce-eager", "--api-key", "sk-secret",
     ]
     assert process.env == {
         "VLLM_LOG_STATS_INTERVAL": "1", "A": "1", "DSBENCH_EPLB_MODE": "reference",

@@ -9,6 +9,7 @@ INVALID.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -152,3 +153,31 @@ def test_slo_figures_with_enough_samples_are_valid_and_carry_their_interval(
     interval = tpot["interval"]
     assert tpot["sample_count"] == interval["n"] == 8 and interval["method"] == "bootstrap mean"
     assert interval["low"] <= tpot["value"] <= interval["high"]
+
+
+THRESHOLDS = Path(__file__).resolve().parents[2] / "thresholds"
+CPU_HEALTHY_TTFT_MS = 520.0
+"""About the p99 TTFT the embedded engine measured on the SLO workload (thresholds/cpu.toml says which runs)."""
+TTFT_REGRESSION_MS = 1500.0
+
+
+@pytest.mark.parametrize(
+    ("ttft_ms", "outcome"),
+    [(CPU_HEALTHY_TTFT_MS, "passed"), (CPU_HEALTHY_TTFT_MS + TTFT_REGRESSION_MS, "failed")],
+    ids=["healthy", "1.5-s-slower"],
+)
+def test_the_cpu_profile_gate_fails_a_first_token_1_5_s_slower(
+    pytester: pytest.Pytester, fake: Any, ttft_ms: float, outcome: str
+) -> None:
+    # The default gate (thresholds/cpu.toml as shipped, no stored baseline): the embedded engine's measured first
+    # token passes, the same engine 1.5 s slower fails on its p99 TTFT.
+    server = fake(ttft_ms=ttft_ms, itl_ms=5, max_model_len=2048)
+    result = pytester.runpytest(
+        str(Path(__file__).resolve().parents[2] / "pytest_dsbench" / "suite" / "test_slo.py"),
+        *("--base-url", server.base_url, "--tokenizer", "chars", "--hw", "cpu"),
+        *("--dsbench-thresholds", str(THRESHOLDS), "--dsbench-artifacts", str(pytester.path / "artifacts")),
+        *("-p", "no:cacheprovider", "-rfEs", "-k", "ttft_ms_p99"),
+    )
+    result.assert_outcomes(**{outcome: 1})
+    if outcome == "failed":
+        result.stdout.fnmatch_lines([lit("*ttft_ms_p99 = 2* ms, limit <= * ms (cpu.toml [slo] ttft_ms_p99_max)*")])

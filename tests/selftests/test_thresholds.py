@@ -39,6 +39,12 @@ def test_every_shipped_profile_is_valid(name: str) -> None:
     assert profile.slo.tpot_ms_mean_max == 50.0
 
 
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_profile_limits_the_p99_ttft(name: str) -> None:
+    # A latency regression fails the gate without a stored baseline (issue 13: a 1.5 s slower first token passed).
+    assert thresholds.load(name).slo.ttft_ms_p99_max is not None
+
+
 def test_the_required_profiles_are_shipped() -> None:
     assert {"cpu", "va16", "h20", "h800", "h100", "h200", "rtx4090"} <= set(SHIPPED)
 
