@@ -206,8 +206,11 @@ def test_an_attached_vllm_skips_the_tool_checks_and_a_launched_one_runs_them(
 ) -> None:
     from pathlib import Path
 
-    api_tools = Path(__file__).resolve().parents[1] / "conformance" / "test_api_tools.py"
-    result = pytester.runpytest(str(api_tools), "--base-url", fake_engine.base_url, "-p", "no:cacheprovider", "-rs")
+    api_tools = Path(__file__).resolve().parents[2] / "pytest_dsbench" / "suite" / "test_api_tools.py"
+    # a process of its own: an in-process run re-imports the suite's check modules, which register twice
+    result = pytester.runpytest_subprocess(
+        str(api_tools), "--base-url", fake_engine.base_url, "-p", "no:cacheprovider", "-rs"
+    )
     outcomes = result.parseoutcomes()
     assert outcomes.get("skipped", 0) == len(catalog.params("M")) and "passed" not in outcomes, outcomes
     result.stdout.fnmatch_lines(["*engine vllm does not support feature(s): tools*"])

@@ -284,8 +284,8 @@ import pytest
 def test_sglang_only():
     pass
 
-@pytest.mark.requires("tools")
-def test_needs_tools():
+@pytest.mark.requires("models_retrieve")
+def test_needs_models_retrieve():
     pass
 """
 
@@ -295,5 +295,5 @@ def test_engine_specific_tests_are_skipped_with_the_reason_on_other_engines(pyte
     result = pytester.runpytest("--engine", "vllm", "-rs")
     result.assert_outcomes(skipped=2)
     result.stdout.fnmatch_lines(["*only for engine(s) sglang; this is vllm*",
-                                 "*engine vllm does not support feature(s): tools*"])
+                                 "*engine vllm does not support feature(s): models_retrieve*"])
     pytester.runpytest("--engine", "sglang").assert_outcomes(passed=2)

@@ -71,12 +71,12 @@ PINNED: dict[tuple[str, str, bool], list[str]] = {
     ("lmdeploy", "minimal", False): [
         "python3", "-m", "lmdeploy", "serve", "api_server", "/models/DeepSeek-R1", "--model-name", "DeepSeek-R1",
         "--server-name", "0.0.0.0", "--server-port", "30000", "--session-len", "4096", "--reasoning-parser",
-        "default",
+        "default", "--logprobs-mode", "raw_logprobs",
     ],
     ("lmdeploy", "everything", False): [
         "python3", "-m", "lmdeploy", "serve", "api_server", "/models/DeepSeek-R1", "--model-name", "DeepSeek-R1",
         "--server-name", "0.0.0.0", "--server-port", "30000", "--session-len", "131072", "--reasoning-parser",
-        "default", "--tp", "8", "--dp", "4", "--ep", "32", "--max-batch-size", "64",
+        "default", "--logprobs-mode", "raw_logprobs", "--tp", "8", "--dp", "4", "--ep", "32", "--max-batch-size", "64",
         "--cache-max-entry-count", "0.9", "--speculative-algorithm", "deepseek_mtp",
         "--speculative-num-draft-tokens", "1", "--hw-flag", "lmdeploy", "--deployment-flag", "--user-flag",
     ],

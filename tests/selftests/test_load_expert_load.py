@@ -57,7 +57,8 @@ def context(base_url: str, counts: Path | None, artifacts: Path) -> LoadContext:
                         tokenizer_path=None, max_model_len=4096, behaviour=VLLM_BEHAVIOUR, mode="start",
                         eplb_mode="observe", eplb_counts_path=counts)
     options: Any = SimpleNamespace(tokenizer="chars", artifacts_dir=artifacts, request_timeout_s=30.0,
-                                   load_workers=1, load_generator="dsbench", datasets_dir=None)
+                                   load_workers=1, load_generator="dsbench", datasets_dir=None,
+                                   load_executor=None, ray_address=None)
     return LoadContext(engine, options, load("cpu"))
 
 

@@ -331,6 +331,8 @@ def side_by_side_context(base_url: str, tok: Path, artifacts: Path) -> LoadConte
         load_workers=1,
         load_generator="dsbench",
         datasets_dir=None,
+        load_executor=None,
+        ray_address=None,
     )
     return LoadContext(engine, options, load_profile("cpu"))
 

@@ -190,3 +190,27 @@ def test_an_entry_without_a_method_names_the_methods(tmp_path: Path) -> None:
     with pytest.raises(ThresholdsError, match=r"key 'throughput\.t\.method': required key is missing; valid values: "
                        r"'deeplink', 'tencent', 'ali_decode', 'ali_prefill', 'random'"):
         thresholds.load("x", _write(tmp_path, text))
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_slo_workload_has_the_requests_its_percentile_limits_need(name: str) -> None:
+    # a p99 limit on a run of 16 requests is INVALID by [evidence] (the p99 would be the maximum), so a shipped
+    # profile whose SLO workload is too small could never pass its own SLO tests
+    from pytest_dsbench.evidence import samples_needed
+    from pytest_dsbench.load.api import slo_workload
+
+    profile = thresholds.load(name)
+    chosen = slo_workload(profile)
+    if chosen is None:
+        pytest.skip(f"{name} has no one-run workload: its SLO tests skip")
+    workload_name, workload = chosen
+    for key in thresholds.limit_keys(type(profile.slo)):
+        if getattr(profile.slo, key) is None:
+            continue
+        declared = metrics.get(key.rsplit("_", 1)[0])
+        if isinstance(declared, metrics.LatencyMetric):
+            need = samples_needed(declared.stat, profile.evidence.min_samples, profile.evidence.tail_samples)
+            assert workload.num_prompts >= need, (
+                f"{name}.toml [slo] {key} needs {need} requests; [throughput.{workload_name}] sends "
+                f"{workload.num_prompts}"
+            )
