@@ -56,7 +56,7 @@ def test_compliant_engine_meets_the_slos_and_leaves_raw_records(
     pytester: pytest.Pytester, run_slo: Runner, fake: Any
 ) -> None:
     result = run_slo(fake(ttft_ms=10, itl_ms=10))
-    result.assert_outcomes(passed=4, skipped=4)
+    result.assert_outcomes(passed=4, skipped=5)
     raw = pytester.path / "artifacts" / "load" / "slo-tencent.jsonl"
     assert raw.is_file() and len(raw.read_text().splitlines()) == 1 + 8
 
@@ -156,8 +156,9 @@ def test_slo_figures_with_enough_samples_are_valid_and_carry_their_interval(
 
 
 THRESHOLDS = Path(__file__).resolve().parents[2] / "thresholds"
-CPU_HEALTHY_TTFT_MS = 520.0
-"""About the p99 TTFT the embedded engine measured on the SLO workload (thresholds/cpu.toml says which runs)."""
+CPU_HEALTHY_TTFT_MS = 340.0
+"""About the p90 TTFT the embedded engine measured on the SLO workload (thresholds/cpu.toml says which run): a
+fake with one fixed first-token time above the real median."""
 TTFT_REGRESSION_MS = 1500.0
 
 
@@ -170,14 +171,18 @@ def test_the_cpu_profile_gate_fails_a_first_token_1_5_s_slower(
     pytester: pytest.Pytester, fake: Any, ttft_ms: float, outcome: str
 ) -> None:
     # The default gate (thresholds/cpu.toml as shipped, no stored baseline): the embedded engine's measured first
-    # token passes, the same engine 1.5 s slower fails on its p99 TTFT.
+    # token passes, the same engine 1.5 s slower fails on its median TTFT.
     server = fake(ttft_ms=ttft_ms, itl_ms=5, max_model_len=2048)
     result = pytester.runpytest(
         str(Path(__file__).resolve().parents[2] / "pytest_dsbench" / "suite" / "test_slo.py"),
         *("--base-url", server.base_url, "--tokenizer", "chars", "--hw", "cpu"),
         *("--dsbench-thresholds", str(THRESHOLDS), "--dsbench-artifacts", str(pytester.path / "artifacts")),
-        *("-p", "no:cacheprovider", "-rfEs", "-k", "ttft_ms_p99"),
+        *("-p", "no:cacheprovider", "-rfEs", "-k", "ttft_ms_median or ttft_ms_p99"),
     )
-    result.assert_outcomes(**{outcome: 1})
-    if outcome == "failed":
-        result.stdout.fnmatch_lines([lit("*ttft_ms_p99 = 2* ms, limit <= * ms (cpu.toml [slo] ttft_ms_p99_max)*")])
+    if outcome == "passed":
+        result.assert_outcomes(passed=2)
+    else:  # the median catches it; the p99 limit is a tail gate above the engine's occasional stalls
+        result.assert_outcomes(passed=1, failed=1)
+        result.stdout.fnmatch_lines(
+            [lit("*ttft_ms_median = 1* ms, limit <= 1000 ms (cpu.toml [slo] ttft_ms_median_max)*")]
+        )
