@@ -3,14 +3,14 @@ pytest runs of a conformance test file against a server on a small hardware prof
 
 from __future__ import annotations
 
+# the same for the process workers' shared memory: a first import inside an in-process pytester run is dropped
+# with its snapshot, and the next one makes a second BufferWrapper class that multiprocessing cannot pickle
+import multiprocessing.heap  # noqa: F401
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpcore  # noqa: F401  (imported before pytester snapshots sys.modules: httpx caches its classes)
-# the same for the process workers' shared memory: a first import inside an in-process pytester run is dropped
-# with its snapshot, and the next one makes a second BufferWrapper class that multiprocessing cannot pickle
-import multiprocessing.heap  # noqa: F401
 import pytest
 
 from pytest_dsbench.suite import SUITE_DIR
