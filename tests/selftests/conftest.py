@@ -3,8 +3,8 @@ pytest runs of a conformance test file against a server on a small hardware prof
 
 from __future__ import annotations
 
-# the same for the process workers' shared memory: a first import inside an in-process pytester run is dropped
-# with its snapshot, and the next one makes a second BufferWrapper class that multiprocessing cannot pickle
+# imported before pytester snapshots sys.modules: a first import inside an in-process run is dropped with its
+# snapshot, and the next one makes a second BufferWrapper class the process workers cannot pickle
 import multiprocessing.heap  # noqa: F401
 from collections.abc import Callable, Iterator
 from pathlib import Path
