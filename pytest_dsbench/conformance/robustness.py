@@ -343,7 +343,5 @@ def long_context_near_limit(ctx: ApiContext) -> None:
 
 def _completion_alone(ctx: ApiContext, prompt: str) -> str:
     """The greedy 8-token text ``prompt`` gets when it is the only request (asked once per prompt)."""
-    reply = ctx.memo(
-        f"p01_alone:{prompt}", lambda: ctx.api.post("/v1/completions", ctx.completion_body(prompt, max_tokens=8))
-    )
+    reply = ctx.memo(f"p01_alone:{prompt}", lambda: ctx.completion(prompt, max_tokens=8))
     return str(choice0(ok_json(reply, "completion asked alone"), "completion asked alone").get("text") or "")
