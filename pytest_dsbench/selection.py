@@ -43,7 +43,9 @@ def apply_engine_marks(items: list[pytest.Item], options: DsbenchOptions, hw: Ha
         if check and check.args:
             known = behaviour.known_failure(str(check.args[0]))
             if known:
-                item.add_marker(pytest.mark.xfail(strict=True, reason=f"{known.reason} ({known.url})"))
+                not_run = "not run: its request kills the server. " if known.kills_server else ""
+                item.add_marker(pytest.mark.xfail(strict=True, run=not known.kills_server,
+                                                  reason=f"{not_run}{known.reason} ({known.url})"))
         if item.get_closest_marker("gpu"):
             gpu = has_gpu() if gpu is None else gpu
             if not gpu:

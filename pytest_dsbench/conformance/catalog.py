@@ -228,7 +228,8 @@ def _deviating_engines(item: Check) -> str:
             if limited.check_id == item.id and limited.versions:
                 notes.append(f"{name} {limited.versions}: known bug, strict xfail ([link]({limited.url}))")
         if known:
-            notes.append(f"{name}: known bug, strict xfail ([link]({known.url}))")
+            kind = "kills the server, not run" if known.kills_server else "strict xfail"
+            notes.append(f"{name}: known bug, {kind} ([link]({known.url}))")
         elif missing:
             flags = [" ".join(f) for feature, f in profile.launch_features if feature in missing]
             if flags and len(flags) == len(missing):

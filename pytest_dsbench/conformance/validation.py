@@ -68,15 +68,15 @@ def error_envelope_shape(ctx: ApiContext) -> None:
     source=f"{REFERENCE} B02",
 )
 def server_survives_bad_requests(ctx: ApiContext) -> None:
-    bad: list[tuple[str, dict[str, Any]]] = [
-        (CHAT, ctx.chat_body(max_tokens=-1)),
-        (CHAT, ctx.chat_body(temperature="hot", max_tokens=4)),
-        (CHAT, ctx.chat_body(max_tokens=0, stream=True)),
-        (COMPLETIONS, ctx.completion_body(max_tokens=-1)),
+    bad: list[tuple[str, str, dict[str, Any]]] = [
+        (CHAT, "max_tokens=-1", ctx.chat_body(max_tokens=-1)),
+        (CHAT, "temperature='hot'", ctx.chat_body(temperature="hot", max_tokens=4)),
+        (CHAT, "max_tokens=0, streamed", ctx.chat_body(max_tokens=0, stream=True)),
+        (COMPLETIONS, "max_tokens=-1", ctx.completion_body(max_tokens=-1)),
     ]
-    for path, body in bad:
+    for path, what, body in bad:
         status = ctx.api.stream(path, body).status if body.get("stream") else ctx.api.post(path, body).status
-        expect(400 <= status < 500, f"invalid request to {path}", desc("a 4xx"), status)
+        expect(400 <= status < 500, f"invalid request to {path} ({what})", desc("a 4xx"), status)
     ctx.api.post(CHAT, content=b"{not json", headers={"Content-Type": "application/json"})
     assert_alive(ctx, "after invalid requests")
 
@@ -112,8 +112,8 @@ def context_overflow_prompt(ctx: ApiContext) -> None:
 
 @check(
     "B04.context_boundary",
-    "A prompt of exactly max_model_len tokens is rejected; max_model_len - 1 with "
-    "max_tokens=1 is served with one token",
+    "A prompt of exactly max_model_len tokens is rejected; max_model_len - 1 (less the tokens the engine "
+    "profile declares it keeps back) with max_tokens=1 is served with one token",
     severity="MUST",
     faults=("context_off_by_one",),
     source=f"{REFERENCE} B04; vLLM test_serving_chat",
@@ -126,7 +126,7 @@ def context_boundary(ctx: ApiContext) -> None:
         skip(f"could not build a prompt of exactly {limit} tokens with {counter.source}")
     reply = ctx.api.post(CHAT, ctx.chat_body(at_limit, max_tokens=1))
     rejected(reply, f"prompt of exactly max_model_len={limit} tokens")
-    fits = limit - 1
+    fits = limit - 1 - ctx.behaviour.context_reserved_tokens
     if ctx.target.max_input_len_enforced and ctx.target.max_input_len:
         fits = min(fits, ctx.target.max_input_len)
     below = exact_chat_content(counter, fits)

@@ -42,13 +42,21 @@ class KnownFailure:
 
     ``versions`` limits it to the engine versions that have the bug (PEP 440 specifiers, e.g. ``"==0.20.*"``);
     such a failure is judged when the check runs, once the engine's version is known, and only a failure whose
-    message contains ``match`` is the known bug: any other failure of the check still fails it."""
+    message contains ``match`` is the known bug: any other failure of the check still fails it.
+    ``kills_server``: the check's request crashes the engine, so it is not sent (``xfail(run=False)``): the
+    tests after it would otherwise all fail on a dead server."""
 
     check_id: str
     reason: str
     url: str
     versions: str = ""
     match: str = ""
+    kills_server: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kills_server and self.versions:
+            raise ValueError(f"known failure {self.check_id}: kills_server is decided at collection, before the "
+                             f"engine's version is known, so it cannot be limited to versions {self.versions!r}")
 
 
 @dataclass(frozen=True)
@@ -117,6 +125,10 @@ class EngineBehaviour:
     text_offsets: bool = True
     #: ``echo=true`` on /v1/completions puts the prompt before the text (LMDeploy 0.18 accepts and ignores it).
     echo_honoured: bool = True
+    #: Context tokens the server keeps back beyond the one a reply needs: the longest prompt it serves with
+    #: ``max_tokens=1`` is ``max_model_len - 1 - context_reserved_tokens`` (SGLang 0.5.17: 6, its scheduler's
+    #: ``max_req_input_len = context_len - 1 - 5``).
+    context_reserved_tokens: int = 0
     #: The suite's server-metric names -> where the engine's /metrics has them (the engine package's
     #: ``servermetrics`` module); empty: nothing is read.
     server_metrics: Mapping[str, ServerMetric] = field(default_factory=dict)

@@ -45,6 +45,9 @@ class FakeConfig:
     version: str = "0.0.0-fake"
     max_model_len: int = 4096
     max_input_len: int | None = None
+    #: Context tokens kept back beyond the reply's first (SGLang 0.5.17 keeps 6): prompts of
+    #: ``max_model_len - 1 - reserved_context_tokens`` tokens or more are refused.
+    reserved_context_tokens: int = 0
     clamp_max_tokens: bool = True
     ttft_ms: float = 0.0
     itl_ms: float = 0.0

@@ -240,6 +240,14 @@ class RequestValidation:
                 f"has {prompt_tokens} input tokens.",
                 "input_tokens",
             )
+        kept_back = self.config.reserved_context_tokens
+        if kept_back and prompt_tokens > limit - 1 - kept_back:  # SGLang's wording (managers/utils.py)
+            raise _Invalid(
+                400,
+                f"Input length ({prompt_tokens} tokens) exceeds the maximum allowed length "
+                f"({limit - kept_back} tokens).",
+                "input_tokens",
+            )
         max_input = self.config.max_input_len
         if max_input is not None and has("max_model_len_larger_than_profile"):
             max_input *= 2

@@ -214,3 +214,49 @@ def test_an_attached_vllm_skips_the_tool_checks_and_a_launched_one_runs_them(
     outcomes = result.parseoutcomes()
     assert outcomes.get("skipped", 0) == len(catalog.params("M")) and "passed" not in outcomes, outcomes
     result.stdout.fnmatch_lines(["*engine vllm does not support feature(s): tools*"])
+
+
+def test_a_server_that_keeps_context_back_passes_the_boundary_check_when_the_profile_declares_it() -> None:
+    run("B04.context_boundary", SGLANG_LIKE, reserved_context_tokens=6, **SGLANG_FAKE)
+
+
+def test_a_server_that_keeps_context_back_fails_the_boundary_check_under_a_profile_that_does_not() -> None:
+    plain = dataclasses.replace(SGLANG_LIKE, context_reserved_tokens=0)
+    with pytest.raises(CheckFailed, match=r"prompt of \d+ tokens, max_tokens=1: expected <HTTP 200.*"
+                                          r"exceeds the maximum allowed length"):
+        run("B04.context_boundary", plain, reserved_context_tokens=6, **SGLANG_FAKE)
+
+
+def test_sglang_has_tools_and_seed_only_when_launched_with_their_flags() -> None:
+    from pytest_dsbench import thresholds
+    from pytest_dsbench.engines.command import profile_args
+
+    launched = SGLANG_BEHAVIOUR.for_launch(profile_args(thresholds.load("gpu1"), "sglang"))
+    assert "tools" in launched.features and launched.tool_parser == "deepseekv3"
+    assert "seed" not in launched.features  # gpu1 does not run --enable-deterministic-inference
+    deterministic = SGLANG_BEHAVIOUR.for_launch(["--enable-deterministic-inference"])
+    assert "seed" in deterministic.features and "tools" not in deterministic.features
+    assert {"tools", "seed"}.isdisjoint(SGLANG_BEHAVIOUR.for_launch(None).features)
+
+
+def test_a_known_failure_that_kills_the_server_cannot_be_limited_to_versions() -> None:
+    from pytest_dsbench.engines.base import KnownFailure
+
+    with pytest.raises(ValueError, match=r"B14.invalid_token_ids: kills_server is decided at collection"):
+        KnownFailure("B14.invalid_token_ids", "crashes", "https://example.invalid", versions="==1.*",
+                     kills_server=True)
+
+
+def test_a_check_whose_request_kills_the_engine_is_an_xfail_that_does_not_run(
+    pytester: pytest.Pytester, fake_engine: Any
+) -> None:
+    from pathlib import Path
+
+    validation = Path(__file__).resolve().parents[2] / "pytest_dsbench" / "suite" / "test_api_validation.py"
+    result = pytester.runpytest_subprocess(
+        str(validation), "--engine", "sglang", "--base-url", fake_engine.base_url, "-k", "B14", "-rx",
+        "-p", "no:cacheprovider",
+    )
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("xfailed") == 1 and not {"passed", "failed", "error"} & set(outcomes), outcomes
+    result.stdout.fnmatch_lines(["*B14.invalid_token_ids*not run: its request kills the server*"])
