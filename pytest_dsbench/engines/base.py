@@ -105,7 +105,6 @@ class EngineBehaviour:
     validates_model: bool
     validates_prompt_plus_max_tokens: bool
     multi_token_stop: bool
-    logprobs_enabled: bool
     stream_options_without_stream_rejected: bool
     role_on_every_delta: bool
     tokenize_api: Literal["vllm", "sglang", "lmdeploy_encode"] | None

@@ -27,7 +27,8 @@ of repeats until its interval is tight; ``ali_prefill.json`` is ``[{"1024": 2557
 
 Evidence and consistency (the hardware profile's ``[evidence]``), each an INVALID run naming the fix: a probed
 batch size decoded for less than ``min_duration_s`` or in fewer than ``min_samples`` slices; per-user decode
-tok/s at B disagreeing with 1000 / mean TPOT of the B probe by more than ``consistency_tolerance_pct``.
+tok/s at B within the B probe (its own token timeline, not the pooled figure) disagreeing with 1000 / mean TPOT
+of the B probe by more than ``consistency_tolerance_pct``.
 
 Judged: each batch size's mean TPOT (recorded, no limit) and error rate, and each running batch size's
 ``decode_tok_s_per_device`` (recorded, its slices the samples).
@@ -77,6 +78,9 @@ class AliDecodeResult:
     intervals: dict[int, Interval | None] = field(default_factory=dict)
     crosscheck: dict[int, dict[str, Any]] = field(default_factory=dict)
     devices: int = 1
+    probe_per_user_tok_s: dict[int, float] = field(default_factory=dict)
+    """Per probed size B: tok/s per user at B within the B probe alone (the table pools every probe's time at B,
+    e.g. the tails of larger probes), the figure that the B probe's own TPOT is checked against."""
 
     def as_json(self) -> list[dict[str, Any]]:
         return decode_json(self.tpot_ms, self.table)
@@ -196,13 +200,22 @@ def run_decode(
     }  # sizes no probe asked for are shown only where they have the evidence a probed one needs
     result = AliDecodeResult(
         tpot_ms=tpot, table=table, samples=samples, runs=runs, log_paths=list(log_paths), log_format=log_format,
-        timeline=timeline, devices=devices,
+        timeline=timeline, devices=devices, probe_per_user_tok_s=_probe_per_user_tok_s(runs),
         intervals={b: bootstrap_interval(timeline[b].slice_tok_s, "mean") for b in table},
         crosscheck=crosscheck(table, decode_table(samples, devices, sizes), log_format),
     )
     problems = decode_problems(result, sizes, evidence)
     write_outputs(ctx, name, "decode", result.files, result.as_json(), _decode_evidence(result, problems), problems)
     return result
+
+
+def _probe_per_user_tok_s(runs: dict[int, LoadRun]) -> dict[int, float]:
+    out = {}
+    for size, run in runs.items():
+        own = decode_by_batch_size([run.records]).get(size)
+        if own is not None and own.decode_s > 0:
+            out[size] = own.tok_s / size
+    return out
 
 
 def write_outputs(
@@ -242,11 +255,11 @@ def decode_problems(result: AliDecodeResult, sizes: Sequence[int], evidence: Evi
                 f"about output_len steps) or output_len of the entry"
             )
             continue
-        per_user = result.table[size]["throughput_per_user"]
+        per_user = result.probe_per_user_tok_s.get(size, result.table[size]["throughput_per_user"])
         from_tpot = 1000.0 / result.tpot_ms[size] if result.tpot_ms[size] > 0 else 0.0
         if from_tpot <= 0 or abs(per_user - from_tpot) / from_tpot * 100 > tolerance_pct:
             problems.append(
-                f"batch size {size}: per-user decode {per_user:.4g} tok/s from the token timeline contradicts "
+                f"batch size {size}: per-user decode {per_user:.4g} tok/s from the probe's token timeline contradicts "
                 f"1000 / mean TPOT {result.tpot_ms[size]:.4g} ms = {from_tpot:.4g} tok/s by more than "
                 f"[evidence] consistency_tolerance_pct {tolerance_pct:g} %; the records are in "
                 f"{result.runs[size].raw_path}"
@@ -269,6 +282,8 @@ def _decode_evidence(result: AliDecodeResult, problems: list[str]) -> dict[str, 
             "slice_s": round(entry.slice_s, 4),
             "interval_tok_s": None if interval is None else interval.as_dict(),
             "per_user_tok_s": row["throughput_per_user"],
+            "probe_per_user_tok_s": (None if size not in result.probe_per_user_tok_s
+                                     else round(result.probe_per_user_tok_s[size], 4)),
             "per_user_from_tpot_tok_s": None if not tpot else round(1000.0 / tpot, 4),
             "tpot_samples": len(result.runs[size].summary.samples.get("tpot", [])) if size in result.runs else None,
             "engine_log": result.crosscheck.get(size),

@@ -18,7 +18,6 @@ BEHAVIOUR = EngineBehaviour(
     validates_prompt_plus_max_tokens=False,
     multi_token_stop=False,
     echo_honoured=False,
-    logprobs_enabled=True,
     stream_options_without_stream_rejected=False,
     role_on_every_delta=True,
     tokenize_api="lmdeploy_encode",

@@ -18,7 +18,6 @@ BEHAVIOUR = EngineBehaviour(
     validates_model=False,
     validates_prompt_plus_max_tokens=True,
     multi_token_stop=True,
-    logprobs_enabled=True,
     stream_options_without_stream_rejected=False,
     role_on_every_delta=False,
     tokenize_api="sglang",

@@ -14,7 +14,6 @@ BEHAVIOUR = EngineBehaviour(
     validates_model=True,
     validates_prompt_plus_max_tokens=False,  # 0.32 clamps max_tokens to the window (api_utils.get_max_tokens)
     multi_token_stop=True,
-    logprobs_enabled=True,
     stream_options_without_stream_rejected=True,
     role_on_every_delta=False,
     tokenize_api="vllm",
