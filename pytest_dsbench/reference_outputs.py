@@ -369,6 +369,26 @@ def compare_all(
     return [m for m in messages if m]
 
 
+def finish_reason_problems(
+    rows: Sequence[ReferenceRow], completions: Sequence[EngineCompletion], max_tokens: int,
+    eos_at_limit_reason: str = "stop",
+) -> list[str]:
+    """Completions whose finish_reason differs from the reference's. A row whose eos is the ``max_tokens``-th
+    token (the longest row, since the batched request asks for the longest row's length) is held to
+    ``eos_at_limit_reason``: ``stop`` as OpenAI and vLLM answer, or what the engine profile declares
+    (SGLang 0.5.17 checks the length before the eos and answers ``length``)."""
+    wrong = []
+    for row, completion in zip(rows, completions, strict=True):
+        expected = row.finish_reason
+        at_limit = row.finish_reason == "stop" and len(row.completion_token_ids) == max_tokens
+        if at_limit:
+            expected = eos_at_limit_reason
+        if completion.finish_reason != expected:
+            where = f" (its eos is token {max_tokens}, the last max_tokens allows)" if at_limit else ""
+            wrong.append(f"[{row.id}] finish_reason {completion.finish_reason!r}, expected {expected!r}{where}")
+    return wrong
+
+
 def summarize(failures: Iterable[str], total: int, limit: int = 5) -> str:
     """A short assertion message: how many prompts failed and the first few reasons."""
     failures = list(failures)

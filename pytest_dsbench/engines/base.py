@@ -128,6 +128,14 @@ class EngineBehaviour:
     #: ``max_tokens=1`` is ``max_model_len - 1 - context_reserved_tokens`` (SGLang 0.5.17: 6, its scheduler's
     #: ``max_req_input_len = context_len - 1 - 5``).
     context_reserved_tokens: int = 0
+    #: finish_reason when the eos is the last token max_tokens allows: ``stop`` (OpenAI, vLLM); SGLang 0.5.17
+    #: checks the length first (managers/schedule_batch.py Req.update_finish_state) and answers ``length``.
+    eos_at_max_tokens_reason: Literal["stop", "length"] = "stop"
+    #: The chat template sees the server's re-serialisation of ``tools``, not the request's JSON (SGLang 0.5.17:
+    #: pydantic ``Tool.model_dump()``, keys reordered, ``strict: false`` added, and an empty system message
+    #: inserted), so a prompt differs from vLLM's byte for byte: legal, but the fixture model, trained on the
+    #: request's own JSON, cannot answer it.
+    tool_prompt_reserialised: bool = False
     #: The suite's server-metric names -> where the engine's /metrics has them (the engine package's
     #: ``servermetrics`` module); empty: nothing is read.
     server_metrics: Mapping[str, ServerMetric] = field(default_factory=dict)

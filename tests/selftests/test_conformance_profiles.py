@@ -260,3 +260,16 @@ def test_a_check_whose_request_kills_the_engine_is_an_xfail_that_does_not_run(
     outcomes = result.parseoutcomes()
     assert outcomes.get("xfailed") == 1 and not {"passed", "failed", "error"} & set(outcomes), outcomes
     result.stdout.fnmatch_lines(["*B14.invalid_token_ids*not run: its request kills the server*"])
+
+
+def test_tool_checks_skip_on_the_fixture_model_where_the_engine_reserialises_the_tools() -> None:
+    with fake_check_context(behaviour=SGLANG_LIKE, **SGLANG_FAKE) as ctx:
+        ctx.task_only_model = True
+        with pytest.raises(CheckSkipped, match=r"renders the tools it re-serialised, not the request.s JSON"):
+            catalog.get("M01.tool_call_nonstream").func(ctx)
+        catalog.get("B16.tools_without_parser").func(ctx)  # judges only the status: still runs
+        catalog.get("M03.tool_choice_none").func(ctx)  # no tools rendered with tool_choice none
+
+
+def test_tool_checks_run_on_a_real_model_where_the_engine_reserialises_the_tools() -> None:
+    run("M01.tool_call_nonstream", SGLANG_LIKE, **SGLANG_FAKE)

@@ -31,6 +31,7 @@ from pytest_dsbench.reference_outputs import (
     completion_from_choice,
     completions_from_response,
     completions_request,
+    finish_reason_problems,
     fixture_model_dir,
     load_reference,
     load_token_lengths,
@@ -89,6 +90,29 @@ def completion_like(row: ReferenceRow, **overrides: Any) -> EngineCompletion:
 
 
 # ------------------------------------------------------------------------------------------- comparison
+def test_eos_on_the_last_allowed_token_must_finish_with_stop() -> None:
+    row = make_row()  # three tokens, the last one eos: max_tokens=3 leaves no room after it
+    (problem,) = finish_reason_problems([row], [completion_like(row, finish_reason="length")], max_tokens=3)
+    assert problem == ("[add-00] finish_reason 'length', expected 'stop' "
+                       "(its eos is token 3, the last max_tokens allows)")
+    assert finish_reason_problems([row], [completion_like(row)], max_tokens=3) == []
+
+
+def test_an_engine_declared_to_answer_length_at_the_limit_is_held_to_it() -> None:
+    row = make_row()
+    length = completion_like(row, finish_reason="length")
+    assert finish_reason_problems([row], [length], max_tokens=3, eos_at_limit_reason="length") == []
+    (problem,) = finish_reason_problems([row], [completion_like(row)], max_tokens=3, eos_at_limit_reason="length")
+    assert "finish_reason 'stop', expected 'length'" in problem  # the bug is gone: the profile must change
+
+
+def test_eos_before_the_limit_must_finish_with_stop_whatever_the_profile_declares() -> None:
+    row = make_row()
+    (problem,) = finish_reason_problems([row], [completion_like(row, finish_reason="length")], max_tokens=8,
+                                        eos_at_limit_reason="length")
+    assert problem.endswith("finish_reason 'length', expected 'stop'")
+
+
 def test_matching_completion_passes() -> None:
     row = make_row()
     assert compare_completion(row, completion_like(row)) is None

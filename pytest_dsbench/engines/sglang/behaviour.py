@@ -47,6 +47,15 @@ BEHAVIOUR = EngineBehaviour(
     # get_worker_info): a prompt of 2047 tokens at --context-length 2048 got HTTP 400 "Input length (2047 tokens)
     # exceeds the maximum allowed length (2042 tokens)"; inputs of max_req_input_len or more are refused.
     context_reserved_tokens=6,
+    # Req.update_finish_state (managers/schedule_batch.py) tests len(output_ids) >= max_new_tokens before the
+    # eos: the reference prompt reverse-08, whose 32nd and last allowed token is the eos (its token ids came back
+    # exactly, eos included), finished with "length" where vLLM answers "stop".
+    eos_at_max_tokens_reason="length",
+    # serving_chat.py renders [tool.model_dump() for tool in request.tools] after inserting an empty system
+    # message. With the fixture model this prompt (209 tokens against 198 for the request's JSON) got, greedily
+    # and on CPU transformers alike, 'The user wants the weather in Toky in Paris. I call get_time for
+    # Tokyokyoky...' instead of the get_weather call: every M check that renders tools failed on the H100.
+    tool_prompt_reserialised=True,
     known_failures=(
         *(
             KnownFailure(
@@ -86,6 +95,16 @@ BEHAVIOUR = EngineBehaviour(
             "(0.5.17)",
             _PROTOCOL,
             match="top_logprobs=21",
+        ),
+        KnownFailure(
+            "P01.concurrent_mixed_load",
+            "Under P01's burst (one request per concurrency slot: chat, streamed chat, completions streamed and "
+            "not, chat n=2 at temperature 0.3) SGLang logged nothing and scheduled no request for 135 s, until "
+            "the client timed out and closed its connections; the requests then ran (the scheduler's next line "
+            "reads input throughput 0.01 tok/s). Seen once (0.5.17, one H100, 2026-12-07 17:35:57-17:38:12); "
+            "the request that stalls the tokenizer manager is not isolated yet",
+            _SOURCE + "sglang/srt/managers/tokenizer_manager.py",
+            match="ReadTimeout",
         ),
         KnownFailure(
             "B14.invalid_token_ids",
