@@ -12,6 +12,7 @@ from typing import Any
 
 from pytest_dsbench.testing import fake_tokens as tok
 
+
 def _crash(token_ids: list[Any]) -> None:
     """Die as SGLang 0.5.17 did on an out-of-vocabulary token id: a device assert, no reply, the port closed."""
     print(f"RuntimeError: CUDA error: device-side assert triggered (fake engine, prompt token ids {token_ids})",
