@@ -17,7 +17,7 @@ import pytest
 
 from pytest_dsbench._http import auth_headers, timeout
 from pytest_dsbench.engines.base import EngineInfo
-from pytest_dsbench.errors import DsbenchUsageError, EngineDied, EngineStartError
+from pytest_dsbench.errors import DsbenchUsageError, EngineStartError
 from pytest_dsbench.gate import Gate
 from pytest_dsbench.options import DsbenchOptions
 from pytest_dsbench.results import RunResults
@@ -112,21 +112,6 @@ def dsbench_artifacts(
     report = getattr(request.node, "rep_call", None)
     if report is not None and report.passed:
         shutil.rmtree(folder, ignore_errors=True)
-
-
-@pytest.fixture(autouse=True)
-def _dsbench_engine_alive(request: pytest.FixtureRequest) -> None:
-    """Fail fast, instead of waiting for timeouts, when the engine the suite launched has exited."""
-    if "dsbench_engine" not in request.fixturenames:
-        return
-    run = DsbenchRun.find(request.config)
-    process = run.engine.process if run is not None else None
-    if process is None:
-        return
-    try:
-        process.check_alive()
-    except EngineDied as exc:
-        pytest.fail(str(exc), pytrace=False)
 
 
 @pytest.fixture

@@ -129,16 +129,32 @@ class DsbenchRun:
         if any("dsbench_engine" in getattr(item, "fixturenames", ()) for item in session.items):
             self.engine.attach_check()
 
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        """Fail fast once the engine the suite launched has exited: before any fixture of the test runs, so a
+        module-scoped fixture (reference outputs, a load run's warmup) never meets the dead port itself."""
+        from pytest_dsbench.errors import EngineDied
+
+        if _uses_engine(item):
+            message = self.engine.exit_message()
+            if message is not None:
+                raise EngineDied(message)
+
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(
         self, item: pytest.Item, call: pytest.CallInfo[None]
     ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-        from pytest_dsbench.errors import InvalidRun, MissingExtra
+        from pytest_dsbench.errors import EngineDied, InvalidRun, MissingExtra
         from pytest_dsbench.load.executors import LoadExecutorError
 
         report = yield
-        if call.excinfo is not None and call.excinfo.errisinstance((InvalidRun, LoadExecutorError, MissingExtra)):
-            report.longrepr = str(call.excinfo.value)  # the message says it all: no traceback wall
+        excinfo = call.excinfo
+        if excinfo is not None and excinfo.errisinstance((EngineDied, InvalidRun, LoadExecutorError, MissingExtra)):
+            report.longrepr = str(excinfo.value)  # the message says it all: no traceback wall
+        elif excinfo is not None and report.failed and call.when in ("setup", "call") and _uses_engine(item):
+            died = self.engine.died_during(_what_ran(item))
+            if died is not None:
+                report.longrepr = died
         setattr(item, f"rep_{report.when}", report)
         return report
 
@@ -168,3 +184,20 @@ class DsbenchRun:
             terminalreporter, engine=self.engine.info, hw=self.options.hw, results=self.results,
             history=self.history,
         )
+
+
+def _uses_engine(item: pytest.Item) -> bool:
+    return "dsbench_engine" in getattr(item, "fixturenames", ())
+
+
+def _what_ran(item: pytest.Item) -> str:
+    """What was running when the engine died: the conformance check, by its id, with the requests it sent last
+    (the one that killed the engine is among them), or the test."""
+    from pytest_dsbench.conformance.context import ApiContext
+
+    marker = item.get_closest_marker("check")
+    if marker is None or not marker.args:
+        return f"test {item.name}"
+    ctx = getattr(item, "funcargs", {}).get("api")
+    sent = list(ctx.api.recent) if isinstance(ctx, ApiContext) else []
+    return f"check {marker.args[0]}" + (f" (its last requests: {'; '.join(sent)})" if sent else "")

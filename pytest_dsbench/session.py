@@ -16,7 +16,7 @@ from pytest_dsbench.engines.adapters import get_adapter
 from pytest_dsbench.engines.base import EngineInfo
 from pytest_dsbench.engines.command import profile_args
 from pytest_dsbench.engines.launch import EplbLaunch, launch_engine
-from pytest_dsbench.engines.launcher import EngineProcess
+from pytest_dsbench.engines.launcher import EXIT_GRACE_S, EngineProcess
 from pytest_dsbench.errors import DsbenchUsageError, EngineStartError, MissingExtra
 from pytest_dsbench.options import DsbenchOptions
 from pytest_dsbench.packaged import data_dir
@@ -209,6 +209,27 @@ class EngineSession:
             eplb_mode=opts.eplb, eplb_counts_path=eplb.counts_path if eplb else None,
             eplb_ranks=eplb.ranks if eplb else None,
         )
+
+    # -- liveness (start mode only: a server the suite did not launch is not the suite's to diagnose) ----------
+    def exit_message(self) -> str | None:
+        """The engine-exited message once the engine the suite launched has exited; None while it runs, and in
+        attach mode."""
+        return self.process.exit_message() if self.process is not None else None
+
+    def died_during(self, what: str) -> str | None:
+        """After a failure of ``what``: the engine-exited message naming it when the launched engine has exited,
+        or refuses connections and exits within :data:`EXIT_GRACE_S`; None when it still serves (or attach mode).
+
+        A request that fails because the server is going (its port closed, the process still writing its crash
+        report) is the engine's death, not a connection error of that test."""
+        process = self.process
+        if process is None:
+            return None
+        if process.returncode() is None and not (
+            process.refuses_connections() and process.exited_within(EXIT_GRACE_S)
+        ):
+            return None
+        return process.exit_message(during=what)
 
     def stop(self) -> None:
         """Stop the launched engine, if any."""

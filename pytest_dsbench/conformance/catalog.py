@@ -173,6 +173,7 @@ def run(check_id: str, ctx: ApiContext) -> None:
     if missing:
         pytest.skip(f"engine {ctx.target.engine} does not support feature(s): {', '.join(missing)}")
     outcome: str | None = None
+    ctx.api.recent.clear()
     try:
         for attempt in range(item.greedy_retries + 1):
             try:
@@ -188,9 +189,10 @@ def run(check_id: str, ctx: ApiContext) -> None:
         again = f" (in all {item.greedy_retries + 1} attempts)" if item.greedy_retries else ""
         outcome = f"{check_id}: {exc}{again}"
     except httpx.HTTPError as exc:
+        sent = "; ".join(ctx.api.recent)
         outcome = (
             f"{check_id}: HTTP request failed ({type(exc).__name__}: {exc or 'no detail'}); is the server "
-            "still up?"
+            f"still up?{f' The last requests of the check: {sent}' if sent else ''}"
         )
     _judge_known_failure_of_this_version(check_id, ctx, outcome)
     if outcome is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -163,6 +164,22 @@ class StreamReply:
 _DROPPED = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
 """What a request on a pooled connection the server has already closed raises."""
 
+RECENT_REQUESTS = 4
+_BODY_CHARS = 160
+
+
+def _describe_request(method: str, path: str, kwargs: dict[str, Any]) -> str:
+    """``METHOD path body`` on one line, the body cut at :data:`_BODY_CHARS` (bodies carry no API key)."""
+    if kwargs.get("json") is not None:
+        body = json.dumps(kwargs["json"], ensure_ascii=False)
+    elif kwargs.get("content") is not None:
+        content = kwargs["content"]
+        body = content.decode("utf-8", "replace") if isinstance(content, bytes) else str(content)
+    else:
+        return f"{method} {path}"
+    body = " ".join(body.split())
+    return f"{method} {path} {body if len(body) <= _BODY_CHARS else body[: _BODY_CHARS - 3] + '...'}"
+
 
 class ApiClient:
     """Thin wrapper over one ``httpx.Client`` that returns :class:`Reply` / :class:`StreamReply`."""
@@ -172,6 +189,9 @@ class ApiClient:
         self.request_timeout_s = request_timeout_s
         self.dropped_connections = 0
         """Requests sent again because the pooled connection was dead before any reply."""
+        self.recent: deque[str] = deque(maxlen=RECENT_REQUESTS)
+        """The last requests and what came of them (``POST /v1/completions {...} -> HTTP 200``), so a check that
+        fails on a transport error names what it sent before it (the request that crashed a server)."""
         self._count_lock = threading.Lock()
 
     def _timeout(self, timeout_s: float | None) -> httpx.Timeout:
@@ -188,12 +208,20 @@ class ApiClient:
         goes once more, counted in ``dropped_connections``. A reply cut off after its status line is never
         resent: that is the server's failure, and it propagates."""
         request = self.http.build_request(method, path, timeout=timeout, **kwargs)
+        sent = _describe_request(method, path, kwargs)
         try:
-            return self.http.send(request, stream=True)
-        except _DROPPED:
-            with self._count_lock:
-                self.dropped_connections += 1
-            return self.http.send(request, stream=True)
+            try:
+                response = self.http.send(request, stream=True)
+            except _DROPPED as exc:
+                self.recent.append(f"{sent} -> {type(exc).__name__} (sent again)")
+                with self._count_lock:
+                    self.dropped_connections += 1
+                response = self.http.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            self.recent.append(f"{sent} -> {type(exc).__name__}")
+            raise
+        self.recent.append(f"{sent} -> HTTP {response.status_code}")
+        return response
 
     def _send(self, method: str, path: str, timeout: httpx.Timeout, **kwargs: Any) -> httpx.Response:
         """:meth:`_open`, then read the whole body."""

@@ -22,6 +22,9 @@ from pytest_dsbench._http import auth_headers, join, redact
 from pytest_dsbench.errors import EngineDied, EngineStartError
 
 LOG_TAIL_LINES = 40
+EXIT_GRACE_S = 30.0
+"""How long a server that refuses connections may take to exit before a failure is blamed on it (SGLang sleeps
+5 s for crash diagnostics, then kills its process tree)."""
 _STOP_GRACE_S = 15.0
 _RUNNING: set[EngineProcess] = set()
 
@@ -115,14 +118,43 @@ class EngineProcess:
         """The exit code, or None while the server runs."""
         return None if self.popen is None else self.popen.poll()
 
+    def exit_message(self, during: str | None = None) -> str | None:
+        """The one message every test gets once the server exited (``during``: what was running when it did),
+        or None while it runs."""
+        code = self.returncode()
+        if code is None:
+            return None
+        when = f" during {during}" if during else ""
+        return (
+            f"engine exited (code {code}){when}; remaining tests cannot run. Last lines of {self.log_path}:\n"
+            f"{log_tail(self.log_path, 15)}"
+        )
+
     def check_alive(self) -> None:
         """Raise :class:`EngineDied` if the server exited."""
-        code = self.returncode()
-        if code is not None:
-            raise EngineDied(
-                f"engine exited (code {code}); remaining tests cannot run. Last lines of {self.log_path}:\n"
-                f"{log_tail(self.log_path, 15)}"
-            )
+        message = self.exit_message()
+        if message is not None:
+            raise EngineDied(message)
+
+    def refuses_connections(self, timeout_s: float = 2.0) -> bool:
+        """True when the server's port refuses a TCP connection: the server is gone or going, though its process
+        may still be alive (SGLang waits 5 s for crash diagnostics before it kills its own process tree)."""
+        url = httpx.URL(self.base_url)
+        try:
+            with socket.create_connection((url.host, url.port or 80), timeout=timeout_s):
+                return False
+        except ConnectionRefusedError:
+            return True
+        except OSError:
+            return False  # a timeout or another error says nothing about whether the server exited
+
+    def exited_within(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for the server process to exit; True when it has."""
+        if self.popen is None:
+            return False
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(timeout=timeout_s)
+        return self.popen.poll() is not None
 
     @property
     def pgid(self) -> int | None:

@@ -11,6 +11,7 @@ FAULTS: dict[str, str] = {
     # lifecycle (launcher self-tests)
     "never_healthy": "/health and /v1/models answer 503 forever",
     "exit_during_startup": "the process exits with an error while 'loading'",
+    "crash_on_bad_token_ids": "a negative or out-of-vocabulary prompt token id kills the server (no reply)",
     "health_bad_status": "/health answers 500 while generation works",
     "health_blocks_under_load": "/health waits until no generation runs (generations take 2.5 s)",
     # discovery and metrics

@@ -6,9 +6,19 @@ Mixed into :class:`~pytest_dsbench.testing.fake_engine.FakeEngine`; each fault n
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Any
 
 from pytest_dsbench.testing import fake_tokens as tok
+
+
+def _crash(token_ids: list[Any]) -> None:
+    """Die as SGLang 0.5.17 did on an out-of-vocabulary token id: a device assert, no reply, the port closed."""
+    print(f"RuntimeError: CUDA error: device-side assert triggered (fake engine, prompt token ids {token_ids})",
+          file=sys.stderr, flush=True)
+    os._exit(1)
+
 
 _SAMPLING_RANGES = {
     "temperature": (0.0, 2.0),
@@ -212,6 +222,8 @@ class RequestValidation:
                 if has("token_prompt_rejected"):
                     raise _Invalid(400, "token id prompts are not supported", "prompt")
                 if not item or not all(isinstance(i, int) and tok.valid_id(i) for i in item):
+                    if has("crash_on_bad_token_ids"):
+                        _crash(item)
                     status = 500 if has("bad_token_ids_500") else 400
                     raise _Invalid(
                         status, f"prompt token ids out of vocabulary (size {tok.VOCAB_SIZE})", "prompt"

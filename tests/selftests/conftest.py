@@ -45,8 +45,10 @@ def make_fake_engine() -> Iterator[Callable[..., FakeEngineThread]]:
 def engine_shim(tmp_path: Path) -> Callable[..., Path]:
     """Write an ``--engine-python`` stand-in that serves a fake engine when the suite 'launches' one."""
 
-    def make(config: dict[str, Any] | None = None, *, spawn_child: bool = False) -> Path:
-        return write_engine_shim(tmp_path / "shim", config, spawn_child=spawn_child)
+    def make(config: dict[str, Any] | None = None, *, spawn_child: bool = False,
+             supervisor_exit_delay_s: float | None = None) -> Path:
+        return write_engine_shim(tmp_path / "shim", config, spawn_child=spawn_child,
+                                 supervisor_exit_delay_s=supervisor_exit_delay_s)
 
     return make
 

@@ -72,7 +72,7 @@ REFERENCE_MUST = [
     "P02",
     "P06",
 ]
-LIFECYCLE_FAULTS = {"never_healthy", "exit_during_startup"}
+LIFECYCLE_FAULTS = {"never_healthy", "exit_during_startup", "crash_on_bad_token_ids"}
 
 
 def test_check_ids_are_unique_and_well_formed() -> None:
