@@ -3,7 +3,18 @@
 Peaks are measured once per session (:func:`measure_peaks`): FLOP/s by a large square matrix product per dtype
 (bf16 always; FP8 through ``torch._scaled_mm`` where the GPU has FP8 tensor cores), bandwidth by large copies --
 on the device (bytes read + written), in host memory, and host to device. Each is the best of a few timed
-repetitions after a warm-up, the usual way to approach a peak.
+repetitions after a warm-up, the usual way to approach a peak. A peak must be a ceiling, since fractions of it are
+read as efficiencies:
+
+* ``h2d`` is the best of a pinned copy, a pageable copy of the same size and a small pageable one (a 1 GiB
+  pageable copy ran at 7.8 GB/s on an H100 host while the 15 MB pageable copies of embed_tokens ran faster); which
+  one won is in :attr:`DevicePeaks.methods` and the notes, and recorded with the peak.
+* ``host`` is one large bf16 copy (read + write) on torch's intra-op threads. It is the ceiling for what the CPU
+  modules do -- embed_tokens is a gather of whole 14 KB rows, i.e. a copy in pieces on the same threads, counted
+  the same way (rows read + rows written) -- as long as the rows come from memory, which is why the gather never
+  reuses rows (:func:`~pytest_dsbench.modules.impl.id_batches`). It is not the machine's DRAM bandwidth (more
+  threads or non-temporal stores may go faster); a point above it says the traffic model or the peak is wrong
+  for that point, and the tables flag it.
 
 A module's roofline time is ``max(flops / peak_flop_s, sum over memory paths of bytes / peak_bandwidth)``; the
 *fraction of peak* is that time over the measured one (1.0 = on the roofline). ``bound`` says which term is
@@ -23,6 +34,8 @@ if TYPE_CHECKING:
     import torch
 
 PEAK_REPEATS = 5
+H2D_SMALL_FRACTION = 64
+"""The small pageable host-to-device copy is this fraction of the peak copy (16 MiB of 1 GiB)."""
 
 
 @dataclass(frozen=True)
@@ -32,6 +45,8 @@ class DevicePeaks:
     device: str
     flop_s: dict[str, float] = field(default_factory=dict)
     bandwidth_b_s: dict[str, float] = field(default_factory=dict)
+    methods: dict[str, str] = field(default_factory=dict)
+    """How a bandwidth peak was measured, where several methods were tried (``h2d``: the best copy)."""
     notes: tuple[str, ...] = ()
 
     def compute_peak(self, dtype: str) -> tuple[float, str]:
@@ -87,6 +102,10 @@ def _best_s(fn: Callable[[], Any], sync: Callable[[], None], repeats: int = PEAK
     return best
 
 
+def _mib(n_bytes: int) -> str:
+    return f"{n_bytes / 2**20:g} MiB"
+
+
 def _fp8_gemm_flop_s(torch: Any, n: int, device: torch.device, sync: Callable[[], None]) -> float:
     a = torch.randn(n, n, device=device).to(torch.float8_e4m3fn)
     b = torch.randn(n, n, device=device).to(torch.float8_e4m3fn)
@@ -121,14 +140,41 @@ def measure_peaks(device: torch.device, gemm_n: int, copy_bytes: int) -> DeviceP
     src = torch.empty(elements, device=device, dtype=torch.bfloat16).fill_(1)
     dst = torch.empty_like(src)
     bandwidth = {"device": 2 * copy_bytes / _best_s(lambda: dst.copy_(src), sync)}
-    notes.append(f"device copy of {copy_bytes >> 20} MiB (read + write)")
+    notes.append(f"device copy of {_mib(copy_bytes)} (read + write)")
+    methods: dict[str, str] = {}
     if cuda:
         host_src = torch.ones(elements, dtype=torch.bfloat16)
         host_dst = torch.empty_like(host_src)
         bandwidth["host"] = 2 * copy_bytes / _best_s(lambda: host_dst.copy_(host_src), lambda: None)
-        bandwidth["h2d"] = copy_bytes / _best_s(lambda: dst.copy_(host_src), sync)
-        notes.append(f"host copy and pageable host-to-device copy of {copy_bytes >> 20} MiB")
+        notes.append(f"host copy of {_mib(copy_bytes)} (read + write) on torch's {torch.get_num_threads()} "
+                     "intra-op threads, the ones a CPU gather runs on")
+        h2d, why_not_pinned = _h2d_b_s(torch, host_src, dst, sync)
+        notes += [why_not_pinned] if why_not_pinned else []
+        methods["h2d"] = max(h2d, key=lambda method: h2d[method])
+        bandwidth["h2d"] = h2d[methods["h2d"]]
+        notes.append("host-to-device: " + ", ".join(f"{m} {b_s / 1e9:.3g} GB/s" for m, b_s in h2d.items())
+                     + f"; the peak is the best, {methods['h2d']}")
     else:
         bandwidth["host"] = bandwidth["device"]
     name = torch.cuda.get_device_name(device) if cuda else "cpu"
-    return DevicePeaks(device=name, flop_s=flop_s, bandwidth_b_s=bandwidth, notes=tuple(notes))
+    return DevicePeaks(device=name, flop_s=flop_s, bandwidth_b_s=bandwidth, methods=methods, notes=tuple(notes))
+
+
+def _h2d_b_s(torch: Any, host_src: torch.Tensor, dst: torch.Tensor,
+             sync: Callable[[], None]) -> tuple[dict[str, float], str | None]:
+    """Host-to-device bandwidth by copy method -- pinned (page-locked: the DMA engines read it directly), pageable
+    of the whole buffer and pageable of a small slice (the driver stages pageable memory through pinned buffers of
+    its own, and a small copy was seen to outrun a large one) -- and why pinned was not measured, if it was not."""
+    copy_bytes = host_src.numel() * host_src.element_size()
+    small = max(host_src.numel() // H2D_SMALL_FRACTION, 1)
+    small_src, small_dst, small_bytes = host_src[:small], dst[:small], small * host_src.element_size()
+    out = {
+        f"pageable {_mib(copy_bytes)}": copy_bytes / _best_s(lambda: dst.copy_(host_src), sync),
+        f"pageable {_mib(small_bytes)}": small_bytes / _best_s(lambda: small_dst.copy_(small_src), sync),
+    }
+    try:
+        pinned = host_src.pin_memory()
+    except RuntimeError as exc:  # no page-locked memory to be had: the pageable copies are all there is
+        return out, f"no pinned host-to-device copy ({exc})"
+    out[f"pinned {_mib(copy_bytes)}"] = copy_bytes / _best_s(lambda: dst.copy_(pinned, non_blocking=True), sync)
+    return out, None
