@@ -52,6 +52,17 @@ def test_peaks_are_measured_on_the_cpu_for_every_path_the_cpu_modules_use() -> N
     assert set(peaks.flop_s) == {"bf16"} and set(peaks.bandwidth_b_s) == {"device", "host"}
     assert all(v > 0 for v in (*peaks.flop_s.values(), *peaks.bandwidth_b_s.values()))
     assert peaks.device == "cpu" and any("GEMM 64x64x64" in note for note in peaks.notes)
+    assert peaks.bandwidth_b_s["device"] == peaks.bandwidth_b_s["host"]  # the CPU's memory is both
+
+
+def test_a_bandwidth_peak_is_the_best_of_its_copy_patterns_and_says_which() -> None:
+    """A single large copy was no ceiling for a gather into a cache-resident output (nor a large pageable
+    host-to-device copy for small ones): every pattern tried is in the notes, the best is the peak."""
+    torch = pytest.importorskip("torch")
+    peaks = measure_peaks(torch.device("cpu"), gemm_n=64, copy_bytes=4 << 20)
+    assert peaks.methods["host"] in ("copy of 4 MiB", "copy of 4 MiB through a 0.015625 MiB buffer")
+    note = next(n for n in peaks.notes if n.startswith("copies (read + write"))
+    assert "copy of 4 MiB through a" in note and note.endswith(f"the peak is the best, {peaks.methods['host']}")
 
 
 def test_block_fp8_quantisation_has_one_scale_per_128x128_block_and_round_trips() -> None:
