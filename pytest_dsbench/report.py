@@ -140,7 +140,7 @@ def write_terminal_summary(
         for row in result_rows(others):
             out.write_line(row)
     for line in module_tables.render(module_tables.from_metric_results(results.items)):
-        out.write_line(line)
+        out.write_line(line, **({"red": True} if module_tables.is_flag_line(line) else {}))
     if history is None:
         return
     if history.baseline is not None:
@@ -210,7 +210,7 @@ def json_report(doc: dict[str, Any], history: HistorySession) -> dict[str, Any]:
 _CSS = """body{font-family:system-ui,sans-serif;margin:24px;color:#222}
 table{border-collapse:collapse;margin:8px 0}
 td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:left}th{background:#f3f3f3}
-.PASS{color:#0a6b0a;font-weight:600}.FAIL,.REGRESSED,.REFUSED{color:#b00020;font-weight:700}
+.PASS{color:#0a6b0a;font-weight:600}.FAIL,.REGRESSED,.REFUSED,.ABOVE{color:#b00020;font-weight:700}
 .num{text-align:right;font-variant-numeric:tabular-nums}.note{color:#666;font-size:12px}
 figure{display:inline-block;margin:8px;vertical-align:top}"""
 
@@ -272,17 +272,28 @@ def _results_table(results: list[dict[str, Any]]) -> str:
     return "<table>" + "\n".join(rows) + "</table>"
 
 
+def _num_cell(text: str, *, above: bool = False) -> str:
+    """A right-aligned cell; ``above``: a figure above its measured peak, in the FAIL colour."""
+    return f'<td class="num ABOVE">{_e(text)}</td>' if above else f"<td class=num>{_e(text)}</td>"
+
+
 def _modules_html(tables: module_tables.ModuleTables) -> str:
     """Seed 002's tables as HTML (empty when the run has no module results)."""
     if tables.empty:
         return ""
     parts = [f"<h2>Modules (seed 002)</h2><p>{_e(module_tables.heading(tables))}</p>"]
-    for section in module_tables.sections(tables):
+    sections = module_tables.sections(tables)
+    summary = module_tables.above_peak_summary(sections)
+    if summary:
+        parts.append(f"<p class=ABOVE>{_e(summary)}</p>")
+    for section in sections:
         head = "".join(f"<th>{_e(h)}</th>" for h in section.header)
         body = "".join(
-            "<tr>" + "".join(f"<td class=num>{_e(c)}</td>" for c in row) + "</tr>" for row in section.rows
+            "<tr>" + "".join(_num_cell(c, above=(i, j) in section.marked) for j, c in enumerate(row)) + "</tr>"
+            for i, row in enumerate(section.rows)
         )
-        parts.append(f"<h3>{_e(section.title)}</h3><table><tr>{head}</tr>{body}</table>")
+        notes = "".join(f"<p class=ABOVE>{_e(n)}</p>" for n in section.notes)
+        parts.append(f"<h3>{_e(section.title)}</h3><table><tr>{head}</tr>{body}</table>{notes}")
     return "\n".join(parts)
 
 

@@ -112,8 +112,10 @@ def run_benchmark(benchmark: Any, gate: Gate, prepared: Prepared, *, scale: Scal
 
 
 def record_peaks(gate: Gate, peaks: DevicePeaks, workload: dict[str, Any]) -> None:
-    """The session's measured peaks as results, so tables, reports and history show what fractions refer to."""
+    """The session's measured peaks as results, so tables, reports and history show what fractions refer to (with
+    the method, where several were tried: the h2d peak is the best of pinned and pageable copies)."""
     for dtype, flop_s in peaks.flop_s.items():
         gate.record("device_peak_tflop_s", flop_s / 1e12, workload={**workload, "dtype": dtype})
     for memory, b_s in peaks.bandwidth_b_s.items():
-        gate.record("device_peak_gb_s", b_s / 1e9, workload={**workload, "memory": memory})
+        method = {"method": peaks.methods[memory]} if memory in peaks.methods else {}
+        gate.record("device_peak_gb_s", b_s / 1e9, workload={**workload, "memory": memory, **method})

@@ -2,7 +2,10 @@
 
 ``full`` is DeepSeek-R1's ``config.json`` (hidden 7168, vocab 129,280, 256 routed experts top-8 ...), for a GPU.
 ``ci`` keeps every structural choice (grouped top-k, shared expert, MLA with a latent KV cache, block-FP8 sizes in
-multiples of 128) at dimensions a 2-core CPU runs in seconds, so CI exercises the same code path. Without
+multiples of 128) at dimensions a 2-core CPU runs in seconds, so CI exercises the same code path. Its vocabulary
+stays large (131,072 x 256 bf16 = 64 MiB, twice the ci peak copy) so that embed_tokens gathers rows from memory
+rather than from a cache, as at full size: with 2048 rows the 1 MiB table sat in L2 and the gather ran at 127% of
+the measured host peak. Without
 ``--dsbench-modules-scale`` (``auto``) a run picks ``full`` when torch sees a CUDA device and ``ci`` otherwise.
 """
 
@@ -56,7 +59,7 @@ DEEPSEEK_R1 = ModelDims(
 """DeepSeek-R1 (and V3): ``config.json`` of deepseek-ai/DeepSeek-R1."""
 
 CI_DIMS = ModelDims(
-    hidden_size=256, vocab_size=2048, intermediate_size=512, moe_intermediate_size=128, n_routed_experts=16,
+    hidden_size=256, vocab_size=131_072, intermediate_size=512, moe_intermediate_size=128, n_routed_experts=16,
     num_experts_per_tok=4, n_shared_experts=1, n_group=4, topk_group=2, routed_scaling_factor=2.5,
     q_lora_rank=128, kv_lora_rank=64, qk_rope_head_dim=16, qk_nope_head_dim=32, v_head_dim=32,
     num_attention_heads=4,

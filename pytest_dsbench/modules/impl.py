@@ -4,7 +4,8 @@ Every builder returns a :class:`Prepared`: a zero-argument ``run`` (one call of 
 advance, so only the module is timed), its :class:`~pytest_dsbench.modules.cost.ModuleCost` and facts about the
 call (experts a MoE call activated). Implementations follow DeepSeek-V3's reference modelling code:
 
-* ``embed_tokens``: ``F.embedding`` on the weight's device, optionally copied to the GPU afterwards;
+* ``embed_tokens``: ``F.embedding`` on the weight's device, optionally copied to the GPU afterwards; every call
+  gathers other rows (a seeded pass through the whole vocabulary), so no call finds its rows in a cache;
 * MLP / expert: SwiGLU with fused gate_up (``down(silu(gate(x)) * up(x))``);
 * MoE: the noaux_tc gate (sigmoid scores, ``e_score_correction_bias`` for the choice only, grouped top-k: best
   ``topk_group`` of ``n_group`` groups by the sum of each group's top-2, then top-k inside them, weights
@@ -16,6 +17,11 @@ call (experts a MoE call activated). Implementations follow DeepSeek-V3's refere
 * lm_head: ``x @ W^T`` to bf16 logits.
 
 FP8 block-quantised variants take their linear / MoE kernels from :mod:`pytest_dsbench.modules.fp8`.
+
+These are reference implementations, timed as such: every op is one eager kernel launch, so at small token counts
+the host's launch rate, not the GPU, sets the time of the many-op modules (MLA: ~80 ops a call, flat at ~1 ms
+on an H100 from 1 to 512 tokens while its 374 MB of weights need 0.13 ms), and the MoE loop reads each active
+expert in its own small GEMMs. The tables say so (:data:`IMPLEMENTATION_NOTE`).
 """
 
 from __future__ import annotations
@@ -34,6 +40,19 @@ if TYPE_CHECKING:
     from pytest_dsbench.modules.fp8 import Fp8Kernels
 
 Linear = Callable[["torch.Tensor"], "torch.Tensor"]
+KERNELS = {"bf16": "torch", "fp8": "vllm"}
+"""Whose kernels run each dtype: plain torch for bf16, vLLM's for block-FP8."""
+IMPLEMENTATIONS = {
+    "torch": "torch reference",
+    "vllm": "vLLM kernels",
+}
+"""What the tables call each kernel source (:data:`KERNELS`); :data:`IMPLEMENTATION_NOTE` says what it means."""
+IMPLEMENTATION_NOTE = (
+    "bf16 modules are the torch reference (DeepSeek-V3's modelling code in eager torch ops: a kernel launch per "
+    "op, the MoE experts one by one in a Python loop after a host sync, MLA unfused), not an engine's fused "
+    "kernels: where an engine runs faster, these figures are no bound on it; fp8 modules run vLLM's block-FP8 "
+    "kernels (w8a8 block matmul, fused_experts) with the gate in torch"
+)
 ROUTINGS = ("gate", "eplb-reference", "eplb-balanced")
 """MoE routing: the model's gate, or the gate with its choice replaced by seed 000's reference transform or the
 project's balanced one."""
@@ -78,6 +97,23 @@ def apply_rope(x: torch.Tensor, positions: torch.Tensor, base: float = 10000.0) 
 
 
 # -- embed_tokens ---------------------------------------------------------------------------------------------
+def id_batches(vocab_size: int, tokens: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """The whole vocabulary in a seeded random order, cut into batches of ``tokens`` ids (views, made here).
+
+    Calling the embedding on one batch after the other gathers rows it has not touched for a whole pass over the
+    table (1.85 GB at DeepSeek-R1's size, far above any CPU cache or the GPU's 50 MB of L2), so the figures are
+    those of rows fetched from memory. The same ids on every call kept the rows cache-resident after the first
+    round, and the CPU gather then ran at several times the measured host bandwidth. Where the vocabulary is
+    shorter than ``tokens`` its permutation repeats."""
+    import torch
+
+    gen = generator(device)
+    passes = -(-tokens // vocab_size)
+    order = torch.cat([torch.randperm(vocab_size, device=device, generator=gen) for _ in range(passes)])
+    count = len(order) // tokens
+    return order[: count * tokens].view(count, tokens).unbind(0)
+
+
 class EmbedTokens:
     """The token embedding on ``weight_device``; with ``copy_to`` its output is copied there (CPU then H2D)."""
 
@@ -86,18 +122,23 @@ class EmbedTokens:
         self.weight = random_weight((dims.vocab_size, dims.hidden_size), make_on, fan_in=1).to(weight_device)
 
     def prepare(self, tokens: int, copy_to: torch.device | None = None) -> Prepared:
-        import torch
+        """Each call gathers the next batch of :func:`id_batches` (cycling; taking the next prepared view is the
+        only work outside the module, tens of nanoseconds)."""
+        import itertools
+
         import torch.nn.functional as F
 
-        device = self.weight.device
-        ids = torch.randint(0, self.dims.vocab_size, (tokens,), device=device, generator=generator(device))
         weight = self.weight
+        batches = id_batches(self.dims.vocab_size, tokens, weight.device)
+        ids = itertools.cycle(batches)
+        facts = {"id_batches": len(batches)}
         if copy_to is None:
-            where = "host" if device.type == "cpu" else "device"
-            return Prepared(lambda: F.embedding(ids, weight), cost.embed_tokens(self.dims, tokens, where), tokens)
+            where = "host" if weight.device.type == "cpu" else "device"
+            return Prepared(lambda: F.embedding(next(ids), weight), cost.embed_tokens(self.dims, tokens, where),
+                            tokens, facts)
         target = copy_to
-        return Prepared(lambda: F.embedding(ids, weight).to(target),
-                        cost.embed_tokens(self.dims, tokens, "host+h2d"), tokens)
+        return Prepared(lambda: F.embedding(next(ids), weight).to(target),
+                        cost.embed_tokens(self.dims, tokens, "host+h2d"), tokens, facts)
 
 
 # -- MLP and experts -------------------------------------------------------------------------------------------

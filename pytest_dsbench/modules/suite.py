@@ -12,6 +12,7 @@ import pytest
 from pytest_dsbench.gate import Gate
 from pytest_dsbench.modules import bench
 from pytest_dsbench.modules.config import ModelDims, Scale
+from pytest_dsbench.modules.impl import KERNELS
 from pytest_dsbench.modules.roofline import DevicePeaks, Roofline
 
 if TYPE_CHECKING:
@@ -20,8 +21,8 @@ if TYPE_CHECKING:
     from pytest_dsbench.modules.fp8 import Fp8Kernels
     from pytest_dsbench.modules.impl import Prepared
 
-KERNELS = {"bf16": "torch", "fp8": "vllm"}
-"""Whose kernels run each dtype: plain torch for bf16, vLLM's for block-FP8."""
+__all__ = ["KERNELS", "ModuleBench", "ModuleCache", "import_torch"]
+
 TORCH_MISSING = "the module benchmarks need torch: pip install 'pytest-dsbench[modules]' (or any torch build)"
 
 

@@ -7,6 +7,11 @@
   says so);
 * the measured peaks the fractions refer to.
 
+A fraction above 100% contradicts the run's own measured peak (the traffic model or the peak is wrong for that
+point: rows served from a cache, a peak that is no ceiling); it is never printed silently: its cell is marked
+:data:`ABOVE_PEAK`, a note under the table says what it means, and the run's tables end with a line naming the
+tables that have such points.
+
 Results come in as plain mappings (``metric``, ``value``, ``workload`` and, when compared, ``change_pct`` and
 ``regressed``), the shape both :class:`~pytest_dsbench.results.MetricResult` and the stored document give.
 """
@@ -18,13 +23,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_dsbench.modules.bench import DERIVED_METRICS, PEAK_METRICS, TIME_METRIC
-from pytest_dsbench.modules.impl import ROUTINGS
+from pytest_dsbench.modules.impl import IMPLEMENTATION_NOTE, IMPLEMENTATIONS, KERNELS, ROUTINGS
 
 MODULE_METRICS = frozenset((TIME_METRIC, *DERIVED_METRICS, *PEAK_METRICS))
 MODULE_ORDER = ("embed_tokens", "mlp", "expert", "moe", "mla_prefill", "mla_decode", "lm_head")
 EMBED_VARIANTS = ("test_cpu", "test_cpu_h2d", "test_gpu")
 """The seed's embed_tokens columns; the tests' variant names."""
 VARIANT_ORDER = (*EMBED_VARIANTS, *ROUTINGS)
+ABOVE_PEAK = "!"
+"""The mark of a % of peak above 100, and the first character of the note that explains it."""
 
 
 def is_module_metric(metric: str) -> bool:
@@ -48,6 +55,8 @@ class ModuleTables:
     series: dict[tuple[str, str, str], dict[int, Point]] = field(default_factory=dict)
     peaks_tflop_s: dict[str, float] = field(default_factory=dict)
     peaks_gb_s: dict[str, float] = field(default_factory=dict)
+    peak_methods: dict[str, str] = field(default_factory=dict)
+    """How a bandwidth peak was measured, where the run says (``h2d``: the best of pinned and pageable copies)."""
     scale: str | None = None
     device: str | None = None
 
@@ -78,6 +87,8 @@ def collect(results: Iterable[Mapping[str, Any]]) -> ModuleTables:
             continue
         if metric == "device_peak_gb_s":
             out.peaks_gb_s[str(workload.get("memory"))] = float(value)
+            if workload.get("method"):
+                out.peak_methods[str(workload.get("memory"))] = str(workload["method"])
             continue
         key = (str(workload.get("module")), str(workload.get("variant")), str(workload.get("dtype")))
         tokens = int(workload.get("tokens") or 0)
@@ -125,9 +136,13 @@ class Section:
     title: str
     header: list[str]
     rows: list[list[str]]
+    notes: tuple[str, ...] = ()
+    """Lines printed under the table (why cells are marked)."""
+    marked: frozenset[tuple[int, int]] = frozenset()
+    """(row, column) of the cells a note refers to, for the HTML report to highlight."""
 
     def lines(self) -> list[str]:
-        return [self.title, *markdown(self.header, self.rows)]
+        return [self.title, *markdown(self.header, self.rows), *self.notes]
 
 
 def embed_section(tables: ModuleTables, dtype: str = "bf16") -> Section | None:
@@ -159,29 +174,64 @@ def change(point: Point) -> str:
 
 
 MODULE_HEADER = ["tokens", "time (ms)", "GB/s", "TFLOP/s", "% of peak", "bound", "vs baseline"]
+FRACTION_COLUMN = MODULE_HEADER.index("% of peak")
+
+
+def above_peak(point: Point) -> bool:
+    """The point's fraction of the roofline is above 1: faster than the measured peaks allow."""
+    fraction = point.values.get("module_roofline_fraction")
+    return fraction is not None and fraction > 1.0
+
+
+def fraction_cell(point: Point) -> str:
+    fraction = point.values.get("module_roofline_fraction")
+    if fraction is None:
+        return "-"
+    return f"{fraction * 100:.1f}" + (f" {ABOVE_PEAK}" if above_peak(point) else "")
+
+
+def above_peak_note(points: list[Point]) -> str | None:
+    """What the marked cells mean: how many, the worst, and that they are no efficiencies (None when none)."""
+    over = [p for p in points if above_peak(p)]
+    if not over:
+        return None
+    worst = max(over, key=lambda p: p.values["module_roofline_fraction"])
+    tokens = ", ".join(str(p.tokens) for p in over)
+    return (f"{ABOVE_PEAK} {len(over)} of {len(points)} points above 100% of the measured peak (tokens {tokens}; "
+            f"up to {worst.values['module_roofline_fraction'] * 100:.1f}% at {worst.tokens}): the traffic model or "
+            "the peak is wrong for them (data served from a cache, or a peak that is no ceiling), so they are no "
+            "efficiencies")
 
 
 def module_section(tables: ModuleTables, key: tuple[str, str, str]) -> Section:
-    """One module's time, GB/s, TFLOP/s, % of the roofline, bound and change against the baseline per tokens."""
-    rows = []
-    for tokens, point in sorted(tables.series[key].items()):
-        fraction = point.values.get("module_roofline_fraction")
-        rows.append([str(tokens), ms(point.values.get(TIME_METRIC)), _num(point.values.get("module_bandwidth_gb_s")),
-                     _num(point.values.get("module_tflop_s")),
-                     "-" if fraction is None else f"{fraction * 100:.1f}", bound(point, tables, key[2]),
-                     change(point)])
+    """One module's time, GB/s, TFLOP/s, % of the roofline, bound and change against the baseline per tokens;
+    fractions above 100% marked and explained under the table."""
+    points = [point for _, point in sorted(tables.series[key].items())]
+    rows = [[str(p.tokens), ms(p.values.get(TIME_METRIC)), _num(p.values.get("module_bandwidth_gb_s")),
+             _num(p.values.get("module_tflop_s")), fraction_cell(p), bound(p, tables, key[2]), change(p)]
+            for p in points]
+    note = above_peak_note(points)
+    marked = frozenset((i, FRACTION_COLUMN) for i, p in enumerate(points) if above_peak(p))
     module, variant, dtype = key
-    return Section(f"{module} [{variant}, {dtype}]", MODULE_HEADER, rows)
+    return Section(f"{module} [{variant}, {dtype}, {implementation(dtype)}]", MODULE_HEADER, rows,
+                   (note,) if note else (), marked)
+
+
+def implementation(dtype: str) -> str:
+    """Which implementation ran a dtype's modules (``torch reference`` for bf16, ``vLLM kernels`` for fp8)."""
+    kernels = KERNELS.get(dtype)
+    return IMPLEMENTATIONS.get(kernels, kernels) if kernels else "?"
 
 
 def peaks_line(tables: ModuleTables) -> str:
     flops = ", ".join(f"{d} {_num(v)} TFLOP/s" for d, v in tables.peaks_tflop_s.items()) or "not measured"
-    bws = ", ".join(f"{m} {_num(v)} GB/s" for m, v in tables.peaks_gb_s.items()) or "not measured"
+    bws = ", ".join(f"{m} {_num(v)} GB/s" + (f" ({tables.peak_methods[m]})" if m in tables.peak_methods else "")
+                    for m, v in tables.peaks_gb_s.items()) or "not measured"
     return f"measured peaks on {tables.device or 'the device'}: {flops}; bandwidth {bws}"
 
 
 def heading(tables: ModuleTables) -> str:
-    return f"modules (seed 002) at scale {tables.scale or '?'}; {peaks_line(tables)}"
+    return f"modules (seed 002) at scale {tables.scale or '?'}; {peaks_line(tables)}. {IMPLEMENTATION_NOTE}"
 
 
 def sections(tables: ModuleTables) -> list[Section]:
@@ -190,14 +240,31 @@ def sections(tables: ModuleTables) -> list[Section]:
     return ([embed] if embed else []) + [module_section(tables, key) for key in tables.series]
 
 
+def above_peak_summary(all_sections: list[Section]) -> str | None:
+    """One line naming the tables with points above their measured peak (None when there are none)."""
+    flagged = [s.title for s in all_sections if s.marked]
+    if not flagged:
+        return None
+    return (f"{ABOVE_PEAK} points above 100% of a measured peak (marked {ABOVE_PEAK}; see the note under each "
+            f"table) in: {'; '.join(flagged)}")
+
+
+def is_flag_line(line: str) -> bool:
+    """A note or summary line about points above their peak (the terminal highlights them)."""
+    return line.startswith(f"{ABOVE_PEAK} ")
+
+
 def render(tables: ModuleTables) -> list[str]:
-    """Every table as text lines: the heading with the peaks, then each section."""
+    """Every table as text lines: the heading with the peaks, then each section, then the summary of points above
+    their peak, if any."""
     if tables.empty:
         return []
     lines = [heading(tables)]
-    for section in sections(tables):
+    all_sections = sections(tables)
+    for section in all_sections:
         lines += ["", *section.lines()]
-    return lines
+    summary = above_peak_summary(all_sections)
+    return [*lines, "", summary] if summary else lines
 
 
 def time_series(tables: ModuleTables) -> dict[str, dict[str, list[tuple[float, float]]]]:

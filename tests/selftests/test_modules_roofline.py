@@ -52,6 +52,17 @@ def test_peaks_are_measured_on_the_cpu_for_every_path_the_cpu_modules_use() -> N
     assert set(peaks.flop_s) == {"bf16"} and set(peaks.bandwidth_b_s) == {"device", "host"}
     assert all(v > 0 for v in (*peaks.flop_s.values(), *peaks.bandwidth_b_s.values()))
     assert peaks.device == "cpu" and any("GEMM 64x64x64" in note for note in peaks.notes)
+    assert peaks.bandwidth_b_s["device"] == peaks.bandwidth_b_s["host"]  # the CPU's memory is both
+
+
+def test_a_bandwidth_peak_is_the_best_of_its_copy_patterns_and_says_which() -> None:
+    """A single large copy was no ceiling for a gather into a cache-resident output (nor a large pageable
+    host-to-device copy for small ones): every pattern tried is in the notes, the best is the peak."""
+    torch = pytest.importorskip("torch")
+    peaks = measure_peaks(torch.device("cpu"), gemm_n=64, copy_bytes=4 << 20)
+    assert peaks.methods["host"] in ("copy of 4 MiB", "copy of 4 MiB through a 0.015625 MiB buffer")
+    note = next(n for n in peaks.notes if n.startswith("copies (read + write"))
+    assert "copy of 4 MiB through a" in note and note.endswith(f"the peak is the best, {peaks.methods['host']}")
 
 
 def test_block_fp8_quantisation_has_one_scale_per_128x128_block_and_round_trips() -> None:
@@ -88,3 +99,23 @@ def test_plain_torch_modules_match_their_definitions_on_small_inputs() -> None:
     cache_kv[0], cache_pe[0] = mla._latent(x, torch.arange(3))
     decoded = mla.decode(x[2:3], cache_kv, cache_pe)  # the last token over the first three: prefill's last row
     assert torch.allclose(decoded.float(), prefill[2:3].float(), rtol=0.05, atol=0.05)
+
+
+def test_embed_tokens_gathers_rows_untouched_for_a_whole_pass_over_the_vocabulary() -> None:
+    """Repeating the same ids kept the rows in cache and put the CPU gather at 4.7x the host peak: every call
+    takes the next batch of a seeded permutation of the vocabulary instead."""
+    torch = pytest.importorskip("torch")
+    from pytest_dsbench.modules.config import CI_DIMS
+    from pytest_dsbench.modules.impl import EmbedTokens, id_batches
+
+    cpu = torch.device("cpu")
+    batches = id_batches(100, 8, cpu)
+    assert len(batches) == 12 and torch.cat(batches).unique().numel() == 96  # no row twice in a pass
+    assert all(torch.equal(a, b) for a, b in zip(batches, id_batches(100, 8, cpu), strict=True))  # seeded
+    assert sorted(torch.cat(id_batches(4, 10, cpu)).bincount().tolist()) == [2, 2, 3, 3]  # more tokens than ids
+    embed = EmbedTokens(CI_DIMS, cpu, cpu)
+    prepared = embed.prepare(4)
+    first, second = prepared.run(), prepared.run()
+    assert prepared.facts == {"id_batches": CI_DIMS.vocab_size // 4}
+    expected = id_batches(CI_DIMS.vocab_size, 4, cpu)
+    assert torch.equal(first, embed.weight[expected[0]]) and torch.equal(second, embed.weight[expected[1]])

@@ -61,7 +61,7 @@ def test_module_results_land_in_the_history_with_their_rounds_as_samples(pyteste
                                 "device": "cpu", "kernels": "torch"}
     assert time["has_samples"] and time["sample_count"] == 10
     assert {"module_bandwidth_gb_s", "module_tflop_s", "module_roofline_fraction"} <= set(stored)
-    result.stdout.fnmatch_lines(["expert [[]one, bf16[]]", "| tokens | time (ms) | GB/s *"])
+    result.stdout.fnmatch_lines(["expert [[]one, bf16, torch reference[]]", "| tokens | time (ms) | GB/s *"])
 
 
 def test_the_regression_gate_flags_a_slowed_module_and_passes_an_unchanged_one(pytester: pytest.Pytester) -> None:

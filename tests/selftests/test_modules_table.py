@@ -91,7 +91,7 @@ def test_terminal_summary_prints_module_tables_instead_of_result_rows() -> None:
     out = _Writer()
     write_terminal_summary(out, engine=None, hw="cpu", results=results, history=None)
     text = "\n".join(out.lines)
-    assert "lm_head [bf16-logits, bf16]" in text and "| 4      | 0.5000    |" in text
+    assert "lm_head [bf16-logits, bf16, torch reference]" in text and "| 4      | 0.5000    |" in text
     assert "tpot_ms_mean (ms)" in text and "module_time_ms_median (ms)" not in text
 
 
@@ -106,10 +106,73 @@ def test_html_report_has_the_module_tables_and_says_why_a_plot_is_missing(tmp_pa
     doc = build(items, {"time": "2026-12-07T00:00:00+00:00"}, exitstatus=0, interrupted=False, run_name="r")
     history = HistorySession(root=tmp_path, folder=tmp_path, save_enabled=False, limits=RegressLimits())
     html = render_html(doc, history, [])
-    assert "<h2>Modules (seed 002)</h2>" in html and "<h3>lm_head [bf16-logits, bf16]</h3>" in html
+    assert "<h2>Modules (seed 002)</h2>" in html and "<h3>lm_head [bf16-logits, bf16, torch reference]</h3>" in html
     try:
         import matplotlib  # noqa: F401
     except ImportError:
         assert "pytest-dsbench[report]" in html  # the plot is skipped with a note naming the extra
     else:
         assert "lm_head: time vs tokens" in html
+
+
+def _point(module: str, variant: str, tokens: int, fraction: float) -> list[dict[str, Any]]:
+    point = {"module": module, "variant": variant, "tokens": tokens}
+    return [_result("module_time_ms_median", 0.01, **point), _result("module_roofline_fraction", fraction, **point)]
+
+
+def test_a_point_above_its_measured_peak_is_marked_and_explained_under_its_table() -> None:
+    tables = table.collect([*_point("embed_tokens", "test_cpu", 256, 0.45),
+                            *_point("embed_tokens", "test_cpu", 512, 4.729)])
+    section = table.module_section(tables, ("embed_tokens", "test_cpu", "bf16"))
+    assert [row[4] for row in section.rows] == ["45.0", "472.9 !"]
+    assert section.marked == {(1, 4)}
+    assert section.lines()[-1] == (
+        "! 1 of 2 points above 100% of the measured peak (tokens 512; up to 472.9% at 512): the traffic model or "
+        "the peak is wrong for them (data served from a cache, or a peak that is no ceiling), so they are no "
+        "efficiencies")
+    assert table.render(tables)[-1] == (
+        "! points above 100% of a measured peak (marked !; see the note under each table) in: "
+        "embed_tokens [test_cpu, bf16, torch reference]")
+
+
+def test_a_run_within_its_peaks_has_no_mark_and_no_note() -> None:
+    tables = table.collect([*_point("lm_head", "bf16-logits", 1, 0.989), *_point("lm_head", "bf16-logits", 2, 1.0)])
+    section = table.module_section(tables, ("lm_head", "bf16-logits", "bf16"))
+    assert [row[4] for row in section.rows] == ["98.9", "100.0"]
+    assert not section.notes and not section.marked
+    assert not any(table.is_flag_line(line) for line in table.render(tables))
+
+
+def test_the_h2d_peak_says_which_copy_measured_it() -> None:
+    tables = table.collect([_result("device_peak_gb_s", 52.1, memory="h2d", method="pinned 1024 MiB"),
+                            _result("device_peak_gb_s", 2984.0, memory="device")])
+    assert table.peaks_line(tables).endswith("bandwidth h2d 52.1 GB/s (pinned 1024 MiB), device 2984 GB/s")
+
+
+def test_terminal_and_html_flag_a_point_above_its_peak(tmp_path: Path) -> None:
+    from pytest_dsbench.history.compare import RegressLimits
+    from pytest_dsbench.history.document import build
+    from pytest_dsbench.history.session import HistorySession
+    from pytest_dsbench.report import render_html, write_terminal_summary
+
+    workload = {"module": "embed_tokens", "variant": "test_cpu", "tokens": 512}
+    items = [_metric("module_time_ms_median", 0.04, "ms", **workload),
+             _metric("module_roofline_fraction", 4.729, "", **workload)]
+    out = _Writer()
+    write_terminal_summary(out, engine=None, hw="cpu", results=RunResults(items), history=None)
+    assert "| 512    | 0.0400    | -    | -       | 472.9 !   | -     | -           |" in out.lines
+    assert sum(line.startswith("! ") for line in out.lines) == 2  # the note under the table and the summary
+    doc = build(items, {"time": "2026-12-07T00:00:00+00:00"}, exitstatus=0, interrupted=False, run_name="r")
+    history = HistorySession(root=tmp_path, folder=tmp_path, save_enabled=False, limits=RegressLimits())
+    html = render_html(doc, history, [])
+    assert '<td class="num ABOVE">472.9 !</td>' in html
+    assert "<p class=ABOVE>! 1 of 1 points above 100% of the measured peak" in html
+
+
+def test_tables_say_which_implementation_ran_so_torch_reference_is_not_read_as_engine_speed() -> None:
+    tables = table.collect([*_point("moe", "gate", 1, 0.28), *_point("moe", "gate", 1, 0.5)])
+    tables.series[("moe", "gate", "fp8")] = tables.series[("moe", "gate", "bf16")]
+    assert table.module_section(tables, ("moe", "gate", "bf16")).title == "moe [gate, bf16, torch reference]"
+    assert table.module_section(tables, ("moe", "gate", "fp8")).title == "moe [gate, fp8, vLLM kernels]"
+    assert "bf16 modules are the torch reference" in table.heading(tables)
+    assert "not an engine's fused kernels" in table.heading(tables)
