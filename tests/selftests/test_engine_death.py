@@ -49,11 +49,12 @@ def suite(name: str) -> str:
 @pytest.fixture
 def run_crashing(pytester: pytest.Pytester, engine_shim: Callable[..., Path]) -> Callable[..., pytest.RunResult]:
     """Run pytest against a launched engine that a bad token id kills; ``args`` are test paths and options,
-    ``model`` the ``--model`` (the fixture model's folder for the reference-output tests)."""
+    ``model`` the ``--model`` (the fixture model's folder for the reference-output tests). A process of its own:
+    an in-process run re-imports the suite's check modules, which register twice."""
     shim = engine_shim(CRASHING, supervisor_exit_delay_s=DIAGNOSTICS_S)
 
     def run(*args: str, model: str = "/m/x") -> pytest.RunResult:
-        return pytester.runpytest(
+        return pytester.runpytest_subprocess(
             *args, "--engine-python", str(shim), "--model", model, "--tokenizer", "chars",
             "-p", "no:cacheprovider", "-rfEs",
         )
@@ -110,7 +111,7 @@ def test_attach_mode_keeps_the_connection_failure_for_a_server_it_does_not_own(
 ) -> None:
     server = ServerProcess.fake_engine(CRASHING, tmp_path / "attached.log").start()
     try:
-        result = pytester.runpytest(
+        result = pytester.runpytest_subprocess(
             suite("test_api_validation.py"), "-k", "B14 or B16", "--base-url", server.base_url,
             "-p", "no:cacheprovider", "-rfEs",
         )
