@@ -112,6 +112,12 @@ def test_rate_shortfall_over_a_short_schedule_is_left_to_the_send_lag() -> None:
     assert result.values["client_achieved_rate_ratio"] < 0.9 and result.valid
 
 
+def test_two_loop_probes_cannot_show_a_persistent_lag() -> None:
+    short = dict(wall_s=0.3, cpu_s=0.01, run_delay_s=0.28)
+    assert check(records(), [stats(loop_lag_ms=[5.0, 85.0], **short)], None).valid  # a median of 45 ms
+    assert not check(records(), [stats(loop_lag_ms=[60.0] * 5, **short)], None).valid
+
+
 def test_one_hiccup_in_a_short_run_is_not_a_bottleneck_but_a_persistent_lag_is() -> None:
     short = dict(wall_s=0.3, cpu_s=0.01, run_delay_s=0.28)
     assert check(records(), [stats(loop_lag_ms=[0.5] * 9 + [90.0], **short)], None).valid
