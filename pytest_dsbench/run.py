@@ -126,7 +126,7 @@ class DsbenchRun:
         """Attach mode: an unreachable ``--base-url`` is a one-line usage error before any test runs."""
         if not self.options.attach or session.config.option.collectonly:
             return
-        if any("dsbench_engine" in getattr(item, "fixturenames", ()) for item in session.items):
+        if any(_uses_engine(item) for item in session.items):
             self.engine.attach_check()
 
     @pytest.hookimpl(tryfirst=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 
 from pytest_dsbench._http import auth_headers, join, redact
-from pytest_dsbench.errors import EngineDied, EngineStartError
+from pytest_dsbench.errors import EngineStartError
 
 LOG_TAIL_LINES = 40
 EXIT_GRACE_S = 30.0
@@ -129,12 +129,6 @@ class EngineProcess:
             f"engine exited (code {code}){when}; remaining tests cannot run. Last lines of {self.log_path}:\n"
             f"{log_tail(self.log_path, 15)}"
         )
-
-    def check_alive(self) -> None:
-        """Raise :class:`EngineDied` if the server exited."""
-        message = self.exit_message()
-        if message is not None:
-            raise EngineDied(message)
 
     def refuses_connections(self, timeout_s: float = 2.0) -> bool:
         """True when the server's port refuses a TCP connection: the server is gone or going, though its process
