@@ -200,8 +200,10 @@ def json_report(doc: dict[str, Any], history: HistorySession) -> dict[str, Any]:
             "failed": sum(1 for r in results if r.get("verdict") == "FAIL"),
             "regressed": sum(1 for r in results if r.get("regressed")),
             "refused": sum(1 for r in results if (r.get("regression") or {}).get("refused")),
+            "invalid": len(block.get("invalid_runs") or []),
         },
         "results": results,
+        "invalid_runs": list(block.get("invalid_runs") or []),
         "warnings": list(history.warnings),
     }
 
@@ -364,6 +366,14 @@ def _figures(
     return figures
 
 
+def _invalid_section(invalid: list[dict[str, str]]) -> list[str]:
+    """The tests that judged nothing because their run was INVALID, each with the reason and the fix."""
+    if not invalid:
+        return []
+    rows = "".join(f"<tr><td>{_e(r['test_id'])}</td><td>{_e(r['message'])}</td></tr>" for r in invalid)
+    return ["<h2>INVALID runs (nothing judged)</h2><table><tr><th>test</th><th>why</th></tr>", rows, "</table>"]
+
+
 def render_html(doc: dict[str, Any], history: HistorySession, history_runs: list[StoredRun]) -> str:
     """The self-contained HTML report of one run."""
     from pytest_dsbench.errors import MissingExtra
@@ -394,13 +404,15 @@ def render_html(doc: dict[str, Any], history: HistorySession, history_runs: list
         f"<style>{_CSS}</style></head><body>",
         f"<h1>pytest-dsbench: {_e(prov.get('engine'))} on {_e(prov.get('hw'))}</h1>",
         f"<p>{summary['results']} results, {summary['failed']} below their limit, {summary['regressed']} "
-        f"regressed, {summary['refused']} comparisons refused; exit status {_e(report['exitstatus'])}"
+        f"regressed, {summary['refused']} comparisons refused, {summary['invalid']} tests INVALID; "
+        f"exit status {_e(report['exitstatus'])}"
         f"{' (interrupted)' if report['interrupted'] else ''}. Regression checks use "
         f"{history.confidence * 100:g}% confidence.</p>",
         "<h2>Provenance</h2><table>",
         *[f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in _provenance_rows(prov, history)],
         "</table><h2>Results</h2>",
         _results_table(results),
+        *_invalid_section(report["invalid_runs"]),
         _modules_html(modules),
         *_server_metrics_section(report["results"]),
         "<h2>Plots</h2>",

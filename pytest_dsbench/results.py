@@ -64,11 +64,24 @@ class MetricResult:
         return data
 
 
+@dataclass(frozen=True)
+class InvalidRun:
+    """A test whose measurement was INVALID (the client was the bottleneck, too little evidence, a warm cache):
+    no value was judged, and the report says why rather than leaving the test out."""
+
+    test_id: str
+    message: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"test_id": self.test_id, "message": self.message}
+
+
 @dataclass
 class RunResults:
-    """Every result recorded in this session, in recording order."""
+    """Every result recorded in this session, in recording order, and the tests whose run was INVALID."""
 
     items: list[MetricResult] = field(default_factory=list)
+    invalid: list[InvalidRun] = field(default_factory=list)
 
     def record(self, result: MetricResult) -> MetricResult:
         self.items.append(result)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import platform
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -134,8 +135,9 @@ def build(
     exitstatus: int,
     interrupted: bool,
     run_name: str,
+    invalid: Sequence[dict[str, str]] = (),
 ) -> dict[str, Any]:
-    """The JSON document of one run."""
+    """The JSON document of one run (``invalid``: the tests whose load run was INVALID, with the reason)."""
     import pytest_benchmark
 
     seen: dict[tuple[str, str, str], int] = {}
@@ -177,6 +179,7 @@ def build(
             "exitstatus": exitstatus,
             "interrupted": interrupted,
             "result_count": len(entries),
+            "invalid_runs": list(invalid),
         },
     }
 

@@ -117,8 +117,12 @@ def store(
     invocation_args: tuple[str, ...],
     cwd: Path,
     exitstatus: int,
+    invalid: Sequence[dict[str, str]] = (),
 ) -> dict[str, Any]:
-    """Store the run's results with their provenance (when saving is on) and return the run's document."""
+    """Store the run's results with their provenance (when saving is on) and return the run's document.
+
+    A run that measured nothing (every load run INVALID) is reported but not stored: it would become the
+    baseline that the next run finds nothing to compare with."""
     prov = provenance.collect(options, profile, engine, invocation_args=invocation_args, cwd=cwd)
     prov["regress_pct"] = {**history.limits.profile, **history.limits.cli}
     prov["confidence"] = history.confidence
@@ -127,10 +131,12 @@ def store(
     name = storage.run_name(str(prov["git"]["id"]), when)
     doc = document.build(
         list(results), prov, exitstatus=int(exitstatus),
-        interrupted=int(exitstatus) == INTERRUPTED_EXIT_STATUS, run_name=name,
+        interrupted=int(exitstatus) == INTERRUPTED_EXIT_STATUS, run_name=name, invalid=invalid,
     )
     history.document = doc
-    if history.save_enabled:
+    if history.save_enabled and not results:
+        history.warnings.append(f"nothing was measured, so the run is not stored in {history.folder}")
+    elif history.save_enabled:
         try:
             history.saved_path = storage.save(history.folder, name, doc)
         except OSError as exc:

@@ -6,7 +6,8 @@ The figures (bench_tools.md (b) 8, what inference-perf and AIPerf check in part)
   wanted the CPU all the time, either saturated or starved by other processes on its core;
 * event-loop lag: lateness of a 5 ms probe; every chunk timestamp is late by up to this much (judged on the
   p90: a host's rare hiccups only widen the tails, a client that cannot keep up is late on most wake-ups; under
-  100 probes on the median, under 5 not at all);
+  100 probes on the median; under 5 only over half a second or more, where so few wake-ups are themselves
+  the lag: a starved loop wakes a few times a second);
 * send lag: how late requests were dispatched against the arrival schedule (finite rates: with rate = inf
   every request is due at once and creating them all takes a moment by design);
 * achieved vs offered request rate over the schedule (finite rates, schedules of at least a second: over a
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_dsbench.load.records import RequestRecord
-from pytest_dsbench.load.worker import WorkerStats
+from pytest_dsbench.load.worker import PROBE_INTERVAL_S, WorkerStats
 from pytest_dsbench.metrics import stat
 
 
@@ -42,6 +43,9 @@ class ClientLimits:
     #: Fewer loop probes than this (a run of a fraction of a second) cannot show a persistent lag: one hiccup
     #: of a shared host is half of a two-probe median. The send lag and the CPU judge such a run.
     min_median_lag_probes: int = 5
+    #: A worker that ran this long and still woke fewer than ``min_median_lag_probes`` times was starved: its
+    #: 5 ms probe came back every ``wall_s / probes`` instead.
+    few_probes_observed_s: float = 0.5
 
 
 @dataclass
@@ -131,6 +135,17 @@ def check(
             f"event-loop lag {lag_stat} {lag:.1f} ms (expected <= {limits.loop_lag_ms_p90_max:g} ms; "
             f"{len(lags)} probes)"
         )
+    if len(lags) < limits.min_median_lag_probes:
+        for s in stats:
+            probes = len(s.loop_lag_ms)
+            if s.wall_s >= limits.few_probes_observed_s and probes < limits.min_median_lag_probes:
+                wake_ms = s.wall_s / max(probes, 1) * 1000
+                problems.append(
+                    f"event-loop lag: worker {s.worker} woke {probes} times in {s.wall_s:.2f} s, every "
+                    f"{wake_ms:.0f} ms instead of every {PROBE_INTERVAL_S * 1000:g} ms (expected <= "
+                    f"{limits.loop_lag_ms_p90_max:g} ms late)"
+                )
+                break
     send_stat = "p90" if len(send_lags) >= limits.min_lag_probes // 5 else "p50"
     send_lag = values["client_send_lag_ms_p90"] if send_stat == "p90" else stat(send_lags, "median")
     if offered_rate is not None and not closed_loop and send_lag > limits.send_lag_ms_p90_max:

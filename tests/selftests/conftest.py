@@ -154,17 +154,31 @@ def run_small_random_workload(run_on_fake_hw: Callable[..., pytest.RunResult]) -
 GIL_HOG = """
 import sys, threading
 
+import pytest
+
+_hogging = threading.Event()
 _stop = threading.Event()
 
 def _hog():
     while not _stop.is_set():
-        sum(range(20000))
+        _hogging.wait(0.05)
+        while _hogging.is_set():
+            sum(range(20000))
 
 def pytest_configure(config):
     sys.setswitchinterval(0.1)
     threading.Thread(target=_hog, daemon=True).start()
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    _hogging.set()  # the load runs in the tests' module fixtures, so during the setup phase
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    _hogging.clear()  # the report, its traceback read from source files, is not what is starved
+
 def pytest_unconfigure(config):
+    _hogging.clear()
     _stop.set()
     sys.setswitchinterval(0.005)
 """
@@ -172,7 +186,8 @@ def pytest_unconfigure(config):
 
 @pytest.fixture
 def starve_client(pytester: pytest.Pytester) -> tuple[str, ...]:
-    """Inner-run arguments loading a plugin that hogs the interpreter, so the load client falls behind."""
+    """Inner-run arguments loading a plugin that hogs the interpreter during each test's setup (where the load
+    runs), so the load client falls behind."""
     pytester.makepyfile(gilhog=GIL_HOG)
     pytester.syspathinsert()
     return ("-p", "gilhog")

@@ -134,3 +134,35 @@ def test_an_engines_format_ignores_the_other_engines_lines() -> None:
     assert sglang_log.parse_decode_line(VLLM) is None
     assert vllm_log.parse_decode_line(SGLANG) is None
     assert lmdeploy_log.parse_decode_line(VLLM_ITERATION) is None, "iteration details are vLLM's alone"
+
+
+# Excerpts of the engines' own logs from the H100 runs of 2026-12-07 (README, "SGLang 0.5.17 ran" and "LMDeploy
+# 0.18.0 ran"): the lines the seed methods read, among the access-log lines written between them.
+CAPTURED = Path(__file__).resolve().parents[2] / "fixtures" / "logs"
+
+
+@pytest.mark.parametrize(
+    ("log", "engine", "marker", "decode_lines"),
+    [
+        ("sglang-0.5.17-h100.log", "sglang", "Decode batch", 19),
+        ("lmdeploy-0.18.0-h100.log", "lmdeploy", "Avg thr", 3),
+    ],
+)
+def test_every_decode_line_an_engine_wrote_on_the_h100_is_read_and_no_other_line_is(
+    log: str, engine: str, marker: str, decode_lines: int
+) -> None:
+    lines = (CAPTURED / log).read_text().splitlines()
+    read = {n: parse_line(line) for n, line in enumerate(lines) if parse_line(line) is not None}
+    assert sorted(read) == [n for n, line in enumerate(lines) if marker in line]
+    assert len(read) == decode_lines and {parsed[2] for parsed in read.values()} == {engine}  # type: ignore[index]
+    assert all(parse_line(lines[n], engine) == parsed for n, parsed in read.items())  # type: ignore[arg-type]
+
+
+def test_the_ali_cross_check_groups_sglangs_real_decode_lines_by_running_batch_size() -> None:
+    from pytest_dsbench.methods.ali import SAMPLES_KEY, decode_table
+
+    lines = (CAPTURED / "sglang-0.5.17-h100.log").read_text().splitlines()
+    table = decode_table(parse_lines(lines, "sglang"), devices=1)
+    assert sorted(table) == [1, 64]
+    assert table[64]["throughput_per_user"] == pytest.approx(table[64]["median"] / 64)
+    assert sum(int(row[SAMPLES_KEY]) for row in table.values()) == 19

@@ -118,6 +118,11 @@ def test_two_loop_probes_cannot_show_a_persistent_lag() -> None:
     assert not check(records(), [stats(loop_lag_ms=[60.0] * 5, **short)], None).valid
 
 
+def test_a_loop_that_woke_twice_in_a_second_was_starved_however_few_its_probes() -> None:
+    starved = check(records(), [stats(loop_lag_ms=[300.0, 400.0], wall_s=1.0, cpu_s=0.01, run_delay_s=0.0)], None)
+    assert "worker 0 woke 2 times in 1.00 s, every 500 ms instead of every 5 ms" in starved.message()
+
+
 def test_one_hiccup_in_a_short_run_is_not_a_bottleneck_but_a_persistent_lag_is() -> None:
     short = dict(wall_s=0.3, cpu_s=0.01, run_delay_s=0.28)
     assert check(records(), [stats(loop_lag_ms=[0.5] * 9 + [90.0], **short)], None).valid

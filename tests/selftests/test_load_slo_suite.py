@@ -120,10 +120,28 @@ def test_goodput_floor_counts_requests_meeting_every_per_request_limit(
 def test_starved_client_errors_the_slo_tests_as_invalid_never_passes(
     run_slo: Runner, fake: Any, starve_client: tuple[str, ...]
 ) -> None:
-    result = run_slo(fake(ttft_ms=10, itl_ms=10), *starve_client)
+    # A first token after 500 ms: the run outlasts the half second over which a loop's few wake-ups are judged
+    result = run_slo(fake(ttft_ms=500, itl_ms=10), *starve_client)
     outcomes = result.parseoutcomes()
     assert outcomes.get("passed", 0) == 0 and outcomes.get("errors", 0) >= 1, outcomes
-    result.stdout.fnmatch_lines(["*INVALID run, the load generator was the bottleneck: *event-loop lag p*"])
+    result.stdout.fnmatch_lines(["*INVALID run, the load generator was the bottleneck: *event-loop lag*"])
+
+
+def test_an_all_invalid_run_is_reported_with_its_reasons_and_not_stored_as_history(
+    pytester: pytest.Pytester, run_slo: Runner, fake: Any
+) -> None:
+    import json
+
+    # 8 requests where the evidence rules ask for 100: the SLO tests' one run is INVALID, nothing is judged
+    evidence = "[evidence]\nmin_duration_s = 0.0\nmin_samples = 100\n"
+    result = run_slo(fake(ttft_ms=5, itl_ms=5), "-k", "latency", workload=evidence)
+    assert result.parseoutcomes().get("errors", 0) >= 1 and result.parseoutcomes().get("passed", 0) == 0
+    report = json.loads((pytester.path / "artifacts" / "dsbench-report.json").read_text())
+    assert report["results"] == [] and report["summary"]["invalid"] == len(report["invalid_runs"]) >= 1
+    assert all("INVALID" in run["message"] for run in report["invalid_runs"]), report["invalid_runs"]
+    assert "INVALID runs (nothing judged)" in (pytester.path / "artifacts" / "dsbench-report.html").read_text()
+    assert not list(pytester.path.glob(".benchmarks/**/*.json"))
+    result.stdout.fnmatch_lines(["*nothing was measured, so the run is not stored in*"])
 
 
 EVIDENCE = "[evidence]\nmin_duration_s = 0.0\nmin_samples = 8\ntail_samples = 1\n"

@@ -180,7 +180,8 @@ def test_tencent_search_finds_where_tpot_crosses_the_limit(
 def test_starved_client_errors_the_method_tests_as_invalid_never_judges_them(
     run_methods: Runner, fake: Any, starve_client: tuple[str, ...]
 ) -> None:
-    result = run_methods(fake(ttft_ms=10, itl_ms=10), "-k", "deeplink or tencent", *starve_client)
+    # A first token after 500 ms: every run outlasts the half second over which a loop's few wake-ups are judged
+    result = run_methods(fake(ttft_ms=500, itl_ms=10), "-k", "deeplink or tencent", *starve_client)
     outcomes = result.parseoutcomes()
     assert outcomes.get("passed", 0) == 0 and outcomes.get("failed", 0) == 0, outcomes
     assert outcomes.get("errors", 0) == 2, outcomes

@@ -60,7 +60,7 @@ def test_the_json_report_has_provenance_results_and_a_summary(
 ) -> None:
     report = json.loads((pytester.path / "dsbench-artifacts" / "dsbench-report.json").read_text())
     assert report["provenance"]["engine"] == "vllm" and report["provenance"]["hw"] == "cpu"
-    assert report["summary"] == {"results": 3, "failed": 1, "regressed": 0, "refused": 0}
+    assert report["summary"] == {"results": 3, "failed": 1, "regressed": 0, "refused": 0, "invalid": 0}
     tpot = next(r for r in report["results"] if r["metric"] == "tpot_ms_mean")
     assert tpot["verdict"] == "PASS" and tpot["sample_stats"]["n"] == 50
     assert 40 < tpot["sample_stats"]["median"] < 41
