@@ -187,6 +187,7 @@ def json_report(doc: dict[str, Any], history: HistorySession) -> dict[str, Any]:
         info["sample_stats"] = _sample_summary([v / scale for v in data]) if info.get("has_samples") else None
         results.append(info)
     block = doc.get("dsbench", {})
+    invalid = list(block.get("invalid_runs") or [])
     return {
         "schema": 1,
         "provenance": block.get("provenance"),
@@ -200,10 +201,10 @@ def json_report(doc: dict[str, Any], history: HistorySession) -> dict[str, Any]:
             "failed": sum(1 for r in results if r.get("verdict") == "FAIL"),
             "regressed": sum(1 for r in results if r.get("regressed")),
             "refused": sum(1 for r in results if (r.get("regression") or {}).get("refused")),
-            "invalid": len(block.get("invalid_runs") or []),
+            "invalid": len(invalid),
         },
         "results": results,
-        "invalid_runs": list(block.get("invalid_runs") or []),
+        "invalid_runs": invalid,
         "warnings": list(history.warnings),
     }
 

@@ -65,7 +65,7 @@ class MetricResult:
 
 
 @dataclass(frozen=True)
-class InvalidRun:
+class InvalidResult:
     """A test whose measurement was INVALID (the client was the bottleneck, too little evidence, a warm cache):
     no value was judged, and the report says why rather than leaving the test out."""
 
@@ -81,7 +81,7 @@ class RunResults:
     """Every result recorded in this session, in recording order, and the tests whose run was INVALID."""
 
     items: list[MetricResult] = field(default_factory=list)
-    invalid: list[InvalidRun] = field(default_factory=list)
+    invalid: list[InvalidResult] = field(default_factory=list)
 
     def record(self, result: MetricResult) -> MetricResult:
         self.items.append(result)

@@ -18,8 +18,7 @@ import pytest
 
 from pytest_dsbench.gate import Gate, Judgement
 from pytest_dsbench.options import DsbenchOptions
-from pytest_dsbench.results import InvalidRun as InvalidRunRecord
-from pytest_dsbench.results import MetricResult, RunResults
+from pytest_dsbench.results import InvalidResult, MetricResult, RunResults
 from pytest_dsbench.session import EngineSession
 from pytest_dsbench.thresholds import HardwareProfile
 
@@ -153,7 +152,7 @@ class DsbenchRun:
         if excinfo is not None and excinfo.errisinstance((EngineDied, InvalidRun, LoadExecutorError, MissingExtra)):
             report.longrepr = str(excinfo.value)  # the message says it all: no traceback wall
             if excinfo.errisinstance(InvalidRun):
-                self.results.invalid.append(InvalidRunRecord(item.nodeid, str(excinfo.value)))
+                self.results.invalid.append(InvalidResult(item.nodeid, str(excinfo.value)))
         elif excinfo is not None and report.failed and call.when in ("setup", "call") and _uses_engine(item):
             died = self.engine.died_during(_what_ran(item))
             if died is not None:
@@ -172,7 +171,7 @@ class DsbenchRun:
             return  # a pytest-xdist worker: the controller owns the run; nothing recorded: nothing to report
         doc = history.store(
             self.history, self.results.items, self.options, self.hw, self.engine.info,
-            invalid=[record.as_dict() for record in self.results.invalid],
+            invalid=self.results.invalid,
             invocation_args=tuple(session.config.invocation_params.args), cwd=Path(session.config.rootpath),
             exitstatus=exitstatus,
         )

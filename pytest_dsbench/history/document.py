@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_dsbench import metrics
-from pytest_dsbench.results import MetricResult
+from pytest_dsbench.results import InvalidResult, MetricResult
 
 SCHEMA = 1
 TIMER_NAME = "dsbench.replay"
@@ -135,7 +135,7 @@ def build(
     exitstatus: int,
     interrupted: bool,
     run_name: str,
-    invalid: Sequence[dict[str, str]] = (),
+    invalid: Sequence[InvalidResult] = (),
 ) -> dict[str, Any]:
     """The JSON document of one run (``invalid``: the tests whose load run was INVALID, with the reason)."""
     import pytest_benchmark
@@ -179,7 +179,7 @@ def build(
             "exitstatus": exitstatus,
             "interrupted": interrupted,
             "result_count": len(entries),
-            "invalid_runs": list(invalid),
+            "invalid_runs": [record.as_dict() for record in invalid],
         },
     }
 

@@ -23,7 +23,7 @@ from pytest_dsbench.history import document, provenance, storage
 from pytest_dsbench.history.compare import DEFAULT_CONFIDENCE, Comparator, RegressLimits, validate_limits
 from pytest_dsbench.history.document import StoredRun
 from pytest_dsbench.options import DsbenchOptions
-from pytest_dsbench.results import MetricResult
+from pytest_dsbench.results import InvalidResult, MetricResult
 from pytest_dsbench.thresholds import HardwareProfile
 
 INTERRUPTED_EXIT_STATUS = 2
@@ -117,7 +117,7 @@ def store(
     invocation_args: tuple[str, ...],
     cwd: Path,
     exitstatus: int,
-    invalid: Sequence[dict[str, str]] = (),
+    invalid: Sequence[InvalidResult] = (),
 ) -> dict[str, Any]:
     """Store the run's results with their provenance (when saving is on) and return the run's document.
 

@@ -156,7 +156,7 @@ def measure_peaks(device: torch.device, gemm_n: int, copy_bytes: int) -> DeviceP
         host_src = torch.ones(elements, dtype=torch.bfloat16)
         best_of("host", _host_b_s(host_src, torch.empty_like(host_src)),
                 f"host copies (read + write, torch's {torch.get_num_threads()} intra-op threads)")
-        h2d, why_not_pinned = _h2d_b_s(torch, host_src, dst, sync)
+        h2d, why_not_pinned = _h2d_b_s(host_src, dst, sync)
         notes += [why_not_pinned] if why_not_pinned else []
         best_of("h2d", h2d, "host-to-device copies")
     else:  # the CPU's memory is both the modules' device and the host
@@ -187,7 +187,7 @@ def _host_b_s(src: torch.Tensor, dst: torch.Tensor) -> dict[str, float]:
     }
 
 
-def _h2d_b_s(torch: Any, host_src: torch.Tensor, dst: torch.Tensor,
+def _h2d_b_s(host_src: torch.Tensor, dst: torch.Tensor,
              sync: Callable[[], None]) -> tuple[dict[str, float], str | None]:
     """Host-to-device bandwidth by copy method -- pinned (page-locked: the DMA engines read it directly), pageable
     of the whole buffer and pageable of a small slice (the driver stages pageable memory through pinned buffers of

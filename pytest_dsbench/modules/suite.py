@@ -21,8 +21,6 @@ if TYPE_CHECKING:
     from pytest_dsbench.modules.fp8 import Fp8Kernels
     from pytest_dsbench.modules.impl import Prepared
 
-__all__ = ["KERNELS", "ModuleBench", "ModuleCache", "import_torch"]
-
 TORCH_MISSING = "the module benchmarks need torch: pip install 'pytest-dsbench[modules]' (or any torch build)"
 
 

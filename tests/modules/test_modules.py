@@ -15,9 +15,9 @@ import pytest
 
 from pytest_dsbench.gate import Gate
 from pytest_dsbench.modules import bench
-from pytest_dsbench.modules.impl import ROUTINGS, EmbedTokens, LmHead, Mla, Moe
+from pytest_dsbench.modules.impl import KERNELS, ROUTINGS, EmbedTokens, LmHead, Mla, Moe
 from pytest_dsbench.modules.roofline import DevicePeaks
-from pytest_dsbench.modules.suite import KERNELS, ModuleBench
+from pytest_dsbench.modules.suite import ModuleBench
 from pytest_dsbench.modules.table import EMBED_VARIANTS
 
 pytestmark = pytest.mark.modules

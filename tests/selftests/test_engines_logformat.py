@@ -152,7 +152,8 @@ def test_every_decode_line_an_engine_wrote_on_the_h100_is_read_and_no_other_line
     log: str, engine: str, marker: str, decode_lines: int
 ) -> None:
     lines = (CAPTURED / log).read_text().splitlines()
-    read = {n: parse_line(line) for n, line in enumerate(lines) if parse_line(line) is not None}
+    parsed = {n: parse_line(line) for n, line in enumerate(lines)}
+    read = {n: line for n, line in parsed.items() if line is not None}
     assert sorted(read) == [n for n, line in enumerate(lines) if marker in line]
     assert len(read) == decode_lines and {parsed[2] for parsed in read.values()} == {engine}  # type: ignore[index]
     assert all(parse_line(lines[n], engine) == parsed for n, parsed in read.items())  # type: ignore[arg-type]
